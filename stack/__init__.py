@@ -1,0 +1,1 @@
+"""The local AI-factory stack: real Slurm, S3, MLflow, MLServer and Airflow on loopback."""

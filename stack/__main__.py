@@ -1,0 +1,48 @@
+"""``python -m stack up|down|status [--json]``: what ``./factory stack`` runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from stack.manager import Stack, print_status
+from stack.process import StackError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="factory stack", description="The local AI-factory stack.")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    stack = Stack()
+    began = time.monotonic()
+    quiet = (lambda _line: None) if args.json else print
+    if args.action == "up":
+        try:
+            outcomes = stack.up(progress=quiet)
+        except StackError as error:
+            print(f"factory stack up: {error}", file=sys.stderr)
+            return 1
+        total = time.monotonic() - began
+        if args.json:
+            print(json.dumps({"total_s": round(total, 2), "services": {
+                o.service: {"seconds": round(o.seconds, 2), "started": o.started} for o in outcomes}}))
+        else:
+            started = sum(o.started for o in outcomes)
+            print(f"stack up in {total:.1f} s ({started} started, {len(outcomes) - started} already running)")
+        return 0
+    if args.action == "down":
+        swept = stack.down(progress=quiet)
+        for pid, cmdline in swept:
+            print(f"  killed leftover process {pid}: {cmdline}")
+        print(f"stack down in {time.monotonic() - began:.1f} s")
+        return 0
+    rows = stack.status()
+    print_status(rows, args.json)
+    return 0 if all(row["state"] == "healthy" for row in rows) else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

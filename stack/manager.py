@@ -1,0 +1,210 @@
+"""``up``, ``down`` and ``status`` for the local stack.
+
+``up`` starts every service whose dependencies are healthy, concurrently, and waits for each
+health check with its own timeout; services already running and healthy are left alone, so a
+second ``up`` returns in seconds. A failure names the service and prints its log tail.
+``down`` cancels Slurm jobs, stops services dependents-first, then sweeps for anything left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack.process import StackError, Supervised, log_tail, processes_in_group
+from stack.services import LocalFactory, Service, run
+from stack.settings import JOB_USER, StackPaths
+
+BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
+DAEMON_NAMES = {"slurmstepd", "slurmctld", "slurmd", "slurmdbd", "slurmrestd", "munged", "mariadbd"}
+
+
+@dataclass
+class Outcome:
+    service: str
+    seconds: float
+    started: bool  # False when it was already running and healthy
+
+
+class Stack:
+    def __init__(self, paths: StackPaths | None = None) -> None:
+        self.paths = paths or StackPaths.from_env()
+        self.factory = LocalFactory(self.paths)
+        self.services = {service.name: service for service in self.factory.services()}
+
+    def supervised(self, name: str) -> Supervised:
+        return Supervised(name, self.paths.run, self.paths.logs)
+
+    def _env(self, service: Service) -> dict[str, str]:
+        base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
+        base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        base["HOME"] = str(self.paths.state)
+        return {**base, **service.env}
+
+    # ------------------------------------------------------------------ up
+    def _wait_healthy(self, service: Service, process: Supervised | None) -> None:
+        deadline = time.monotonic() + service.start_timeout_s
+        reason = "not checked"
+        while time.monotonic() < deadline:
+            if process is not None and process.pid() is None:
+                raise StackError(f"{service.name} exited while starting (log {process.log_file}):\n"
+                                 f"{log_tail(process.log_file)}")
+            reason = service.health()
+            if reason is None:
+                return
+            time.sleep(0.25)
+        log = self.supervised(service.name).log_file
+        raise StackError(f"{service.name} not healthy after {service.start_timeout_s:.0f} s: {reason}\n"
+                         f"--- last lines of {log} ---\n{log_tail(log)}")
+
+    def _run_oneshot(self, service: Service) -> None:
+        log = self.supervised(service.name).log_file
+        with log.open("ab") as handle:
+            handle.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} running {service.name}\n".encode())
+            handle.flush()
+            result = subprocess.run(service.command, stdout=handle, stderr=subprocess.STDOUT,
+                                    env=self._env(service), timeout=service.start_timeout_s, check=False)
+        if result.returncode != 0:
+            raise StackError(f"{service.name} failed with exit code {result.returncode}\n"
+                             f"--- last lines of {log} ---\n{log_tail(log)}")
+
+    def _bring_up(self, service: Service) -> Outcome:
+        began = time.monotonic()
+        process = self.supervised(service.name)
+        if service.prepare:
+            service.prepare()
+        if service.oneshot:
+            self._run_oneshot(service)
+        else:
+            process.start(service.command, self._env(service), cwd=self.paths.state, user=service.user)
+            self._wait_healthy(service, process)
+        if service.bootstrap:
+            service.bootstrap()
+        return Outcome(service.name, time.monotonic() - began, True)
+
+    def _is_up(self, service: Service) -> bool:
+        return (not service.oneshot and self.supervised(service.name).pid() is not None
+                and service.health() is None)
+
+    def up(self, progress=print) -> list[Outcome]:
+        self.paths.ensure()
+        self.factory.prepare_common()
+        already = {name for name, service in self.services.items() if self._is_up(service)}
+        needed = {name for name in self.services if name not in already}
+        # a one-shot step runs only when something that needs it starts
+        needed -= {name for name, service in self.services.items() if service.oneshot and not any(
+            name in other.needs for other_name, other in self.services.items() if other_name in needed)}
+        outcomes = [Outcome(name, 0.0, False) for name in already]
+        done = {name: threading.Event() for name in self.services}
+        for name in already:
+            done[name].set()
+        failures: list[str] = []
+
+        def start(service: Service) -> None:
+            try:
+                for dependency in service.needs:
+                    done[dependency].wait()
+                if failures:
+                    return  # something failed: do not start on top of it
+                outcome = self._bring_up(service)
+                outcomes.append(outcome)
+                progress(f"  {service.name:<22} up in {outcome.seconds:5.1f} s")
+            except Exception as error:
+                failures.append(f"{service.name}: {error}" if not isinstance(error, StackError) else str(error))
+            finally:
+                done[service.name].set()
+
+        with ThreadPoolExecutor(max_workers=len(needed) or 1) as pool:
+            for name in needed:
+                pool.submit(start, self.services[name])
+        self.factory.write_info_file()
+        if failures:
+            raise StackError("\n\n".join(failures))
+        return outcomes
+
+    # ------------------------------------------------------------------ down
+    def _cancel_slurm_jobs(self) -> None:
+        if self.supervised("slurmctld").pid() is None:
+            return
+        run(["scancel", "--full", f"--user={JOB_USER}"], timeout_s=15)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and run(["squeue", "-h", "-t", "running,completing"]).stdout.strip():
+            time.sleep(0.5)
+
+    def _stop_order(self) -> list[list[str]]:
+        """Levels of services: each level only needs services in later levels."""
+        remaining = [name for name, service in self.services.items() if not service.oneshot]
+        levels: list[list[str]] = []
+        while remaining:
+            level = [name for name in remaining
+                     if not any(name in self.services[other].needs for other in remaining)]
+            levels.append(level)
+            remaining = [name for name in remaining if name not in level]
+        return levels
+
+    def leftovers(self) -> list[tuple[int, str]]:
+        """Processes of the stack still alive: its daemons, or anything running from its state folder."""
+        found = []
+        marker = str(self.paths.state)
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+                cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if (comm in DAEMON_NAMES or marker in cmdline) and "stack" not in cmdline.split()[1:3]:
+                found.append((int(entry.name), cmdline.strip()[:120]))
+        return found
+
+    def down(self, progress=print) -> list[tuple[int, str]]:
+        self._cancel_slurm_jobs()
+        for level in self._stop_order():
+            with ThreadPoolExecutor(max_workers=len(level)) as pool:
+                stopped = dict(zip(level, pool.map(lambda name: self.supervised(name).stop(), level),
+                                   strict=True))
+            for name in level:
+                if stopped[name]:
+                    progress(f"  {name:<22} stopped")
+        swept = self.leftovers()
+        for pid, _ in swept:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return swept
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> list[dict[str, object]]:
+        rows = []
+        for name, service in self.services.items():
+            if service.oneshot:
+                continue
+            process = self.supervised(name)
+            pid = process.pid()
+            if pid is None:
+                state = "dead" if process.exited_early() else "stopped"
+            else:
+                state = "healthy" if service.health() is None else "unhealthy"
+            rows.append({"service": name, "state": state, "pid": pid, "url": service.url,
+                         "log": str(process.log_file),
+                         "processes": len(processes_in_group(pid)) if pid else 0})
+        return rows
+
+
+def print_status(rows: list[dict[str, object]], as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'SERVICE':<22} {'STATE':<10} {'PID':>7}  {'URL / LOG'}")
+    for row in rows:
+        where = row["url"] or row["log"]
+        print(f"{row['service']:<22} {row['state']:<10} {row['pid'] or '-':>7}  {where}")
