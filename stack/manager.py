@@ -8,6 +8,7 @@ second ``up`` returns in seconds. A failure names the service and prints its log
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -176,10 +177,8 @@ class Stack:
                     progress(f"  {name:<22} stopped")
         swept = self.leftovers()
         for pid, _ in swept:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return swept
 
     # ------------------------------------------------------------------ status

@@ -35,8 +35,8 @@ def processes_in_group(pgid: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            if os.getpgid(int(entry.name)) == pgid:
-                members.append(int(entry.name))
+            if os.getpgid(int(entry.name)) == pgid and process_start_time(int(entry.name)):
+                members.append(int(entry.name))  # zombies have exited: they do not count
         except (ProcessLookupError, PermissionError):
             continue
     return members

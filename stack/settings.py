@@ -155,7 +155,7 @@ class StackSecrets:
     def ensure_slurm_jwt_key(self, slurm_uid: int, slurm_gid: int) -> Path:
         """The HS256 key slurmctld and slurmdbd share; readable by SlurmUser only."""
         key = self.slurm_jwt_key_file
-        key.parent.mkdir(exist_ok=True)
+        key.parent.mkdir(parents=True, exist_ok=True)
         os.chown(key.parent, slurm_uid, slurm_gid)
         key.parent.chmod(0o700)
         if not key.exists():

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class FinishedJob:
+    job_id: str
+    state: str
+    exit_code: str
+    user: str
+    account: str
+    partition: str
+    output: str
+
+
+def sacct_row(job_id: str) -> dict[str, str] | None:
+    fields = ["JobID", "State", "ExitCode", "User", "Account", "Partition", "Elapsed", "MaxRSS"]
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "--starttime", "now-1days",
+                          "-o", ",".join(fields)], capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith(job_id + "|")]
+    return dict(zip(fields, lines[0].split("|"), strict=True)) if lines else None
+
+
+@pytest.fixture
+def run_job(stack_info):
+    """Submit a batch script as the unprivileged job user with sbatch and wait for accounting."""
+    jobs_dir = Path(stack_info["jobs_dir"])
+
+    def submit(body: str, *sbatch_args: str, timeout_s: float = 60) -> FinishedJob:
+        name = f"test-{uuid.uuid4().hex[:8]}"
+        script = jobs_dir / f"{name}.sh"
+        script.write_text("#!/bin/bash\nset -e\n" + body + "\n")
+        script.chmod(0o644)
+        output = jobs_dir / f"{name}.out"
+        command = ["runuser", "-u", stack_info["job_user"], "--", "sbatch", "--parsable",
+                   f"--account={stack_info['account']}", f"--job-name={name}", f"--output={output}",
+                   f"--chdir={jobs_dir}", *sbatch_args, str(script)]
+        submitted = subprocess.run(command, capture_output=True, text=True)
+        assert submitted.returncode == 0, f"{shlex.join(command)}: {submitted.stderr}"
+        job_id = submitted.stdout.strip().split(";")[0]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            row = sacct_row(job_id)
+            # the accounting record of a just-finished job can lack its partition for a moment
+            if row and row["State"] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED") and row["Partition"]:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"job {job_id} did not finish in {timeout_s} s: {row}")
+        text = output.read_text() if output.exists() else ""
+        return FinishedJob(job_id, row["State"], row["ExitCode"], row["User"], row["Account"],
+                           row["Partition"], text)
+
+    return submit
+
+
+@pytest.fixture
+def job_python(stack_info) -> str:
+    return os.path.join(stack_info["venvs"]["job-runtime"], "bin", "python")

@@ -1,0 +1,78 @@
+"""The stack's service graph and settings, checked without starting anything."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from stack.manager import Stack
+from stack.settings import HOST, PORTS, StackPaths, StackSecrets
+
+
+@pytest.fixture
+def stack(tmp_path) -> Stack:
+    return Stack(StackPaths(tmp_path / "state"))
+
+
+def test_every_dependency_is_a_service_and_the_graph_has_no_cycle(stack):
+    names = set(stack.services)
+    for service in stack.services.values():
+        assert set(service.needs) <= names, service.name
+    levels = stack._stop_order()
+    flat = [name for level in levels for name in level]
+    assert sorted(flat) == sorted(n for n, s in stack.services.items() if not s.oneshot)
+    position = {name: index for index, level in enumerate(levels) for name in level}
+    for service in stack.services.values():
+        for dependency in service.needs:
+            if dependency in position and service.name in position:
+                assert position[service.name] < position[dependency], "dependents stop first"
+
+
+def test_all_services_bind_loopback_only(stack):
+    assert HOST == "127.0.0.1"
+    for service in stack.services.values():
+        for argument in service.command:
+            assert "0.0.0.0" not in argument, f"{service.name}: {argument}"
+    assert len(set(PORTS.values())) == len(PORTS), "two services share a port"
+
+
+def test_the_issue_s_services_are_all_there(stack):
+    expected = {"munge", "mariadb", "slurmdbd", "slurmctld", "slurmd", "slurmrestd", "seaweedfs",
+                "mlflow", "mlserver", "airflow-api", "airflow-scheduler", "airflow-dag-processor",
+                "airflow-triggerer"}
+    assert expected <= set(stack.services)
+
+
+def test_secrets_are_private_and_stable(tmp_path):
+    paths = StackPaths(tmp_path / "state")
+    first = StackSecrets(paths).values
+    mode = stat.S_IMODE((paths.secrets / "secrets.json").stat().st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(paths.secrets.stat().st_mode) == 0o700
+    assert StackSecrets(paths).values == first, "a second up must reuse the stack's secrets"
+    assert len(set(first.values())) == len(first), "every secret is generated on its own"
+
+
+def test_slurm_token_is_an_hs256_jwt_for_the_user(tmp_path):
+    import base64
+    import hashlib
+    import hmac
+    import os
+
+    paths = StackPaths(tmp_path / "state")
+    secrets = StackSecrets(paths)
+    key = secrets.ensure_slurm_jwt_key(os.getuid(), os.getgid())
+    token = secrets.slurm_token("alice", lifespan_s=60)
+    header, claims, signature = token.split(".")
+
+    def decode(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    assert json.loads(decode(header)) == {"alg": "HS256", "typ": "JWT"}
+    body = json.loads(decode(claims))
+    assert body["sun"] == "alice" and body["exp"] - body["iat"] == 60
+    expected = hmac.new(key.read_bytes(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    assert decode(signature) == expected
+
