@@ -99,9 +99,9 @@ class Stack:
         self.factory.prepare_common()
         already = {name for name, service in self.services.items() if self._is_up(service)}
         needed = {name for name in self.services if name not in already}
-        # a one-shot step runs only when something that needs it starts
-        needed -= {name for name, service in self.services.items() if service.oneshot and not any(
-            name in other.needs for other_name, other in self.services.items() if other_name in needed)}
+        # a one-shot step runs when something that needs it starts, or when its inputs changed
+        needed -= {name for name, service in self.services.items() if service.oneshot and service.is_current()
+                   and not any(name in self.services[other].needs for other in needed)}
         outcomes = [Outcome(name, 0.0, False) for name in already]
         done = {name: threading.Event() for name in self.services}
         for name in already:

@@ -52,6 +52,7 @@ class Service:
     bootstrap: Callable[[], None] | None = None
     start_timeout_s: float = 60.0
     oneshot: bool = False  # runs to completion before its dependents start
+    is_current: Callable[[], bool] = lambda: True  # a one-shot whose inputs changed runs again
     url: str | None = None
 
 
@@ -125,6 +126,7 @@ class LocalFactory:
         self.paths.ensure()
         slurm = pwd.getpwnam("slurm")
         self.secrets.ensure_slurm_jwt_key(slurm.pw_uid, slurm.pw_gid)
+        write_private(self._connections_file(), json.dumps(self._connections(), sort_keys=True))
 
     # ---------------------------------------------------------------- Slurm
     def _slurm_values(self) -> dict[str, object]:
@@ -356,19 +358,33 @@ class LocalFactory:
             },
             "factory_slurm_local": {
                 "conn_type": "http", "host": HOST, "port": PORTS["slurmrestd"], "schema": "http",
-                "login": JOB_USER, "password": self.secrets.slurm_token(JOB_USER),
-                "extra": {"cluster": CLUSTER, "account": SLURM_ACCOUNT, "transport": "slurmrestd"},
+                "login": JOB_USER, "password": self.secrets.stable_slurm_token(JOB_USER),
+                "extra": {"cluster": CLUSTER, "account": SLURM_ACCOUNT, "api_version": "v0.0.38",
+                          "job_workdir": str(self.paths.jobs),
+                          "job_runtime": str(self.paths.venv("job-runtime"))},
             },
             "factory_inference": {
                 "conn_type": "http", "host": HOST, "port": PORTS["mlserver_http"], "schema": "http",
             },
         }
 
+    def _connections_file(self) -> Path:
+        return self.paths.secrets / "airflow-connections.json"
+
+    def _imported_marker(self) -> Path:
+        return self.paths.state / "airflow" / ".connections-imported"
+
+    def _connections_current(self) -> bool:
+        marker = self._imported_marker()
+        return marker.exists() and marker.read_text() == self._connections_file().read_text()
+
+    def _mark_connections_imported(self) -> None:
+        write_private(self._imported_marker(), self._connections_file().read_text())
+
     def _prepare_airflow(self) -> None:
         ensure_dir(self.paths.state / "airflow", mode=0o700)
         write_private(self._airflow_passwords_file(),
                       json.dumps({"admin": self.secrets["airflow_admin_password"]}))
-        write_private(self.paths.secrets / "airflow-connections.json", json.dumps(self._connections()))
 
     def write_info_file(self) -> None:
         """Endpoints and credentials for clients of the stack: tests, the demo, the README's hints."""
@@ -384,7 +400,7 @@ class LocalFactory:
                        "password": self.secrets["mlflow_user_password"],
                        "admin_password": self.secrets["mlflow_admin_password"]},
             "slurmrestd": {"url": f"http://{HOST}:{PORTS['slurmrestd']}", "user": JOB_USER,
-                           "token": self.secrets.slurm_token(JOB_USER)},
+                           "token": self.secrets.stable_slurm_token(JOB_USER)},
             "mlserver": {"url": f"http://{HOST}:{PORTS['mlserver_http']}"},
             "airflow": {"url": f"http://{HOST}:{PORTS['airflow']}", "username": "admin",
                         "password": self.secrets["airflow_admin_password"]},
@@ -463,8 +479,9 @@ class LocalFactory:
                     health=lambda: http_check(f"http://{HOST}:{PORTS['mlserver_http']}/v2/health/ready"),
                     url=f"http://{HOST}:{PORTS['mlserver_http']}", start_timeout_s=90),
             Service("airflow-db", ["sh", "-c", f'"{airflow}" db migrate && "{airflow}" connections import '
-                                   f'--overwrite "{self.paths.secrets}/airflow-connections.json"'],
+                                   f'--overwrite "{self._connections_file()}"'],
                     env=airflow_env, prepare=self._prepare_airflow, health=lambda: None, oneshot=True,
+                    is_current=self._connections_current, bootstrap=self._mark_connections_imported,
                     start_timeout_s=180),
             Service("airflow-api", [airflow, "api-server"], needs=("airflow-db",), env=airflow_env,
                     health=lambda: http_check(f"{airflow_url}/api/v2/monitor/health"),

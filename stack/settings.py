@@ -48,6 +48,13 @@ REST_USER = "slurmrest"
 MLFLOW_USER = "factory"  # the non-admin MLflow user that pipelines and jobs log as
 SLURM_ETC = Path("/etc/slurm")
 
+TOKEN_LIFESPAN_S = 30 * 86400
+
+
+def _token_expiry(token: str) -> int:
+    claims = token.split(".")[1]
+    return int(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["exp"])
+
 
 @dataclass(frozen=True)
 class StackPaths:
@@ -163,7 +170,17 @@ class StackSecrets:
         os.chown(key, slurm_uid, slurm_gid)
         return key
 
-    def slurm_token(self, username: str, lifespan_s: int = 30 * 86400) -> str:
+    def stable_slurm_token(self, username: str) -> str:
+        """The stack's stored token for ``username``, renewed when less than half its life is left."""
+        tokens_file = self.paths.secrets / "slurm-tokens.json"
+        tokens = json.loads(tokens_file.read_text()) if tokens_file.exists() else {}
+        token = tokens.get(username)
+        if token is None or _token_expiry(token) - time.time() < TOKEN_LIFESPAN_S / 2:
+            tokens[username] = token = self.slurm_token(username)
+            write_private(tokens_file, json.dumps(tokens))
+        return token
+
+    def slurm_token(self, username: str, lifespan_s: int = TOKEN_LIFESPAN_S) -> str:
         """A Slurm JWT for ``username`` signed with the stack's key (what ``scontrol token`` makes)."""
         now = int(time.time())
         claims = {"iat": now, "exp": now + lifespan_s, "sun": username}

@@ -1,0 +1,102 @@
+"""Smoke pipeline: one small real call to every service of the factory, from an Airflow worker.
+
+It is what ``./factory demo`` runs until the end-to-end example pipeline exists, and it checks that
+Airflow reaches S3, Slurm (as the unprivileged project user, through slurmrestd), MLflow and the
+inference server through the stack's Airflow connections. Heavy libraries are imported in tasks.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+SLURM_CONN = "factory_slurm_local"
+
+
+@dag(
+    dag_id="stack_smoke",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["smoke", "local-stack"],
+    doc_md=__doc__,
+)
+def stack_smoke():
+    @task
+    def s3_roundtrip(run_id: str | None = None) -> str:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        hook = S3Hook(aws_conn_id="factory_s3")
+        key = f"smoke/{run_id}.txt"
+        hook.load_string(f"written by {run_id}", key=key, bucket_name="reports", replace=True)
+        if hook.read_key(key, bucket_name="reports") != f"written by {run_id}":
+            raise RuntimeError(f"s3://reports/{key} did not read back what was written")
+        return f"s3://reports/{key}"
+
+    @task
+    def slurm_job(run_id: str | None = None) -> dict:
+        import time
+
+        from airflow.sdk.bases.hook import BaseHook
+
+        from operators.slurm.hooks import SlurmRestHook
+
+        hook = SlurmRestHook(SLURM_CONN)
+        client = hook.get_conn()
+        site = BaseHook.get_connection(SLURM_CONN).extra_dejson
+        probe = "import sklearn, mlflow, getpass; print(getpass.getuser(), sklearn.__version__, mlflow.__version__)"
+        script = f"#!/bin/bash\n{site['job_runtime']}/bin/python -c '{probe}'\n"
+        job_id = client.submit(script, name=f"smoke-{run_id}"[:64], account=hook.default_account,
+                               current_working_directory=site["job_workdir"],
+                               standard_output=f"{site['job_workdir']}/smoke-%j.out", time_limit=5)
+        deadline = time.monotonic() + 300
+        while not (status := client.status(job_id)).finished:
+            if time.monotonic() > deadline:
+                client.cancel(job_id)
+                raise TimeoutError(f"Slurm job {job_id} still {status.state} after 300 s: cancelled")
+            time.sleep(1)
+        if status.state != "COMPLETED" or status.exit_code:
+            raise RuntimeError(f"Slurm job {job_id} ended {status.state} (exit {status.exit_code}, {status.reason})")
+        for _ in range(20):  # the accounting record lags the controller by a moment
+            try:
+                record = client.accounting(job_id)
+                break
+            except Exception:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"Slurm job {job_id} has no accounting record")
+        return {"job_id": job_id, "state": status.state, "elapsed_s": record["time"]["elapsed"],
+                "user": record["user"]}
+
+    @task
+    def mlflow_run(job: dict, report: str, run_id: str | None = None) -> str:
+        from operators.registry.connection import mlflow_tracking
+
+        with mlflow_tracking("factory_mlflow"):
+            import mlflow
+
+            mlflow.set_experiment("stack-smoke")
+            with mlflow.start_run(run_name=run_id) as run:
+                mlflow.log_params({"slurm_job_id": job["job_id"], "slurm_user": job["user"], "report": report})
+                mlflow.log_metric("slurm_elapsed_s", job["elapsed_s"])
+        return run.info.run_id
+
+    @task
+    def inference_ready() -> list[dict]:
+        from airflow.sdk.bases.hook import BaseHook
+
+        from operators.serving.v2 import V2Client
+
+        connection = BaseHook.get_connection("factory_inference")
+        client = V2Client(f"{connection.schema or 'http'}://{connection.host}:{connection.port}")
+        if not client.server_ready():
+            raise RuntimeError(f"inference server at {client.base_url} is not ready")
+        return client.repository_index()
+
+    report = s3_roundtrip()
+    job = slurm_job()
+    report >> job
+    mlflow_run(job, report) >> inference_ready()
+
+
+stack_smoke()

@@ -1,0 +1,1 @@
+"""Inference servers. ``v2`` speaks the Open Inference Protocol V2 (MLServer, Triton, KServe)."""

@@ -1,0 +1,1 @@
+"""Talking to Slurm clusters. ``rest`` imports without Airflow; ``hooks`` needs Airflow."""

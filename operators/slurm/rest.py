@@ -1,0 +1,87 @@
+"""A small slurmrestd client (JWT auth). Imports without Airflow, so job-side code can use it too.
+
+Slurm 22.05 serves OpenAPI v0.0.36-38; newer Slurm v0.0.40+. The version is a constructor
+argument until version negotiation lands with the transport work.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                             "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
+
+
+class SlurmRestError(RuntimeError):
+    """slurmrestd refused a request; the message carries Slurm's own error text."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: int
+    state: str
+    exit_code: int | None
+    reason: str
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class SlurmRestClient:
+    def __init__(self, base_url: str, user: str, token: str, api_version: str = "v0.0.38",
+                 timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self._token = token
+        self.api_version = api_version
+        self.timeout_s = timeout_s
+
+    def __repr__(self) -> str:  # never show the token
+        return f"SlurmRestClient({self.base_url!r}, user={self.user!r}, api={self.api_version})"
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.base_url}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self._token,
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                answer = json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            raise SlurmRestError(f"{method} {path}: HTTP {error.code}: {error.read()[:500].decode()}") from None
+        errors = [e for e in answer.get("errors", []) if e.get("error_number", e.get("errno", 0))]
+        if errors:
+            raise SlurmRestError(f"{method} {path}: {errors}")
+        return answer
+
+    def submit(self, script: str, **job: Any) -> int:
+        """Submit a batch script; ``job`` holds the job description (name, account, partition, ...)."""
+        job.setdefault("environment", {"PATH": "/usr/local/bin:/usr/bin:/bin"})
+        answer = self._call("POST", f"/slurm/{self.api_version}/job/submit", {"job": job, "script": script})
+        return int(answer["job_id"])
+
+    def status(self, job_id: int) -> JobStatus:
+        """The controller's view (exit code is right even on 22.05, unlike JSON sacct)."""
+        jobs = self._call("GET", f"/slurm/{self.api_version}/job/{job_id}").get("jobs", [])
+        if not jobs:
+            raise SlurmRestError(f"job {job_id} is not known to the controller")
+        job = jobs[0]
+        raw_exit = job.get("exit_code")
+        exit_code = raw_exit >> 8 if isinstance(raw_exit, int) else None  # a wait status: 768 = exit 3
+        return JobStatus(int(job["job_id"]), job["job_state"], exit_code, job.get("state_reason", ""))
+
+    def accounting(self, job_id: int) -> dict[str, Any]:
+        """The job as slurmdbd recorded it: elapsed time, resources, steps."""
+        jobs = self._call("GET", f"/slurmdb/{self.api_version}/job/{job_id}").get("jobs", [])
+        if not jobs:
+            raise SlurmRestError(f"job {job_id} has no accounting record yet")
+        return jobs[0]
+
+    def cancel(self, job_id: int) -> None:
+        self._call("DELETE", f"/slurm/{self.api_version}/job/{job_id}")

@@ -1,0 +1,69 @@
+"""A small client of Airflow's REST API for the demo, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+FINISHED = {"success", "failed"}
+
+
+class AirflowAPI:
+    def __init__(self, url: str, username: str, password: str) -> None:
+        self.url = url.rstrip("/")
+        self._credentials = {"username": username, "password": password}
+        self._token: str | None = None
+
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token()}"
+        request = urllib.request.Request(f"{self.url}{path}", method=method, headers=headers,
+                                         data=json.dumps(body).encode() if body is not None else None)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"Airflow API {method} {path}: HTTP {error.code} {error.read()[:300]!r}") from None
+
+    def token(self) -> str:
+        if self._token is None:
+            self._token = self._request("POST", "/auth/token", self._credentials, auth=False)["access_token"]
+        return self._token
+
+    def get(self, path: str) -> Any:
+        return self._request("GET", f"/api/v2{path}")
+
+    def wait_for_dag(self, dag_id: str, timeout_s: float = 120) -> None:
+        """Wait until the dag-processor has parsed the DAG (a fresh stack parses on start)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.get(f"/dags/{dag_id}")
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    errors = self.get("/importErrors").get("import_errors", [])
+                    message = f"DAG {dag_id} not parsed after {timeout_s} s; import errors: {errors}"
+                    raise RuntimeError(message) from None
+                time.sleep(1)
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 600) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while (run := self.get(f"/dags/{dag_id}/dagRuns/{run_id}"))["state"] not in FINISHED:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s} s")
+            time.sleep(1)
+        return run
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        instances = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in instances}
