@@ -19,12 +19,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.process import StackError, Supervised, log_tail, processes_in_group
+from stack.process import StackError, Supervised, log_tail, process_start_time, processes_in_group
 from stack.services import LocalFactory, Service, run
 from stack.settings import JOB_USER, StackPaths
 
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 DAEMON_NAMES = {"slurmstepd", "slurmctld", "slurmd", "slurmdbd", "slurmrestd", "munged", "mariadbd"}
+
+
+def own_ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
 
 
 @dataclass
@@ -151,18 +162,23 @@ class Stack:
         return levels
 
     def leftovers(self) -> list[tuple[int, str]]:
-        """Processes of the stack still alive: its daemons, or anything running from its state folder."""
+        """Processes of the stack still alive: its daemons and job steps, or anything whose working
+        folder is the stack's state folder (every service starts there, and its children inherit it)."""
         found = []
-        marker = str(self.paths.state)
+        state = str(self.paths.state)
+        spared = own_ancestors()
         for entry in os.scandir("/proc"):
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            if not entry.name.isdigit() or int(entry.name) in spared:
                 continue
+            if process_start_time(int(entry.name)) is None:
+                continue  # a zombie: already dead, waiting for PID 1 to reap it
             try:
-                comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
-                cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                comm = Path(entry.path, "comm").read_text().strip()
+                cwd = os.readlink(Path(entry.path, "cwd"))
+                cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
                 continue
-            if (comm in DAEMON_NAMES or marker in cmdline) and "stack" not in cmdline.split()[1:3]:
+            if comm in DAEMON_NAMES or cwd == state or cwd.startswith(state + "/"):
                 found.append((int(entry.name), cmdline.strip()[:120]))
         return found
 
