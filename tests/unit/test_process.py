@@ -16,7 +16,7 @@ def supervised(tmp_path) -> Supervised:
 
 def test_stop_ends_the_service_and_its_children(tmp_path):
     service = supervised(tmp_path)
-    pid = service.start(["sh", "-c", "sleep 300 & sleep 300 & echo started; wait"], dict(os.environ))
+    pid = service.start(["sh", "-c", "echo started; sleep 300 & sleep 300 & wait"], dict(os.environ))
     deadline = time.monotonic() + 5
     while len(processes_in_group(pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -1,0 +1,52 @@
+"""Project rules that keep DAG parsing cheap, the code clean and the image in step."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("mlflow", "great_expectations", "dvc", "sklearn", "torch")
+
+
+def test_ruff_is_clean():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_parsing_dags_imports_no_heavy_library():
+    probe = (
+        "import importlib.util, json, sys, pathlib\n"
+        f"for path in sorted(pathlib.Path({str(REPO / 'dags')!r}).glob('*.py')):\n"
+        "    spec = importlib.util.spec_from_file_location(path.stem, path)\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_dockerfile_base_image_matches_the_lock():
+    airflow = re.search(r"^apache-airflow==(\S+)", (REPO / "requirements/orchestrator.lock").read_text(), re.M)
+    base = re.search(r"^FROM apache/airflow:(\S+)-python(\S+)", (REPO / "Dockerfile").read_text(), re.M)
+    assert airflow and base
+    assert base.group(1) == airflow.group(1)
+    assert base.group(2) == "3.11"
+
+
+def test_the_top_level_layout_users_expect():
+    for name in ("dags", "operators", "plugins", "pipelines", "data_contracts", "sites", "tests", "bench",
+                 "stack", "airflow.cfg", "Dockerfile", "pyproject.toml", "README.md", "factory", ".ci/run"):
+        assert (REPO / name).exists(), name
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci/run").read_text()
+    assert "./factory test" in readme
+    assert "./factory test" in ci
