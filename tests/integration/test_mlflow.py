@@ -84,5 +84,5 @@ def test_model_version_is_registered_with_alias(mlflow_client, tmp_path):
 class Doubler(mlflow.pyfunc.PythonModel):
     """A tiny pyfunc model; defined at module level so MLflow can pickle it by reference."""
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: list[float], params=None) -> list[float]:
         return [2 * value for value in model_input]
