@@ -61,7 +61,7 @@ tree_hash() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
 sync_env() {  # name, lock file; syncs the venv to the lock (exactly) only when the lock changed
   local name=$1 lock=$2 dir="$STATE/venvs/$1"
-  local want; want=$(tree_hash "$lock")
+  local want; want=$(sha256sum < "$lock" | cut -c1-16)  # content only: any checkout, same env
   if [ -f "$dir/.lock-hash" ] && [ "$(cat "$dir/.lock-hash")" = "$want" ]; then return; fi
   say "environment $name from ${lock#"$REPO"/}"
   [ -x "$dir/bin/python" ] || "$UV" venv -q --python "$PYTHON" "$dir"

@@ -460,7 +460,7 @@ class LocalFactory:
                                   f"-volume.port={PORTS['seaweed_volume']}",
                                   f"-filer.port={PORTS['seaweed_filer']}", "-volume.max=64",
                                   "-master.volumeSizeLimitMB=1024", "-master.electionTimeout=1s",
-                                  "-master.telemetry=false",
+                                  "-master.telemetry=false", "-filer.disableHttp",
                                   "-s3", f"-s3.port={PORTS['s3']}", f"-s3.config={self._s3_config_file()}",
                                   "-s3.port.iceberg=0"],
                     health=self._s3_health, prepare=self._prepare_seaweedfs,

@@ -60,3 +60,20 @@ def test_wrong_secret_is_refused(stack_info):
     with pytest.raises(ClientError) as error:
         impostor.list_objects_v2(Bucket="datasets")
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_objects_are_not_readable_around_s3_through_the_filer(s3):
+    """SeaweedFS's filer would serve bucket files over plain HTTP without keys; the stack turns it off."""
+    import urllib.error
+    import urllib.request
+
+    from stack.settings import HOST, PORTS
+
+    key = f"tests/{uuid.uuid4().hex}.txt"
+    s3.put_object(Bucket="datasets", Key=key, Body=b"private")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{HOST}:{PORTS['seaweed_filer']}/buckets/datasets/{key}", timeout=5)
+        assert refused.value.code in (403, 404)
+    finally:
+        s3.delete_object(Bucket="datasets", Key=key)

@@ -76,3 +76,39 @@ def test_slurm_token_is_an_hs256_jwt_for_the_user(tmp_path):
     expected = hmac.new(key.read_bytes(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
     assert decode(signature) == expected
 
+
+
+def test_a_failing_service_is_named_with_its_log_tail(tmp_path):
+    from stack.process import StackError
+    from stack.services import Service
+
+    stack = Stack(StackPaths(tmp_path / "state"))
+    stack.factory.prepare_common = lambda: None  # no Slurm key or connections for this stack
+    stack.services = {
+        "broken": Service("broken", ["sh", "-c", "echo 'cannot bind port 1234' >&2; exit 1"],
+                          health=lambda: "not yet", start_timeout_s=5),
+        "dependent": Service("dependent", ["sleep", "60"], needs=("broken",), health=lambda: None),
+    }
+    stack.factory.write_info_file = lambda: None
+    with pytest.raises(StackError) as failure:
+        stack.up(progress=lambda _line: None)
+    message = str(failure.value)
+    assert "broken exited while starting" in message
+    assert "cannot bind port 1234" in message
+    assert stack.supervised("dependent").pid() is None, "nothing starts on top of a failed dependency"
+
+
+def test_an_unhealthy_service_times_out_with_the_reason(tmp_path):
+    from stack.process import StackError
+    from stack.services import Service
+
+    stack = Stack(StackPaths(tmp_path / "state"))
+    stack.factory.prepare_common = lambda: None
+    stack.factory.write_info_file = lambda: None
+    stack.services = {"stuck": Service("stuck", ["sh", "-c", "echo waiting for nothing; sleep 60"],
+                                       health=lambda: "port 9 refused", start_timeout_s=1)}
+    try:
+        with pytest.raises(StackError, match=r"stuck not healthy after 1 s: port 9 refused[\s\S]*waiting for nothing"):
+            stack.up(progress=lambda _line: None)
+    finally:
+        stack.supervised("stuck").stop(grace_s=1)
