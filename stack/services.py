@@ -332,7 +332,9 @@ class LocalFactory:
             "AIRFLOW_CONFIG": str(REPO / "airflow.cfg"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            # SQLite unless the caller chose another database (PostgreSQL: see the README)
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                                                                  f"sqlite:///{home}/airflow.db"),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self._airflow_passwords_file()),
             "AIRFLOW__CORE__FERNET_KEY": self.secrets["airflow_fernet_key"],
