@@ -12,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from operators.slurm.script import BatchJob
+
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
                              "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
 
@@ -85,3 +87,40 @@ class SlurmRestClient:
 
     def cancel(self, job_id: int) -> None:
         self._call("DELETE", f"/slurm/{self.api_version}/job/{job_id}")
+
+
+def _megabytes(memory: str) -> int:
+    units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    number, unit = (memory[:-1], memory[-1]) if memory[-1] in units else (memory, "M")
+    return max(1, int(float(number) * units[unit]))
+
+
+def _minutes(time_limit: str) -> int:
+    if time_limit.isdigit():
+        return int(time_limit)
+    days, _, clock = time_limit.rpartition("-")
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+
+
+def rest_job_fields(job: BatchJob) -> dict[str, Any]:
+    """The job description slurmrestd wants: it ignores ``#SBATCH`` lines in the script."""
+    fields: dict[str, Any] = {
+        "name": job.name, "current_working_directory": job.workdir, "standard_output": job.output,
+        "cpus_per_task": job.cpus, "memory_per_node": _megabytes(job.memory), "time_limit": _minutes(job.time),
+        "tasks": 1, "comment": job.comment,
+    }
+    if job.account:
+        fields["account"] = job.account
+    if job.partition:
+        fields["partition"] = job.partition
+    if job.gpus:
+        fields["gres"] = f"gpu:{job.gpus}"
+    return fields
+
+
+def max_rss_bytes(accounting: dict[str, Any]) -> int | None:
+    """Largest resident memory of any step, from a slurmdbd job record."""
+    peaks = [entry["count"] for step in accounting.get("steps", [])
+             for entry in step.get("tres", {}).get("requested", {}).get("max", []) if entry.get("type") == "mem"]
+    return max(peaks) if peaks else None
