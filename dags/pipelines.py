@@ -1,4 +1,4 @@
-"""One DAG per pipeline spec in ``pipelines/*/pipeline.yaml``.
+"""One Airflow DAG per pipeline spec in ``pipelines/*/pipeline.yaml``.
 
 Building a DAG reads YAML only: no mlflow, great_expectations or dvc import at parse time.
 """

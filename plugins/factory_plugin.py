@@ -61,4 +61,5 @@ def slurm_job(conn_id: str, job_id: int) -> Response:
 
 class AIFactoryPlugin(AirflowPlugin):
     name = "ai_factory"
-    fastapi_apps = [{"app": app, "url_prefix": "/factory", "name": "AI Factory reports and jobs"}]
+    fastapi_apps = [  # noqa: RUF012 (Airflow reads this class attribute)
+        {"app": app, "url_prefix": "/factory", "name": "AI Factory reports and jobs"}]

@@ -20,11 +20,15 @@ class PushError(RuntimeError):
 
 
 def smoke_request(example: dict[str, Any]) -> list[dict[str, Any]]:
-    """A V2 request from the model's MLflow serving input example (``dataframe_split``)."""
+    """V2 inputs from the model's MLflow serving input example (``dataframe_split``): one input per
+    named column, which MLServer's pandas codec turns back into the DataFrame the signature wants."""
     split = example["dataframe_split"]
     rows = split["data"]
-    return [{"name": "input-0", "shape": [len(rows), len(rows[0])], "datatype": "FP64",
-             "data": [float(value) for row in rows for value in row]}]
+    if "columns" not in split:
+        return [{"name": "input-0", "shape": [len(rows), len(rows[0])], "datatype": "FP64",
+                 "data": [float(value) for row in rows for value in row]}]
+    return [{"name": column, "shape": [len(rows), 1], "datatype": "FP64",
+             "data": [float(row[index]) for row in rows]} for index, column in enumerate(split["columns"])]
 
 
 def install_version(model_dir: Path, repository: Path, model: str, version: str) -> Path:
@@ -48,7 +52,7 @@ def push_version(client: V2Client, model_dir: Path, repository: Path, model: str
     target = install_version(model_dir, repository, model, version)
     try:
         client.load(model)
-        answer = client.infer(model, request, version=version)
+        answer = client.infer(model, request, version=version, parameters={"content_type": "pd"})
         outputs = answer["outputs"][0]["data"]
         if allowed_outputs is not None and any(value not in allowed_outputs for value in outputs):
             raise PushError(f"{model} v{version}: smoke test answered {outputs}, allowed {allowed_outputs}")

@@ -46,6 +46,7 @@ class V2Client:
     def unload(self, model: str) -> None:
         self._call("POST", f"/v2/repository/models/{model}/unload")
 
-    def infer(self, model: str, inputs: list[dict[str, Any]], version: str | None = None) -> dict[str, Any]:
+    def infer(self, model: str, inputs: list[dict[str, Any]], version: str | None = None,
+              parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
-        return self._call("POST", path, {"inputs": inputs})
+        return self._call("POST", path, {"inputs": inputs, **({"parameters": parameters} if parameters else {})})

@@ -27,36 +27,30 @@ TARGET = "diagnosis"
 LABELS = [0, 1]  # 0 malignant, 1 benign (scikit-learn's encoding); metrics treat 1 as positive
 
 
-def load_champion(uri: str) -> Any | None:
-    """The champion model, or None when there is none yet: the first model has nothing to beat."""
-    try:
-        return mlflow.sklearn.load_model(uri)
-    except MlflowException as error:
-        if not champion_is_missing(error, uri):
-            raise  # network, auth, a broken artifact: a real failure
-        print(f"no champion at {uri}: {error.message}", file=sys.stderr)
-        return None
+def champion_exists(uri: str) -> bool:
+    """Whether ``models:/<name>@<alias>`` resolves; other URI forms are assumed to exist.
 
-
-def champion_is_missing(error: MlflowException, uri: str) -> bool:
-    """Whether ``error`` only says that the model or its alias does not exist (yet).
-
-    A model without the alias is INVALID_PARAMETER_VALUE "alias ... not found". A model never
-    registered is RESOURCE_DOES_NOT_EXIST, except behind MLflow's basic-auth app, which answers an
-    alias lookup on an unknown model with 403: ask the registry to tell that apart from a real 403.
+    Asked of the registry before loading, so that only "not registered yet" and "alias not set yet"
+    mean "no champion": a champion whose artifacts are missing, or a 401/403, must fail the job,
+    and ``load_model`` reports those with the same RESOURCE_DOES_NOT_EXIST/403 codes. The model is
+    looked up first because MLflow's basic-auth app answers an alias lookup on an unknown model with
+    403, not 404.
     """
-    message = str(error.message).lower()
-    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+    match = re.fullmatch(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)", uri)
+    if match is None:
         return True
-    if error.error_code == "INVALID_PARAMETER_VALUE":
-        return "alias" in message and "not found" in message
-    match = re.match(r"models:/(?P<name>[^/@]+)@", uri)
-    if error.error_code == "PERMISSION_DENIED" and match:
-        try:
-            MlflowClient().get_registered_model(match["name"])
-        except MlflowException as lookup:
-            return lookup.error_code == "RESOURCE_DOES_NOT_EXIST"
-    return False
+    client = MlflowClient()
+    try:
+        client.get_registered_model(match["name"])
+        client.get_model_version_by_alias(match["name"], match["alias"])
+    except MlflowException as error:
+        message = str(error.message).lower()
+        alias_missing = error.error_code == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or alias_missing:
+            print(f"no champion at {uri}: {error.message}", file=sys.stderr)
+            return False
+        raise
+    return True
 
 
 def score(model: Any, features: pd.DataFrame, labels: pd.Series) -> tuple[dict[str, float], list[list[int]]]:
@@ -88,8 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     features, labels = test.drop(columns=[TARGET]), test[TARGET]
 
     challenger, challenger_matrix = score(mlflow.sklearn.load_model(args.challenger), features, labels)
-    champion_model = load_champion(args.champion) if args.champion else None
-    champion, champion_matrix = score(champion_model, features, labels) if champion_model is not None else (None, None)
+    champion, champion_matrix = None, None
+    if args.champion and champion_exists(args.champion):
+        champion, champion_matrix = score(mlflow.sklearn.load_model(args.champion), features, labels)
 
     with mlflow.start_run():  # MLFLOW_RUN_ID: the run the orchestrator created
         mlflow.log_param("n_test_rows", len(test))
