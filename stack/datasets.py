@@ -59,7 +59,7 @@ broken.to_csv(corrupt / "train.csv", index=False)
 """
 
 
-def _has_tags(repo: Path) -> bool:
+def registry_is_complete(repo: Path) -> bool:
     """One cheap git call: both tags present means the registry is complete."""
     if not (repo / "HEAD").is_file():
         return False
@@ -79,12 +79,12 @@ def _run(step: str, command: list[str], cwd: Path, env: dict[str, str]) -> None:
 def ensure_dataset_registry(paths: StackPaths, s3_endpoint: str, access_key: str, secret_key: str) -> Path:
     """The registry's bare repository, built and pushed to S3 on first call; cheap once it exists."""
     registry = paths.data / REGISTRY_NAME
-    if _has_tags(registry):
+    if registry_is_complete(registry):
         return registry
     paths.data.mkdir(parents=True, exist_ok=True)
     with (paths.data / f".{REGISTRY_NAME}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two callers at once: the second waits and finds it built
-        if not _has_tags(registry):
+        if not registry_is_complete(registry):
             _build(paths, registry, s3_endpoint, access_key, secret_key)
     return registry
 

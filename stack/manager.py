@@ -93,7 +93,8 @@ class Stack:
         if service.prepare:
             service.prepare()
         if service.oneshot:
-            self._run_oneshot(service)
+            if service.command:
+                self._run_oneshot(service)
         else:
             process.start(service.command, self._env(service), cwd=self.paths.state, user=service.user)
             self._wait_healthy(service, process)

@@ -272,6 +272,17 @@ class LocalFactory:
             if bucket not in existing:
                 client.create_bucket(Bucket=bucket)
 
+    def _registry_current(self) -> bool:
+        from stack.datasets import REGISTRY_NAME, registry_is_complete
+
+        return registry_is_complete(self.paths.data / REGISTRY_NAME)
+
+    def _bootstrap_dataset_registry(self) -> None:
+        from stack.datasets import ensure_dataset_registry
+
+        ensure_dataset_registry(self.paths, f"http://{HOST}:{PORTS['s3']}", self.secrets["s3_access_key"],
+                                self.secrets["s3_secret_key"])
+
     # ---------------------------------------------------------------- MLflow
     def _mlflow_auth_config(self) -> Path:
         return self.paths.secrets / "mlflow-basic-auth.ini"
@@ -470,6 +481,9 @@ class LocalFactory:
                     health=self._s3_health, prepare=self._prepare_seaweedfs,
                     bootstrap=self._bootstrap_buckets, url=f"http://{HOST}:{PORTS['s3']}",
                     start_timeout_s=60),
+            Service("dataset-registry", [], needs=("seaweedfs",), health=lambda: None, oneshot=True,
+                    is_current=self._registry_current, bootstrap=self._bootstrap_dataset_registry,
+                    start_timeout_s=120),
             Service("mlflow", [str(orchestrator / "bin" / "mlflow"), "server", "--app-name", "basic-auth",
                                "--backend-store-uri", f"sqlite:///{self.paths.data}/mlflow/mlflow.db",
                                "--artifacts-destination", "s3://mlflow-artifacts/",
