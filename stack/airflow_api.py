@@ -34,6 +34,12 @@ class AirflowAPI:
             self._token = self._request("POST", "/auth/token", self._credentials, auth=False)["access_token"]
         return self._token
 
+    def raw(self, path: str) -> bytes:
+        """A non-JSON page served by the API server (e.g. a plugin page), with the same login."""
+        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token()}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
     def get(self, path: str) -> Any:
         return self._request("GET", f"/api/v2{path}")
 

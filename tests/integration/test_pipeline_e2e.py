@@ -1,0 +1,159 @@
+"""The example pipeline end to end on the real stack: validate → Slurm → evaluate → MLflow → MLServer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from stack.airflow_api import AirflowAPI
+
+DAG = "pipeline_breast_cancer"
+MODEL = "breast-cancer-classifier"
+
+
+@pytest.fixture(scope="module")
+def airflow(stack_info) -> AirflowAPI:
+    api = AirflowAPI(stack_info["airflow"]["url"], stack_info["airflow"]["username"],
+                     stack_info["airflow"]["password"])
+    api.wait_for_dag(DAG)
+    return api
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(stack_info):
+    import os
+
+    os.environ["MLFLOW_TRACKING_USERNAME"] = stack_info["mlflow"]["username"]
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = stack_info["mlflow"]["password"]
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=stack_info["mlflow"]["url"])
+
+
+def run_pipeline(airflow: AirflowAPI, conf: dict | None = None) -> tuple[str, dict, dict[str, str]]:
+    run_id = airflow.trigger(DAG, {"revision": "breast-cancer-v1", "train_params": {}, **(conf or {})})
+    run = airflow.wait_for_run(DAG, run_id, timeout_s=600)
+    return run_id, run, airflow.task_states(DAG, run_id)
+
+
+def xcom(airflow: AirflowAPI, run_id: str, task: str, key: str = "return_value"):
+    return airflow.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task}/xcomEntries/{key}")["value"]
+
+
+def task_log(airflow: AirflowAPI, run_id: str, task: str) -> str:
+    content = airflow.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task}/logs/1?full_content=true")
+    return json.dumps(content)
+
+
+def jobs_of_run(run_id: str) -> list[str]:
+    """Every Slurm job accounting knows for this Airflow run (jobs carry their task identity)."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "--starttime", "now-1days", "-o", "JobID,Comment"],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.split("|")[0] for line in out.splitlines() if f"/{run_id}/" in line]
+
+
+@pytest.fixture(scope="module")
+def champion_run(airflow):
+    """A successful run: the version it registers is the champion the other tests compare with."""
+    run_id, run, states = run_pipeline(airflow)
+    assert run["state"] == "success", states
+    return run_id
+
+
+def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run, airflow, mlflow_client, stack_info):
+    assert set(airflow.task_states(DAG, champion_run).values()) == {"success"}
+    registered = xcom(airflow, champion_run, "register")
+    assert registered["promoted"] is True
+    version = mlflow_client.get_model_version(MODEL, registered["version"])
+    pinned = xcom(airflow, champion_run, "pin_dataset")
+    tags = version.tags
+    assert tags["dataset.repository"] == pinned["repository"]
+    assert tags["dataset.revision"] == "breast-cancer-v1"
+    assert tags["dataset.commit"] == pinned["commit"] and len(pinned["commit"]) == 40
+    assert tags["dataset.md5"] == pinned["data"]["md5"]
+    assert tags["validation.success"] == "True"
+    assert tags["validation.report"].startswith("s3://reports/validation/breast_cancer/breast-cancer-v1/")
+    train_job = xcom(airflow, champion_run, "train")
+    assert tags["slurm.cluster"] == stack_info["cluster"]
+    assert tags["slurm.train.job_id"] == str(train_job["job_id"])
+    assert train_job["state"] == "COMPLETED" and train_job["elapsed_s"] >= 0
+    assert train_job["max_rss_bytes"] and train_job["max_rss_bytes"] > 10 * 2**20
+    assert len(tags["code.git_sha"].removesuffix("-dirty")) == 40
+    assert tags["airflow.dag_id"] == DAG and tags["airflow.run_id"] == champion_run
+    assert json.loads(tags["gate.reasons"])
+    assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == registered["version"]
+    assert mlflow_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
+    run = mlflow_client.get_run(version.run_id)
+    assert run.data.metrics["test_roc_auc"] > 0.95
+    assert {"C", "max_iter", "seed"} <= set(run.data.params)
+
+
+def test_promoted_model_answers_v2_requests(champion_run, airflow, stack_info):
+    from pathlib import Path
+
+    from operators.serving.push import smoke_request
+    from operators.serving.v2 import V2Client
+
+    version = str(xcom(airflow, champion_run, "register")["version"])
+    folder = Path(stack_info["model_repository"]) / MODEL / version
+    example = json.loads((folder / "model" / "serving_input_example.json").read_text())
+    client = V2Client(stack_info["mlserver"]["url"])
+    answer = client.infer(MODEL, smoke_request(example), version=version, parameters={"content_type": "pd"})
+    assert answer["model_version"] == version
+    assert set(answer["outputs"][0]["data"]) <= {0, 1}
+    assert any(entry["name"] == MODEL and entry.get("version") == version and entry["state"] == "READY"
+               for entry in client.repository_index())
+
+
+def test_extra_links_point_at_the_job_run_version_and_report(champion_run, airflow):
+    links = {}
+    for task in ("validate_data", "start_run", "train", "register"):
+        links.update(airflow.get(f"/dags/{DAG}/dagRuns/{champion_run}/taskInstances/{task}/links")["extra_links"])
+    assert "/factory/reports/validation/breast_cancer/" in links["Validation report"]
+    assert "/#/experiments/" in links["MLflow run"] and "/runs/" in links["MLflow run"]
+    assert "/#/models/breast-cancer-classifier/versions/" in links["Model version"]
+    assert "/factory/slurm/factory_slurm_local/jobs/" in links["Slurm job"]
+    report = airflow.raw(links["Validation report"].removeprefix(airflow.url))
+    assert b"<html" in report.lower()
+
+
+def test_contract_breaking_version_stops_before_slurm(champion_run, airflow):
+    run_id, run, states = run_pipeline(airflow, {"revision": "breast-cancer-v2-corrupt"})
+    assert run["state"] == "failed"
+    assert states["pin_dataset"] == "success"
+    assert states["validate_data"] == "failed"
+    assert states["train"] == "upstream_failed"
+    assert jobs_of_run(run_id) == [], "a job was submitted for a dataset that broke its contract"
+    log = task_log(airflow, run_id, "validate_data")
+    assert "breaks contract breast_cancer" in log and "mean_radius" in log and "diagnosis" in log
+    assert jobs_of_run(champion_run), "the accounting check must see the jobs of a good run"
+
+
+def test_worse_model_is_registered_but_not_promoted(champion_run, airflow, mlflow_client, stack_info):
+    from operators.serving.v2 import V2Client
+
+    champion = mlflow_client.get_model_version_by_alias(MODEL, "champion").version
+    run_id, run, states = run_pipeline(airflow, {"train_params": {"C": 0.00001}})
+    assert run["state"] == "success", states
+    assert states["push_to_inference"] == "skipped"
+    registered = xcom(airflow, run_id, "register")
+    assert registered["promoted"] is False
+    assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == champion
+    assert mlflow_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
+    reasons = json.loads(mlflow_client.get_model_version(MODEL, registered["version"]).tags["gate.reasons"])
+    assert any("below" in reason for reason in reasons)
+    index = V2Client(stack_info["mlserver"]["url"]).repository_index()
+    served = {entry.get("version") for entry in index if entry["name"] == MODEL and entry["state"] == "READY"}
+    assert champion in served and str(registered["version"]) not in served
+
+
+def test_failing_training_job_reports_state_exit_code_and_log_tail(champion_run, airflow):
+    run_id, run, states = run_pipeline(airflow, {"train_params": {"C": -1}})
+    assert run["state"] == "failed"
+    assert states["train"] == "failed" and states["evaluate"] == "upstream_failed"
+    log = task_log(airflow, run_id, "train")
+    assert "ended FAILED with exit code 1" in log
+    assert "InvalidParameterError" in log, "the tail of the job's own log must be in the task failure"
+    assert len(jobs_of_run(run_id)) == 1
