@@ -1,0 +1,76 @@
+"""Pure parts of the pipeline: the promotion gate, batch scripts, REST job fields, V2 requests."""
+
+from __future__ import annotations
+
+from operators.registry.gate import decide
+from operators.serving.push import smoke_request
+from operators.slurm.rest import max_rss_bytes, rest_job_fields
+from operators.slurm.script import BatchJob, render
+
+THRESHOLDS = {"roc_auc": 0.95, "accuracy": 0.9}
+
+
+def test_first_version_meeting_thresholds_is_promoted():
+    decision = decide({"roc_auc": 0.99, "accuracy": 0.95}, None, THRESHOLDS, "roc_auc", 0.0)
+    assert decision.promote
+    assert any("no champion yet" in reason for reason in decision.reasons)
+
+
+def test_threshold_miss_blocks_promotion_and_says_which():
+    decision = decide({"roc_auc": 0.99, "accuracy": 0.6}, None, THRESHOLDS, "roc_auc", 0.0)
+    assert not decision.promote
+    assert "accuracy 0.6000 below threshold 0.9" in decision.reasons
+
+
+def test_worse_than_champion_is_not_promoted():
+    decision = decide({"roc_auc": 0.97, "accuracy": 0.95}, {"roc_auc": 0.99}, THRESHOLDS, "roc_auc", 0.0)
+    assert not decision.promote
+    assert decision.champion == 0.99
+    assert any("below the required" in reason for reason in decision.reasons)
+
+
+def test_minimum_improvement_is_required():
+    just_better = decide({"roc_auc": 0.991, "accuracy": 0.95}, {"roc_auc": 0.99}, THRESHOLDS, "roc_auc", 0.005)
+    clearly_better = decide({"roc_auc": 0.999, "accuracy": 0.95}, {"roc_auc": 0.99}, THRESHOLDS, "roc_auc", 0.005)
+    assert not just_better.promote and clearly_better.promote
+
+
+def test_missing_metric_fails_closed():
+    assert not decide({"accuracy": 0.95}, None, THRESHOLDS, "roc_auc", 0.0).promote
+
+
+JOB = BatchJob(name="pipeline.train", account="demo", partition="cpu", cpus=2, memory="1G", time="01:30:00",
+               gpus=1, workdir="/jobs/run 1", commands=[["python", "train.py", "--params", "p; rm -rf /"]],
+               env_file="/jobs/run 1/job.env", comment="airflow:d/r/t/-1")
+
+
+def test_batch_script_quotes_everything_it_did_not_write():
+    script = render(JOB)
+    assert script.startswith("#!/bin/bash\n")
+    assert "#SBATCH --account=demo" in script and "#SBATCH --gres=gpu:1" in script
+    assert "#SBATCH '--chdir=/jobs/run 1'" in script
+    assert "python train.py --params 'p; rm -rf /'" in script
+    assert "source '/jobs/run 1/job.env'" in script
+
+
+def test_rest_fields_carry_what_sbatch_lines_would():
+    fields = rest_job_fields(JOB)
+    assert fields["memory_per_node"] == 1024 and fields["time_limit"] == 90
+    assert fields["cpus_per_task"] == 2 and fields["gres"] == "gpu:1"
+    assert fields["standard_output"] == "/jobs/run 1/slurm-%j.out"
+    assert fields["comment"] == "airflow:d/r/t/-1"
+
+
+def test_max_rss_is_the_largest_step_peak():
+    record = {"steps": [{"tres": {"requested": {"max": [{"type": "mem", "count": 5}, {"type": "cpu", "count": 9}]}}},
+                        {"tres": {"requested": {"max": [{"type": "mem", "count": 70}]}}}]}
+    assert max_rss_bytes(record) == 70
+    assert max_rss_bytes({"steps": []}) is None
+
+
+def test_smoke_request_has_one_input_per_named_column():
+    example = {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]]}}
+    assert smoke_request(example) == [
+        {"name": "a", "shape": [2, 1], "datatype": "FP64", "data": [1.0, 3.0]},
+        {"name": "b", "shape": [2, 1], "datatype": "FP64", "data": [2.5, 4.0]},
+    ]
