@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from itertools import pairwise
 from datetime import datetime
+from itertools import pairwise
 
 from stack.airflow_api import AirflowAPI
 from stack.settings import StackPaths
