@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -127,7 +128,7 @@ class SlurmJobOperator(BaseOperator):
         env_file = workdir / "job.env"
         fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.writelines(f"{key}={json.dumps(str(value))}\n" for key, value in env.items())
+            handle.writelines(f"{key}={shlex.quote(str(value))}\n" for key, value in env.items())
         for path in workdir.iterdir():
             os.chown(path, account.pw_uid, account.pw_gid)
         return env_file

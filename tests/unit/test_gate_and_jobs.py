@@ -74,3 +74,20 @@ def test_smoke_request_has_one_input_per_named_column():
         {"name": "a", "shape": [2, 1], "datatype": "FP64", "data": [1.0, 3.0]},
         {"name": "b", "shape": [2, 1], "datatype": "FP64", "data": [2.5, 4.0]},
     ]
+
+
+def test_job_environment_file_keeps_values_literal(tmp_path, monkeypatch):
+    """Secrets with shell characters must reach the job unchanged, never expanded by bash."""
+    import getpass
+    import subprocess
+
+    from operators.slurm.operators import SlurmJobOperator
+
+    tricky = "p$HOME`id`\"'; echo pwned"
+    operator = SlurmJobOperator(task_id="t", commands=[["true"]], env={"SECRET": tricky, "PLAIN": "x"})
+    workdir = tmp_path / "dag" / "run" / "task"
+    env_file = operator._stage(workdir, getpass.getuser())
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    shown = subprocess.run(["bash", "-c", f"set -a; source {env_file}; printf %s \"$SECRET\""],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == tricky
