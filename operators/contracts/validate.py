@@ -78,7 +78,10 @@ def validate_frame(frame, contract: dict[str, Any], docs_dir: Path, run_name: st
     """Run the contract on a DataFrame; Data Docs land in ``docs_dir``. Returns a summary."""
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="file", project_root_dir=str(docs_dir))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no bars in task logs
     name = contract["dataset"]
     asset = context.data_sources.add_pandas(f"{name}-source").add_dataframe_asset(name=f"{name}-data")
     batch = asset.add_batch_definition_whole_dataframe(f"{name}-batch")
