@@ -179,6 +179,7 @@ class SlurmJobOperator(BaseOperator):
         site = self._site()
         workdir = self._workdir(context, site)
         log = workdir / f"slurm-{job_id}.out"
+        (workdir / "job.env").unlink(missing_ok=True)  # credentials do not outlive the job
         result = {
             "job_id": job_id, "cluster": site.get("cluster"), "state": status.state,
             "exit_code": status.exit_code, "reason": status.reason, "workdir": str(workdir),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,14 @@ def test_secret_files_are_owner_only(stack_info):
 def test_secrets_are_outside_the_repository(stack_info):
     repo = Path(__file__).resolve().parents[2]
     assert not Path(stack_info["state"]).resolve().is_relative_to(repo)
+
+
+def test_job_credentials_do_not_outlive_their_jobs(stack_info):
+    """Jobs get credentials in a 0600 job.env that the operator deletes once the job has ended."""
+    running = subprocess.run(["squeue", "-h", "-o", "%Z"], capture_output=True, text=True).stdout.split()
+    left = [path for path in Path(stack_info["jobs_dir"]).rglob("job.env")
+            if not any(str(path.parent) == folder for folder in running)]
+    assert not left
 
 
 def test_no_secret_in_any_log(stack_info, secret_values):
