@@ -77,7 +77,6 @@ def expectations(contract: dict[str, Any]) -> list[Any]:
 def validate_frame(frame, contract: dict[str, Any], docs_dir: Path, run_name: str) -> dict[str, Any]:
     """Run the contract on a DataFrame; Data Docs land in ``docs_dir``. Returns a summary."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="file", project_root_dir=str(docs_dir))
