@@ -17,7 +17,7 @@ from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException
 
 from operators.slurm.hooks import SlurmRestHook
-from operators.slurm.rest import SlurmRestError, max_rss_bytes, rest_job_fields
+from operators.slurm.rest import JobStatus, SlurmRestError, max_rss_bytes, rest_job_fields
 from operators.slurm.script import BatchJob, render
 from operators.slurm.triggers import SlurmJobTrigger
 
@@ -174,8 +174,8 @@ class SlurmJobOperator(BaseOperator):
         if event.get("state") == "UNREACHABLE":
             raise AirflowException(f"Slurm job {job_id}: the controller stayed unreachable: {event.get('error')}")
         client = SlurmRestHook(self.slurm_conn_id).get_conn()
-        status = client.status(job_id)
         accounting = self._accounting(client, job_id)
+        status = self._final_status(client, job_id, accounting)
         site = self._site()
         workdir = self._workdir(context, site)
         log = workdir / f"slurm-{job_id}.out"
@@ -193,6 +193,19 @@ class SlurmJobOperator(BaseOperator):
         self.log.info("Slurm job %s COMPLETED in %s s, MaxRSS %s bytes", job_id, result["elapsed_s"],
                       result["max_rss_bytes"])
         return result
+
+    @staticmethod
+    def _final_status(client, job_id: int, accounting: dict[str, Any] | None) -> JobStatus:
+        """The controller's view while it still lists the job (its exit code is right on 22.05,
+        JSON accounting's is not); accounting's once the controller has forgotten the job."""
+        try:
+            return client.status(job_id)
+        except SlurmRestError:
+            if accounting is None:
+                raise
+            state = accounting.get("state", {})
+            return JobStatus(job_id, state.get("current", "UNKNOWN"),
+                             accounting.get("exit_code", {}).get("return_code"), state.get("reason", ""))
 
     def _accounting(self, client, job_id: int) -> dict[str, Any] | None:
         """slurmdbd's record lags the controller by a moment; its figures are what we keep."""

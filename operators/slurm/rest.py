@@ -34,6 +34,12 @@ class JobStatus:
         return self.state in TERMINAL_STATES
 
 
+def _status(job: dict[str, Any]) -> JobStatus:
+    raw_exit = job.get("exit_code")
+    exit_code = raw_exit >> 8 if isinstance(raw_exit, int) else None  # a wait status: 768 = exit 3
+    return JobStatus(int(job["job_id"]), job["job_state"], exit_code, job.get("state_reason", ""))
+
+
 class SlurmRestClient:
     def __init__(self, base_url: str, user: str, token: str, api_version: str = "v0.0.38",
                  timeout_s: float = 30.0) -> None:
@@ -73,10 +79,12 @@ class SlurmRestClient:
         jobs = self._call("GET", f"/slurm/{self.api_version}/job/{job_id}").get("jobs", [])
         if not jobs:
             raise SlurmRestError(f"job {job_id} is not known to the controller")
-        job = jobs[0]
-        raw_exit = job.get("exit_code")
-        exit_code = raw_exit >> 8 if isinstance(raw_exit, int) else None  # a wait status: 768 = exit 3
-        return JobStatus(int(job["job_id"]), job["job_state"], exit_code, job.get("state_reason", ""))
+        return _status(jobs[0])
+
+    def statuses(self) -> dict[int, JobStatus]:
+        """Every job the controller knows, in one call (one REQUEST_JOB_INFO for slurmctld)."""
+        jobs = self._call("GET", f"/slurm/{self.api_version}/jobs").get("jobs", [])
+        return {int(job["job_id"]): _status(job) for job in jobs}
 
     def accounting(self, job_id: int) -> dict[str, Any]:
         """The job as slurmdbd recorded it: elapsed time, resources, steps."""

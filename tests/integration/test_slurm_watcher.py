@@ -1,0 +1,51 @@
+"""One poller per cluster against the real controller: many jobs, one status call per interval."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import time
+
+from operators.slurm.rest import SlurmRestClient
+from operators.slurm.watcher import ClusterWatcher, PollSettings
+
+JOBS = 12
+
+
+def job_info_rpcs() -> int:
+    """REQUEST_JOB_INFO count from slurmctld's own statistics (sdiag)."""
+    out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"REQUEST_JOB_INFO\s+\(\s*\d+\)\s+count:(\d+)", out)
+    return int(match.group(1)) if match else 0
+
+
+def test_many_jobs_cost_one_status_call_per_interval(stack_info):
+    rest = stack_info["slurmrestd"]
+    client = SlurmRestClient(rest["url"], rest["user"], rest["token"])
+    job_ids = [client.submit("#!/bin/bash\nsleep 4\n", name=f"watcher-test-{n}", account=stack_info["account"],
+                             current_working_directory=stack_info["jobs_dir"], cpus_per_task=1,
+                             memory_per_node=64, time_limit=2, standard_output="/dev/null")
+               for n in range(JOBS)]
+    failing = client.submit("#!/bin/bash\nexit 3\n", name="watcher-test-fail", account=stack_info["account"],
+                            current_working_directory=stack_info["jobs_dir"], memory_per_node=64,
+                            standard_output="/dev/null")
+    rpcs_before = job_info_rpcs()
+    began = time.monotonic()
+
+    async def watch_all():
+        watcher = ClusterWatcher(lambda: SlurmRestClient(rest["url"], rest["user"], rest["token"]),
+                                 PollSettings(interval_s=1.0))
+        results = await asyncio.wait_for(asyncio.gather(*(watcher.wait(j) for j in [*job_ids, failing])), 180)
+        return watcher, results
+
+    watcher, results = asyncio.run(watch_all())
+    elapsed = time.monotonic() - began
+    rpcs = job_info_rpcs() - rpcs_before
+
+    assert [status.state for status in results[:-1]] == ["COMPLETED"] * JOBS
+    assert results[-1].state == "FAILED" and results[-1].exit_code == 3
+    rounds = watcher.stats.status_calls
+    assert rounds <= elapsed / 1.0 + 2, "more status calls than intervals"
+    assert rounds < JOBS + 1, "status calls must not grow with the number of jobs"
+    assert rpcs <= rounds + 2, f"slurmctld saw {rpcs} job-info RPCs for {rounds} polling rounds"
