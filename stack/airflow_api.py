@@ -57,9 +57,10 @@ class AirflowAPI:
                     raise RuntimeError(message) from None
                 time.sleep(1)
 
-    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+    def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> str:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        body = {"logical_date": None, "conf": conf or {}, **({"dag_run_id": run_id} if run_id else {})}
+        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
         return run["dag_run_id"]
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 600) -> dict:

@@ -134,12 +134,23 @@ class SlurmJobOperator(BaseOperator):
         return env_file
 
     # ------------------------------------------------------------------ task semantics
+    @staticmethod
+    def task_identity(ti) -> str:
+        """Deterministic per task and map index, the same for every try: how a retry finds its job."""
+        return f"airflow:{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
+
     def execute(self, context: Context) -> Any:
         hook = SlurmRestHook(self.slurm_conn_id)
         site = self._site()
+        ti = context["ti"]
+        adopted = hook.get_conn().find_active(self.task_identity(ti))
+        if adopted:
+            # an earlier try submitted it (worker crash, lost submit answer): watch it, never submit twice
+            job_id, workdir = int(adopted[0]["job_id"]), Path(adopted[0]["current_working_directory"])
+            self.log.warning("Adopting Slurm job %s submitted by an earlier try of this task", job_id)
+            return self._watch(context, site, job_id, workdir)
         workdir = self._workdir(context, site)
         env_file = self._stage(workdir, site["user"])
-        ti = context["ti"]
         runtime = site.get("job_runtime")
         commands = [[f"{runtime}/bin/python", *command[1:]] if runtime and command[0] == "python" else command
                     for command in self.commands]
@@ -147,18 +158,22 @@ class SlurmJobOperator(BaseOperator):
             name=self.job_name or safe_path_part(f"{ti.dag_id}.{ti.task_id}")[:64],
             account=site.get("account"), partition=self.partition, cpus=self.cpus, memory=self.memory,
             time=self.time_limit, gpus=self.gpus, workdir=str(workdir), commands=commands,
-            env_file=str(env_file), comment=f"airflow:{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}")
+            env_file=str(env_file), comment=self.task_identity(ti))
         script = render(job)
         (workdir / "job.sh").write_text(script)
         job_id = hook.get_conn().submit(script, **rest_job_fields(job))
         self.log.info("Submitted Slurm job %s on %s (workdir %s)", job_id, site.get("cluster"), workdir)
+        return self._watch(context, site, job_id, workdir)
+
+    def _watch(self, context: Context, site: dict[str, Any], job_id: int, workdir: Path) -> Any:
+        ti = context["ti"]
         ti.xcom_push(key="slurm_job", value={"job_id": job_id, "cluster": site.get("cluster"),
                                              "workdir": str(workdir)})
         ti.xcom_push(key=SlurmJobLink().xcom_key, value=self._job_url(job_id))
         if self.deferrable:
             self.defer(trigger=SlurmJobTrigger(self.slurm_conn_id, job_id, self.poll_interval_s),
                        method_name="execute_complete")
-        client = hook.get_conn()
+        client = SlurmRestHook(self.slurm_conn_id).get_conn()
         while not client.status(job_id).finished:
             time.sleep(self.poll_interval_s)
         return self.execute_complete(context, {"job_id": job_id})
@@ -171,13 +186,15 @@ class SlurmJobOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         job_id = int(event["job_id"])
-        if event.get("state") == "UNREACHABLE":
-            raise AirflowException(f"Slurm job {job_id}: the controller stayed unreachable: {event.get('error')}")
+        if event.get("state") in ("UNREACHABLE", "WATCH_FAILED"):
+            raise AirflowException(f"Slurm job {job_id}: could not watch the job ({event['state']}): "
+                                   f"{event.get('error')}")
         client = SlurmRestHook(self.slurm_conn_id).get_conn()
         accounting = self._accounting(client, job_id)
         status = self._final_status(client, job_id, accounting)
         site = self._site()
-        workdir = self._workdir(context, site)
+        recorded = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="slurm_job") or {}
+        workdir = Path(recorded.get("workdir") or self._workdir(context, site))
         log = workdir / f"slurm-{job_id}.out"
         (workdir / "job.env").unlink(missing_ok=True)  # credentials do not outlive the job
         result = {

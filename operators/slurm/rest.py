@@ -81,6 +81,12 @@ class SlurmRestClient:
             raise SlurmRestError(f"job {job_id} is not known to the controller")
         return _status(jobs[0])
 
+    def find_active(self, comment: str) -> list[dict[str, Any]]:
+        """Pending or running jobs carrying ``comment`` (a task's identity), newest first."""
+        jobs = self._call("GET", f"/slurm/{self.api_version}/jobs").get("jobs", [])
+        active = [job for job in jobs if job.get("comment") == comment and job["job_state"] not in TERMINAL_STATES]
+        return sorted(active, key=lambda job: int(job["job_id"]), reverse=True)
+
     def statuses(self) -> dict[int, JobStatus]:
         """Every job the controller knows, in one call (one REQUEST_JOB_INFO for slurmctld)."""
         jobs = self._call("GET", f"/slurm/{self.api_version}/jobs").get("jobs", [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,10 +40,15 @@ class SlurmJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)
-        watcher = ClusterWatcher.for_cluster(self.conn_id, self._client, settings)
+        # the connection is read in the trigger's own task, where the triggerer serves it
+        client = await asyncio.to_thread(self._client)
+        watcher = ClusterWatcher.for_cluster(self.conn_id, lambda: client, settings)
         try:
             status = await watcher.wait(self.job_id)
         except ControllerUnreachable as error:
             yield TriggerEvent({"job_id": self.job_id, "state": "UNREACHABLE", "error": str(error)})
+            return
+        except Exception as error:  # the shared poller failed: say so, do not hang
+            yield TriggerEvent({"job_id": self.job_id, "state": "WATCH_FAILED", "error": repr(error)})
             return
         yield TriggerEvent({"job_id": self.job_id, "state": status.state})

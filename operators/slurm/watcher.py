@@ -77,7 +77,7 @@ class ClusterWatcher:
         future: asyncio.Future[JobStatus] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, []).append(future)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll_loop())
+            self._task = asyncio.create_task(self._guarded_poll_loop())
         try:
             return await future
         finally:
@@ -100,6 +100,16 @@ class ClusterWatcher:
             oldest = calls[-settings.calls_per_minute]
             interval = max(interval, 60.0 - (time.monotonic() - oldest))
         return interval
+
+    async def _guarded_poll_loop(self) -> None:
+        """A bug or an unexpected answer must fail the waiting tasks, never leave them hanging."""
+        try:
+            await self._poll_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("Slurm watcher failed")
+            self._fail_all(error)
 
     async def _poll_loop(self) -> None:
         last_good = time.monotonic()

@@ -14,10 +14,10 @@ JOBS = 12
 
 
 def job_info_rpcs() -> int:
-    """REQUEST_JOB_INFO count from slurmctld's own statistics (sdiag)."""
+    """Job status RPCs from slurmctld's own statistics (sdiag)."""
     out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"REQUEST_JOB_INFO\s+\(\s*\d+\)\s+count:(\d+)", out)
-    return int(match.group(1)) if match else 0
+    # /jobs is one REQUEST_JOB_INFO; /job/{id} is one REQUEST_JOB_INFO_SINGLE
+    return sum(int(count) for count in re.findall(r"REQUEST_JOB_INFO(?:_SINGLE)?\s+\(\s*\d+\)\s+count:(\d+)", out))
 
 
 def test_many_jobs_cost_one_status_call_per_interval(stack_info):
