@@ -40,6 +40,9 @@ class AirflowAPI:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.read()
 
+    def patch(self, path: str, body: dict) -> Any:
+        return self._request("PATCH", f"/api/v2{path}", body)
+
     def get(self, path: str) -> Any:
         return self._request("GET", f"/api/v2{path}")
 

@@ -52,3 +52,10 @@ class SlurmJobTrigger(BaseTrigger):
             yield TriggerEvent({"job_id": self.job_id, "state": "WATCH_FAILED", "error": repr(error)})
             return
         yield TriggerEvent({"job_id": self.job_id, "state": status.state})
+
+    async def on_kill(self) -> None:
+        """A user marked the task failed or succeeded, or cleared it: cancel the job. Airflow does
+        not call this on a triggerer restart or redistribution, so those leave the job running."""
+        self.log.info("Task killed by a user: cancelling Slurm job %s", self.job_id)
+        client = await asyncio.to_thread(self._client)
+        await asyncio.to_thread(client.cancel, self.job_id)

@@ -52,3 +52,41 @@ def test_exit_code_and_log_tail_reach_the_task(airflow):
     log = json.dumps(airflow.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/run_job/logs/1?full_content=true"))
     assert "ended FAILED with exit code 3" in log
     assert "job " in log and "as hpcuser" in log, "the tail of the job's own log is in the failure"
+
+
+def test_marking_a_deferred_task_failed_cancels_its_job(airflow, stack_info):
+    import time
+
+    run_id = f"cancel-{uuid.uuid4().hex[:10]}"
+    airflow.trigger(DAG, {"seconds": 300, "exit_code": 0}, run_id=run_id)
+    task = f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/run_job"
+    deadline = time.monotonic() + 120
+    while (airflow.get(task) if airflow_has(airflow, task) else {}).get("state") != "deferred":
+        assert time.monotonic() < deadline, "the task never deferred"
+        time.sleep(1)
+    # on_kill reaches triggers the triggerer is running; one marked failed before the triggerer
+    # picked it up is not cancelled yet (a known gap, see the README)
+    while "starting" not in json.dumps(airflow.get(f"{task}/logs/1?full_content=true")).split("trigger ", 1)[-1]:
+        assert time.monotonic() < deadline, "the trigger never started"
+        time.sleep(1)
+    job_id = airflow.get(f"{task}/xcomEntries/slurm_job")["value"]["job_id"]
+    airflow.patch(task, {"new_state": "failed"})
+    marked = time.monotonic()
+    while (state := sacct_state(job_id)) not in ("CANCELLED", "COMPLETED", "FAILED"):
+        assert time.monotonic() - marked < 30, f"job {job_id} still {state} 30 s after the task was marked failed"
+        time.sleep(0.5)
+    assert state == "CANCELLED"
+
+
+def airflow_has(airflow: AirflowAPI, path: str) -> bool:
+    try:
+        airflow.get(path)
+    except RuntimeError:
+        return False
+    return True
+
+
+def sacct_state(job_id: int) -> str:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", str(job_id), "-o", "State"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[0].split()[0] if out else "UNKNOWN"
