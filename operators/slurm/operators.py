@@ -171,7 +171,8 @@ class SlurmJobOperator(BaseOperator):
                                              "workdir": str(workdir)})
         ti.xcom_push(key=SlurmJobLink().xcom_key, value=self._job_url(job_id))
         if self.deferrable:
-            self.defer(trigger=SlurmJobTrigger(self.slurm_conn_id, job_id, self.poll_interval_s),
+            self.defer(trigger=SlurmJobTrigger(self.slurm_conn_id, job_id, self.poll_interval_s,
+                                               env_file=str(workdir / "job.env")),
                        method_name="execute_complete")
         client = SlurmRestHook(self.slurm_conn_id).get_conn()
         while not client.status(job_id).finished:

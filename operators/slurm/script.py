@@ -50,7 +50,8 @@ def render(job: BatchJob) -> str:
         'echo "job $SLURM_JOB_ID on $(hostname) as $(id -un), started $(date -Is)"',
     ]
     if job.env_file:
-        lines += [f"set -a; source {shlex.quote(job.env_file)}; set +a"]
+        # credentials live only until the job has read them
+        lines += [f"set -a; source {shlex.quote(job.env_file)}; set +a; rm -f {shlex.quote(job.env_file)}"]
     lines += [shlex.join(command) for command in job.commands]
     lines.append('echo "job $SLURM_JOB_ID finished $(date -Is)"')
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -21,17 +22,18 @@ class SlurmJobTrigger(BaseTrigger):
     """
 
     def __init__(self, conn_id: str, job_id: int, poll_interval_s: float = 2.0,
-                 unreachable_limit_s: float = 600.0) -> None:
+                 unreachable_limit_s: float = 600.0, env_file: str | None = None) -> None:
         super().__init__()
         self.conn_id = conn_id
         self.job_id = job_id
+        self.env_file = env_file
         self.poll_interval_s = poll_interval_s
         self.unreachable_limit_s = unreachable_limit_s
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("operators.slurm.triggers.SlurmJobTrigger", {
             "conn_id": self.conn_id, "job_id": self.job_id, "poll_interval_s": self.poll_interval_s,
-            "unreachable_limit_s": self.unreachable_limit_s})
+            "unreachable_limit_s": self.unreachable_limit_s, "env_file": self.env_file})
 
     def _client(self) -> SlurmRestClient:
         from operators.slurm.hooks import SlurmRestHook
@@ -59,3 +61,5 @@ class SlurmJobTrigger(BaseTrigger):
         self.log.info("Task killed by a user: cancelling Slurm job %s", self.job_id)
         client = await asyncio.to_thread(self._client)
         await asyncio.to_thread(client.cancel, self.job_id)
+        if self.env_file:  # a job cancelled before it started never read (and removed) its credentials
+            await asyncio.to_thread(Path(self.env_file).unlink, missing_ok=True)

@@ -50,7 +50,7 @@ def test_batch_script_quotes_everything_it_did_not_write():
     assert "#SBATCH --account=demo" in script and "#SBATCH --gres=gpu:1" in script
     assert "#SBATCH '--chdir=/jobs/run 1'" in script
     assert "python train.py --params 'p; rm -rf /'" in script
-    assert "source '/jobs/run 1/job.env'" in script
+    assert "source '/jobs/run 1/job.env'; set +a; rm -f '/jobs/run 1/job.env'" in script
 
 
 def test_rest_fields_carry_what_sbatch_lines_would():
