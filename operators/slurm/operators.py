@@ -6,7 +6,6 @@ import json
 import os
 import pwd
 import re
-import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from operators.slurm.hooks import SlurmRestHook
 from operators.slurm.rest import JobStatus, SlurmRestError, max_rss_bytes, rest_job_fields
-from operators.slurm.script import BatchJob, render
+from operators.slurm.script import BatchJob, render, write_env_file
 from operators.slurm.triggers import SlurmJobTrigger
 
 LOG_TAIL_LINES = 30
@@ -126,9 +125,7 @@ class SlurmJobOperator(BaseOperator):
         for conn_id in self.env_connections:
             env.update(connection_env(conn_id))
         env_file = workdir / "job.env"
-        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.writelines(f"{key}={shlex.quote(str(value))}\n" for key, value in env.items())
+        write_env_file(env_file, env)
         for path in workdir.iterdir():
             os.chown(path, account.pw_uid, account.pw_gid)
         return env_file

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,24 @@ class BatchJob:
         return f"{self.workdir}/slurm-%j.out"
 
 
+class UnsafeScriptError(ValueError):
+    """A value would change the script's meaning (a newline ends an ``#SBATCH`` comment line)."""
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    """A 0600 file of ``KEY='value'`` lines that bash sources without expanding anything."""
+    for key, value in env.items():
+        if not key.isidentifier():
+            raise UnsafeScriptError(f"environment variable name {key!r} is not a valid identifier")
+        try:
+            str(value).encode()
+        except UnicodeEncodeError:  # the value may be a secret: name the variable only
+            raise UnsafeScriptError(f"environment variable {key}: value is not valid Unicode text") from None
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(f"{key}={shlex.quote(str(value))}\n" for key, value in env.items())
+
+
 def render(job: BatchJob) -> str:
     directives = [
         f"--job-name={job.name}",
@@ -45,6 +65,18 @@ def render(job: BatchJob) -> str:
     if job.comment:
         directives.append(f"--comment={job.comment}")
     directives += job.extra_directives
+    for directive in directives:
+        if any(character in directive for character in "\n\r\0"):
+            raise UnsafeScriptError(f"#SBATCH {directive!r}: a line break or NUL would end the directive "
+                                    "and run the rest as a command")
+    for command in job.commands:
+        for argument in command:
+            if "\0" in argument:
+                raise UnsafeScriptError(f"command {command[0]!r}: NUL bytes cannot be passed as arguments")
+            try:
+                argument.encode()
+            except UnicodeEncodeError:
+                raise UnsafeScriptError(f"command {command[0]!r}: an argument is not valid Unicode text") from None
     lines = ["#!/bin/bash"] + [f"#SBATCH {shlex.quote(d)}" for d in directives] + [
         "set -euo pipefail",
         'echo "job $SLURM_JOB_ID on $(hostname) as $(id -un), started $(date -Is)"',
