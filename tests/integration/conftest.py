@@ -62,6 +62,19 @@ def run_job(stack_info):
     return submit
 
 
+@pytest.fixture(scope="module")
+def airflow(stack_info, request):
+    """Airflow's REST API as the stack's admin; waits for the module's ``DAG`` to be parsed."""
+    from stack.airflow_api import AirflowAPI
+
+    config = stack_info["airflow"]
+    api = AirflowAPI(config["url"], config["username"], config["password"])
+    dag_id = getattr(request.module, "DAG", None)
+    if dag_id:
+        api.wait_for_dag(dag_id)
+    return api
+
+
 @pytest.fixture
 def job_python(stack_info) -> str:
     return os.path.join(stack_info["venvs"]["job-runtime"], "bin", "python")

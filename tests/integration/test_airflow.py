@@ -7,12 +7,6 @@ import pytest
 from stack.airflow_api import AirflowAPI
 
 
-@pytest.fixture(scope="module")
-def airflow(stack_info) -> AirflowAPI:
-    config = stack_info["airflow"]
-    return AirflowAPI(config["url"], config["username"], config["password"])
-
-
 def test_all_components_report_healthy(airflow):
     import json
     import urllib.request

@@ -14,14 +14,6 @@ MODEL = "breast-cancer-classifier"
 
 
 @pytest.fixture(scope="module")
-def airflow(stack_info) -> AirflowAPI:
-    api = AirflowAPI(stack_info["airflow"]["url"], stack_info["airflow"]["username"],
-                     stack_info["airflow"]["password"])
-    api.wait_for_dag(DAG)
-    return api
-
-
-@pytest.fixture(scope="module")
 def mlflow_client(stack_info):
     import os
 

@@ -6,20 +6,10 @@ import json
 import subprocess
 import uuid
 
-import pytest
-
 from operators.slurm.rest import SlurmRestClient
 from stack.airflow_api import AirflowAPI
 
 DAG = "slurm_job_example"
-
-
-@pytest.fixture(scope="module")
-def airflow(stack_info) -> AirflowAPI:
-    api = AirflowAPI(stack_info["airflow"]["url"], stack_info["airflow"]["username"],
-                     stack_info["airflow"]["password"])
-    api.wait_for_dag(DAG)
-    return api
 
 
 def jobs_with_comment(comment: str) -> list[str]:
