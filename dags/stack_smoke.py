@@ -35,8 +35,6 @@ def stack_smoke():
 
     @task
     def slurm_job(run_id: str | None = None) -> dict:
-        import time
-
         from airflow.sdk.bases.hook import BaseHook
 
         from operators.slurm.hooks import SlurmRestHook
@@ -49,21 +47,15 @@ def stack_smoke():
         job_id = client.submit(script, name=f"smoke-{run_id}"[:64], account=hook.default_account,
                                current_working_directory=site["job_workdir"],
                                standard_output=f"{site['job_workdir']}/smoke-%j.out", time_limit=5)
-        deadline = time.monotonic() + 300
-        while not (status := client.status(job_id)).finished:
-            if time.monotonic() > deadline:
-                client.cancel(job_id)
-                raise TimeoutError(f"Slurm job {job_id} still {status.state} after 300 s: cancelled")
-            time.sleep(1)
+        try:
+            status = client.wait_finished(job_id, timeout_s=300)
+        except TimeoutError as error:
+            client.cancel(job_id)
+            raise TimeoutError(f"{error}: cancelled") from None
         if status.state != "COMPLETED" or status.exit_code:
             raise RuntimeError(f"Slurm job {job_id} ended {status.state} (exit {status.exit_code}, {status.reason})")
-        for _ in range(20):  # the accounting record lags the controller by a moment
-            try:
-                record = client.accounting(job_id)
-                break
-            except Exception:
-                time.sleep(0.5)
-        else:
+        record = client.final_accounting(job_id)
+        if record is None:
             raise RuntimeError(f"Slurm job {job_id} has no accounting record")
         return {"job_id": job_id, "state": status.state, "elapsed_s": record["time"]["elapsed"],
                 "user": record["user"]}

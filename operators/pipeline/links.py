@@ -1,30 +1,19 @@
-"""Extra links on pipeline tasks. Each task stores its full URL in XCom under the link's key."""
+"""Extra links on pipeline tasks."""
 
 from __future__ import annotations
 
-from airflow.sdk import BaseOperatorLink
+from operators.links import StoredLink
 
 
-class _StoredLink(BaseOperatorLink):
-    def get_link(self, operator, *, ti_key) -> str:
-        from airflow.providers.common.compat.sdk import XCom
-
-        return XCom.get_value(key=self.xcom_key, ti_key=ti_key) or ""
-
-    @classmethod
-    def store(cls, context, url: str) -> None:
-        context["ti"].xcom_push(key=cls().xcom_key, value=url)
-
-
-class ValidationReportLink(_StoredLink):
+class ValidationReportLink(StoredLink):
     name = "Validation report"
 
 
-class MlflowRunLink(_StoredLink):
+class MlflowRunLink(StoredLink):
     name = "MLflow run"
 
 
-class ModelVersionLink(_StoredLink):
+class ModelVersionLink(StoredLink):
     name = "Model version"
 
 

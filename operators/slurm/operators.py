@@ -7,14 +7,14 @@ import os
 import pwd
 import re
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseOperator, BaseOperatorLink, Context
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
+from operators.links import StoredLink
 from operators.slurm.hooks import SlurmRestHook
 from operators.slurm.rest import JobStatus, SlurmRestError, max_rss_bytes, rest_job_fields
 from operators.slurm.script import BatchJob, render, write_env_file
@@ -23,15 +23,10 @@ from operators.slurm.triggers import SlurmJobTrigger
 LOG_TAIL_LINES = 30
 
 
-class SlurmJobLink(BaseOperatorLink):
+class SlurmJobLink(StoredLink):
     """The job's page in the factory plugin: state, accounting and the tail of its log."""
 
     name = "Slurm job"
-
-    def get_link(self, operator, *, ti_key) -> str:
-        from airflow.providers.common.compat.sdk import XCom
-
-        return XCom.get_value(key=self.xcom_key, ti_key=ti_key) or ""
 
 
 def safe_path_part(value: str) -> str:
@@ -166,14 +161,12 @@ class SlurmJobOperator(BaseOperator):
         ti = context["ti"]
         ti.xcom_push(key="slurm_job", value={"job_id": job_id, "cluster": site.get("cluster"),
                                              "workdir": str(workdir)})
-        ti.xcom_push(key=SlurmJobLink().xcom_key, value=self._job_url(job_id))
+        SlurmJobLink.store(context, self._job_url(job_id))
         if self.deferrable:
             self.defer(trigger=SlurmJobTrigger(self.slurm_conn_id, job_id, self.poll_interval_s,
                                                env_file=str(workdir / "job.env")),
                        method_name="execute_complete")
-        client = SlurmRestHook(self.slurm_conn_id).get_conn()
-        while not client.status(job_id).finished:
-            time.sleep(self.poll_interval_s)
+        SlurmRestHook(self.slurm_conn_id).get_conn().wait_finished(job_id, self.poll_interval_s)
         return self.execute_complete(context, {"job_id": job_id})
 
     def _job_url(self, job_id: int) -> str:
@@ -188,7 +181,9 @@ class SlurmJobOperator(BaseOperator):
             raise AirflowException(f"Slurm job {job_id}: could not watch the job ({event['state']}): "
                                    f"{event.get('error')}")
         client = SlurmRestHook(self.slurm_conn_id).get_conn()
-        accounting = self._accounting(client, job_id)
+        accounting = client.final_accounting(job_id)
+        if accounting is None:
+            self.log.warning("Slurm job %s: no final accounting record after 15 s", job_id)
         status = self._final_status(client, job_id, accounting)
         site = self._site()
         recorded = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="slurm_job") or {}
@@ -221,18 +216,3 @@ class SlurmJobOperator(BaseOperator):
             state = accounting.get("state", {})
             return JobStatus(job_id, state.get("current", "UNKNOWN"),
                              accounting.get("exit_code", {}).get("return_code"), state.get("reason", ""))
-
-    def _accounting(self, client, job_id: int) -> dict[str, Any] | None:
-        """slurmdbd's record lags the controller by a moment; its figures are what we keep."""
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                record = client.accounting(job_id)
-                if record.get("state", {}).get("current") not in ("RUNNING", "PENDING"):
-                    return record
-            except SlurmRestError:
-                pass
-            if time.monotonic() > deadline:
-                self.log.warning("Slurm job %s: no final accounting record after 15 s", job_id)
-                return None
-            time.sleep(0.5)

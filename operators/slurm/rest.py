@@ -7,6 +7,7 @@ argument until version negotiation lands with the transport work.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -98,6 +99,29 @@ class SlurmRestClient:
         if not jobs:
             raise SlurmRestError(f"job {job_id} has no accounting record yet")
         return jobs[0]
+
+    def wait_finished(self, job_id: int, poll_interval_s: float = 1.0, timeout_s: float | None = None) -> JobStatus:
+        """Poll one job until it ends (for callers outside the triggerer); TimeoutError after ``timeout_s``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not (status := self.status(job_id)).finished:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Slurm job {job_id} still {status.state} after {timeout_s:.0f} s")
+            time.sleep(poll_interval_s)
+        return status
+
+    def final_accounting(self, job_id: int, timeout_s: float = 15.0) -> dict[str, Any] | None:
+        """slurmdbd's record of an ended job; it lags the controller by a moment. None if it never comes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                record = self.accounting(job_id)
+                if record.get("state", {}).get("current") not in ("RUNNING", "PENDING"):
+                    return record
+            except SlurmRestError:
+                pass
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
 
     def cancel(self, job_id: int) -> None:
         self._call("DELETE", f"/slurm/{self.api_version}/job/{job_id}")

@@ -19,12 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from operators.slurm.rest import JobStatus, SlurmRestClient, SlurmRestError
+from operators.slurm.rest import TERMINAL_STATES, JobStatus, SlurmRestClient, SlurmRestError
 
 log = logging.getLogger(__name__)
-
-ACCOUNTING_FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-                    "DEADLINE", "PREEMPTED"}
 
 
 class ControllerUnreachable(RuntimeError):
@@ -67,10 +64,6 @@ class ClusterWatcher:
         if watcher is None:
             watcher = cls._by_cluster[loop_key] = cls(client_factory, settings)
         return watcher
-
-    @property
-    def watched(self) -> int:
-        return len(self._waiters)
 
     async def wait(self, job_id: int) -> JobStatus:
         """Until the job has ended; its final status from the controller or accounting."""
@@ -148,7 +141,7 @@ class ClusterWatcher:
         except SlurmRestError:
             return None  # not recorded yet: look again next round
         state = record.get("state", {}).get("current", "")
-        if state not in ACCOUNTING_FINAL:
+        if state not in TERMINAL_STATES:
             return None
         exit_info = record.get("exit_code", {})
         return JobStatus(job_id, state, exit_info.get("return_code"), record.get("state", {}).get("reason", ""))
