@@ -14,7 +14,7 @@ JOB_USER=${FACTORY_JOB_USER:-hpcuser}
 REST_USER=slurmrest
 
 APT_PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin
-              mariadb-server openssh-server python3-venv procps curl)
+              mariadb-server openssh-server openssh-client python3-venv procps curl)
 
 say() { printf '[install] %s\n' "$*"; }
 
@@ -41,6 +41,15 @@ ensure_user() {  # name, home
   id -u "$1" >/dev/null 2>&1 && return
   say "user $1"
   useradd --system --create-home --home-dir "$2" --shell /bin/bash "$1"
+}
+
+allow_key_login() {  # name: the login node has UsePAM off, so sshd itself refuses locked accounts
+  local shell password
+  shell=$(getent passwd "$1" | cut -d: -f7)
+  [ "$shell" = /bin/bash ] || { say "login shell of $1"; usermod --shell /bin/bash "$1"; }
+  password=$(getent shadow "$1" | cut -d: -f2)
+  # useradd leaves '!' (locked); '*' matches no password yet leaves key login open
+  [ "$password" = '*' ] || { say "unlock $1 for SSH keys (no password)"; usermod -p '*' "$1"; }
 }
 
 install_uv() {
@@ -85,6 +94,7 @@ install_project() {  # name, editable|copy: the project's own package, without i
 
 install_debian_packages
 ensure_user "$JOB_USER" "/home/$JOB_USER"
+allow_key_login "$JOB_USER"
 ensure_user "$REST_USER" "/var/lib/$REST_USER"
 mkdir -p "$STATE/venvs"
 chmod 755 "$STATE" "$STATE/venvs"

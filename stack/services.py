@@ -283,6 +283,102 @@ class LocalFactory:
         ensure_dataset_registry(self.paths, f"http://{HOST}:{PORTS['s3']}", self.secrets["s3_access_key"],
                                 self.secrets["s3_secret_key"])
 
+    # ---------------------------------------------------------------- login node (OpenSSH)
+    def _sshd_host_key(self) -> Path:
+        return self.paths.ssh / "ssh_host_ed25519_key"
+
+    def _sshd_config_file(self) -> Path:
+        return self.paths.ssh / "sshd_config"
+
+    def _authorized_keys_dir(self) -> Path:
+        return self.paths.ssh / "authorized_keys"
+
+    def sshd_config(self) -> str:
+        """Key-only login for the job user on loopback, with room for many multiplexed sessions.
+
+        A ControlMaster connection shared by many Airflow tasks opens one session per command, so
+        MaxSessions is well above sshd's default of 10. ``PidFile none``: the stack's own pid file
+        tracks sshd. UsePAM is off (no systemd or PAM session setup here), so the job user's
+        password field must not start with ``!`` (install.sh sets it to ``*``).
+        """
+        return "\n".join([
+            f"ListenAddress {HOST}",
+            f"Port {PORTS['sshd']}",
+            f"HostKey {self._sshd_host_key()}",
+            "PidFile none",
+            "UsePAM no",
+            "PubkeyAuthentication yes",
+            "AuthenticationMethods publickey",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitEmptyPasswords no",
+            "HostbasedAuthentication no",
+            "GSSAPIAuthentication no",
+            "KerberosAuthentication no",
+            "PermitRootLogin no",
+            f"AllowUsers {JOB_USER}",
+            f"AuthorizedKeysFile {self._authorized_keys_dir()}/%u",
+            "StrictModes yes",
+            "MaxSessions 64",
+            "MaxStartups 64:30:128",
+            "LoginGraceTime 30",
+            "ClientAliveInterval 30",
+            "ClientAliveCountMax 4",
+            "UseDNS no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "PermitUserEnvironment no",
+            "X11Forwarding no",
+            "AllowAgentForwarding no",
+            "AllowTcpForwarding no",
+            "AllowStreamLocalForwarding no",
+            "PermitTunnel no",
+            "Subsystem sftp internal-sftp",
+            "",
+        ])
+
+    def _write_login_node_files(self) -> None:
+        """Keys once; config, authorized_keys and known_hosts on every start (derived from the keys).
+
+        StrictModes checks the authorized_keys file and every folder above it: all root-owned and
+        not group- or world-writable, so the state folder must not sit under a folder like /tmp.
+        """
+        ensure_dir(self.paths.ssh, "root")
+        ensure_dir(self.paths.ssh_key.parent, "root", 0o700)
+        host_key, client_key = self._sshd_host_key(), self.paths.ssh_key
+        for key, comment in ((host_key, f"sshd@{CLUSTER}"), (client_key, f"{JOB_USER}@{CLUSTER}")):
+            public = Path(f"{key}.pub")
+            if key.exists() and public.exists():
+                continue
+            key.unlink(missing_ok=True)  # half a key pair: ssh-keygen would ask before overwriting
+            public.unlink(missing_ok=True)
+            result = run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
+            if result.returncode != 0:
+                raise RuntimeError(f"ssh-keygen for {key}: {result.stderr}")
+        authorized = ensure_dir(self._authorized_keys_dir(), "root") / JOB_USER
+        authorized.write_text(Path(f"{client_key}.pub").read_text())
+        authorized.chmod(0o644)
+        key_type, key_text = Path(f"{host_key}.pub").read_text().split()[:2]
+        self.paths.ssh_known_hosts.write_text(f"[{HOST}]:{PORTS['sshd']} {key_type} {key_text}\n")
+        self.paths.ssh_known_hosts.chmod(0o644)
+        self._sshd_config_file().write_text(self.sshd_config())
+
+    def _prepare_sshd(self) -> None:
+        ensure_dir(Path("/run/sshd"), "root")  # sshd's privilege-separation folder; /run is emptied at boot
+        self._write_login_node_files()
+
+    def _sshd_health(self) -> str | None:
+        """Healthy only when the job user really logs in with the stack's key and known_hosts.
+
+        No separate port probe: a bare TCP connect shows up in sshd's log as a failed key exchange,
+        and ssh's own error already names the port when nothing listens.
+        """
+        return command_check([
+            "ssh", "-F", "/dev/null", "-p", str(PORTS["sshd"]), "-i", str(self.paths.ssh_key),
+            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.paths.ssh_known_hosts}", "-o", "ConnectTimeout=5",
+            f"{JOB_USER}@{HOST}", "true"])
+
     # ---------------------------------------------------------------- MLflow
     def _mlflow_auth_config(self) -> Path:
         return self.paths.secrets / "mlflow-basic-auth.ini"
@@ -357,8 +453,18 @@ class LocalFactory:
     def _airflow_passwords_file(self) -> Path:
         return self.paths.secrets / "airflow-passwords.json"
 
+    def _slurm_site(self) -> dict[str, str]:
+        """What every Slurm connection of the stack shares, whichever transport reaches the cluster."""
+        return {"cluster": CLUSTER, "account": SLURM_ACCOUNT, "job_workdir": str(self.paths.jobs),
+                "job_runtime": str(self.paths.venv("job-runtime"))}
+
     def _connections(self) -> dict[str, dict]:
-        """What Airflow tasks use to reach the stack; imported as Airflow connections."""
+        """What Airflow tasks use to reach the stack; imported as Airflow connections.
+
+        The one cluster is reachable three ways (slurmrestd, the Slurm commands on this host, and
+        the login node over SSH), so each transport can be tested against the same jobs.
+        """
+        slurm_site = self._slurm_site()
         return {
             "factory_s3": {
                 "conn_type": "aws", "login": self.secrets["s3_access_key"],
@@ -370,11 +476,18 @@ class LocalFactory:
                 "login": MLFLOW_USER, "password": self.secrets["mlflow_user_password"],
             },
             "factory_slurm_local": {
-                "conn_type": "http", "host": HOST, "port": PORTS["slurmrestd"], "schema": "http",
+                "conn_type": "slurm", "host": HOST, "port": PORTS["slurmrestd"], "schema": "http",
                 "login": JOB_USER, "password": self.secrets.stable_slurm_token(JOB_USER),
-                "extra": {"cluster": CLUSTER, "account": SLURM_ACCOUNT, "api_version": "v0.0.38",
-                          "job_workdir": str(self.paths.jobs),
-                          "job_runtime": str(self.paths.venv("job-runtime"))},
+                "extra": {"transport": "rest", "api_version": "auto", **slurm_site},
+            },
+            "factory_slurm_cli": {
+                "conn_type": "slurm", "login": JOB_USER,
+                "extra": {"transport": "local", **slurm_site},
+            },
+            "factory_slurm_ssh": {
+                "conn_type": "slurm", "host": HOST, "port": PORTS["sshd"], "login": JOB_USER,
+                "extra": {"transport": "ssh", "key_file": str(self.paths.ssh_key),
+                          "known_hosts": str(self.paths.ssh_known_hosts), **slurm_site},
             },
             "factory_inference": {
                 "conn_type": "http", "host": HOST, "port": PORTS["mlserver_http"], "schema": "http",
@@ -417,6 +530,8 @@ class LocalFactory:
             "slurmrestd": {"url": f"http://{HOST}:{PORTS['slurmrestd']}", "user": JOB_USER,
                            "token": self.secrets.stable_slurm_token(JOB_USER)},
             "mlserver": {"url": f"http://{HOST}:{PORTS['mlserver_http']}"},
+            "ssh": {"host": HOST, "port": PORTS["sshd"], "user": JOB_USER, "key_file": str(self.paths.ssh_key),
+                    "known_hosts": str(self.paths.ssh_known_hosts)},
             "airflow": {"url": f"http://{HOST}:{PORTS['airflow']}", "username": "admin",
                         "password": self.secrets["airflow_admin_password"]},
         }
@@ -469,6 +584,10 @@ class LocalFactory:
                     health=lambda: http_check(f"http://{HOST}:{PORTS['slurmrestd']}/slurm/v0.0.38/ping",
                                               self._slurm_rest_headers()),
                     url=f"http://{HOST}:{PORTS['slurmrestd']}", start_timeout_s=30),
+            # the login node; sshd re-executes itself, so it must be started by its absolute path
+            Service("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(self._sshd_config_file())],
+                    health=self._sshd_health, prepare=self._prepare_sshd,
+                    url=f"ssh://{JOB_USER}@{HOST}:{PORTS['sshd']}", start_timeout_s=20),
             Service("seaweedfs", [weed, "-logtostderr", "server", f"-dir={self.paths.data}/seaweedfs",
                                   f"-ip={HOST}", f"-ip.bind={HOST}",
                                   f"-master.port={PORTS['seaweed_master']}",

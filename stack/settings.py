@@ -38,6 +38,7 @@ PORTS = {
     "slurmd": 6818,
     "slurmdbd": 6819,
     "mariadb": 3306,
+    "sshd": 2222,  # the login node: OpenSSH for the Slurm SSH transport
 }
 BUCKETS = ("datasets", "mlflow-artifacts", "reports", "model-repository")
 CLUSTER = "localfactory"
@@ -94,6 +95,21 @@ class StackPaths:
     @property
     def model_repository(self) -> Path:
         return self.data / "model-repository"
+
+    @property
+    def ssh(self) -> Path:
+        """The login node's sshd: host keys, config, authorized keys, known_hosts (no secrets)."""
+        return self.state / "ssh"
+
+    @property
+    def ssh_key(self) -> Path:
+        """The job user's private SSH key; root-owned 0600 because Airflow (root) logs in with it."""
+        return self.secrets / "ssh" / "id_ed25519"
+
+    @property
+    def ssh_known_hosts(self) -> Path:
+        """The login node's host key, so clients can insist on StrictHostKeyChecking=yes."""
+        return self.ssh / "known_hosts"
 
     @property
     def info_file(self) -> Path:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 
 import pytest
 
 from stack.manager import Stack
-from stack.settings import HOST, PORTS, StackPaths, StackSecrets
+from stack.settings import HOST, JOB_USER, PORTS, StackPaths, StackSecrets
 
 
 @pytest.fixture
@@ -39,10 +41,66 @@ def test_all_services_bind_loopback_only(stack):
 
 
 def test_the_issue_s_services_are_all_there(stack):
-    expected = {"munge", "mariadb", "slurmdbd", "slurmctld", "slurmd", "slurmrestd", "seaweedfs",
+    expected = {"munge", "mariadb", "slurmdbd", "slurmctld", "slurmd", "slurmrestd", "sshd", "seaweedfs",
                 "mlflow", "mlserver", "airflow-api", "airflow-scheduler", "airflow-dag-processor",
                 "airflow-triggerer"}
     assert expected <= set(stack.services)
+
+
+def sshd_settings(stack: Stack) -> dict[str, str]:
+    lines = [line.split(None, 1) for line in stack.factory.sshd_config().splitlines() if line.strip()]
+    return dict(lines)
+
+
+def test_login_node_listens_on_loopback_only_and_takes_keys_only(stack):
+    """sshd's address is in its config file, which the command-line loopback check cannot see."""
+    settings = sshd_settings(stack)
+    assert settings["ListenAddress"] == HOST
+    assert settings["Port"] == str(PORTS["sshd"])
+    assert settings["PasswordAuthentication"] == settings["KbdInteractiveAuthentication"] == "no"
+    assert settings["AuthenticationMethods"] == "publickey"
+    assert settings["PermitRootLogin"] == "no"
+    assert settings["AllowUsers"] == JOB_USER
+    assert int(settings["MaxSessions"]) >= 64, "one ControlMaster connection carries many tasks' sessions"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the login node's files are root-owned, as sshd's StrictModes wants")
+def test_login_node_files_are_private_where_they_must_be_and_sshd_accepts_them(stack):
+    stack.factory._prepare_sshd()  # also makes /run/sshd, without which even `sshd -t` refuses
+    paths = stack.paths
+    first_key = paths.ssh_key.read_bytes()
+
+    def mode(path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(paths.ssh_key) == 0o600 and mode(paths.ssh_key.parent) == 0o700
+    authorized = paths.ssh / "authorized_keys" / JOB_USER
+    assert mode(authorized) == 0o644 and authorized.stat().st_uid == 0
+    assert authorized.read_text() == paths.ssh_key.with_name("id_ed25519.pub").read_text()
+    host_key = (paths.ssh / "ssh_host_ed25519_key.pub").read_text().split()
+    assert paths.ssh_known_hosts.read_text() == f"[{HOST}]:{PORTS['sshd']} {host_key[0]} {host_key[1]}\n"
+    checked = subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(paths.ssh / "sshd_config")],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    stack.factory._prepare_sshd()
+    assert paths.ssh_key.read_bytes() == first_key, "keys are made once, not on every start"
+
+
+def test_slurm_connections_share_the_site_and_differ_by_transport(stack):
+    stack.paths.ensure()
+    stack.factory.secrets.ensure_slurm_jwt_key(os.getuid(), os.getgid())
+    connections = stack.factory._connections()
+    slurm = {name: connections[name] for name in ("factory_slurm_local", "factory_slurm_cli", "factory_slurm_ssh")}
+    assert {conn["conn_type"] for conn in slurm.values()} == {"slurm"}
+    assert {name: conn["extra"]["transport"] for name, conn in slurm.items()} == {
+        "factory_slurm_local": "rest", "factory_slurm_cli": "local", "factory_slurm_ssh": "ssh"}
+    site = stack.factory._slurm_site()
+    for conn in slurm.values():
+        assert site.items() <= conn["extra"].items()
+    ssh = slurm["factory_slurm_ssh"]
+    assert (ssh["host"], ssh["port"], ssh["login"]) == (HOST, PORTS["sshd"], JOB_USER)
+    assert ssh["extra"]["key_file"] == str(stack.paths.ssh_key)
+    assert ssh["extra"]["known_hosts"] == str(stack.paths.ssh_known_hosts)
 
 
 def test_secrets_are_private_and_stable(tmp_path):
