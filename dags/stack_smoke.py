@@ -10,6 +10,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from operators.slurm.operators import SlurmJobOperator
+
 SLURM_CONN = "factory_slurm_local"
 
 
@@ -32,33 +34,6 @@ def stack_smoke():
         if hook.read_key(key, bucket_name="reports") != f"written by {run_id}":
             raise RuntimeError(f"s3://reports/{key} did not read back what was written")
         return f"s3://reports/{key}"
-
-    @task
-    def slurm_job(run_id: str | None = None) -> dict:
-        from airflow.sdk.bases.hook import BaseHook
-
-        from operators.slurm.hooks import SlurmRestHook
-
-        hook = SlurmRestHook(SLURM_CONN)
-        client = hook.get_conn()
-        site = BaseHook.get_connection(SLURM_CONN).extra_dejson
-        probe = "import sklearn, mlflow, getpass; print(getpass.getuser(), sklearn.__version__, mlflow.__version__)"
-        script = f"#!/bin/bash\n{site['job_runtime']}/bin/python -c '{probe}'\n"
-        job_id = client.submit(script, name=f"smoke-{run_id}"[:64], account=hook.default_account,
-                               current_working_directory=site["job_workdir"],
-                               standard_output=f"{site['job_workdir']}/smoke-%j.out", time_limit=5)
-        try:
-            status = client.wait_finished(job_id, timeout_s=300)
-        except TimeoutError as error:
-            client.cancel(job_id)
-            raise TimeoutError(f"{error}: cancelled") from None
-        if status.state != "COMPLETED" or status.exit_code:
-            raise RuntimeError(f"Slurm job {job_id} ended {status.state} (exit {status.exit_code}, {status.reason})")
-        record = client.final_accounting(job_id)
-        if record is None:
-            raise RuntimeError(f"Slurm job {job_id} has no accounting record")
-        return {"job_id": job_id, "state": status.state, "elapsed_s": record["time"]["elapsed"],
-                "user": record["user"]}
 
     @task
     def mlflow_run(job: dict, report: str, run_id: str | None = None) -> str:
@@ -86,9 +61,13 @@ def stack_smoke():
         return client.repository_index()
 
     report = s3_roundtrip()
-    job = slurm_job()
+    job = SlurmJobOperator(
+        task_id="slurm_job", slurm_conn_id=SLURM_CONN, job_name="smoke", cpus=1, memory="512M",
+        time_limit="00:05:00", poll_interval_s=1.0,
+        commands=[["python", "-c", "import sklearn, mlflow, getpass; "
+                   "print(getpass.getuser(), sklearn.__version__, mlflow.__version__)"]])
     report >> job
-    mlflow_run(job, report) >> inference_ready()
+    mlflow_run(job.output, report) >> inference_ready()
 
 
 stack_smoke()

@@ -38,21 +38,24 @@ def report(key: str) -> Response:
 
 @app.get("/slurm/{conn_id}/jobs/{job_id}")
 def slurm_job(conn_id: str, job_id: int) -> Response:
-    from operators.slurm.hooks import SlurmRestHook
-    from operators.slurm.rest import SlurmRestError, max_rss_bytes
+    from operators.slurm.hooks import SlurmHook
+    from operators.slurm.model import SlurmError
 
-    client = SlurmRestHook(conn_id).get_conn()
+    transport = SlurmHook(conn_id).get_transport()
     try:
-        record = client.accounting(job_id)
-    except SlurmRestError as error:
-        raise HTTPException(status_code=404, detail=str(error)) from None
-    rows = {
-        "job": job_id, "name": record.get("name"), "cluster": record.get("cluster"),
-        "user": record.get("user"), "account": record.get("account"), "partition": record.get("partition"),
-        "state": record.get("state", {}).get("current"), "reason": record.get("state", {}).get("reason"),
-        "elapsed (s)": record.get("time", {}).get("elapsed"), "MaxRSS (bytes)": max_rss_bytes(record),
-        "working directory": record.get("working_directory"), "comment": (record.get("comment") or {}).get("job"),
-    }
+        status = transport.jobs().get(job_id)
+        record = transport.accounting([job_id]).get(job_id)
+    except SlurmError as error:
+        raise HTTPException(status_code=502, detail=str(error)) from None
+    if record is None and status is None:
+        raise HTTPException(status_code=404, detail=f"Slurm job {job_id} is unknown to {conn_id}")
+    rows = {"job": job_id, "connection": conn_id, "transport": transport.kind}
+    if status is not None:
+        rows.update({"state (controller)": status.state, "reason": status.reason, "start": status.start_time,
+                     "restarts": status.restarts, "working directory": status.workdir, "comment": status.comment})
+    if record is not None:
+        rows.update({f"{key} (accounting)" if key in ("state", "reason", "restarts") else key: value
+                     for key, value in record.as_dict().items() if key != "job_id"})
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
     return Response(content=f"<html><head><title>Slurm job {job_id}</title></head><body>"
                             f"<h1>Slurm job {job_id}</h1><table>{body}</table></body></html>",

@@ -115,9 +115,9 @@ def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
                           spec.evaluation.min_improvement)
         for job, role in ((train_job, "train"), (evaluate_job, "evaluate")):
             client.set_tag(run_id, f"slurm.{role}.job_id", str(job["job_id"]))
-            client.log_metric(run_id, f"slurm_{role}_elapsed_s", float(job["elapsed_s"] or 0))
-            if job["max_rss_bytes"] is not None:
-                client.log_metric(run_id, f"slurm_{role}_max_rss_bytes", float(job["max_rss_bytes"]))
+            for name in ("elapsed_s", "cpu_time_s", "max_rss_bytes", "gpu_hours", "energy_j"):
+                if job.get(name) is not None:  # energy only where the site records it
+                    client.log_metric(run_id, f"slurm_{role}_{name}", float(job[name]))
         client.set_tag(run_id, "slurm.cluster", str(train_job["cluster"]))
         client.set_tag(run_id, "gate.promote", str(decision.promote))
         client.set_tag(run_id, "gate.reasons", json.dumps(decision.reasons))

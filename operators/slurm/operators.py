@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import pwd
 import re
-import shutil
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,16 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
 from operators.links import StoredLink
-from operators.slurm.hooks import SlurmRestHook
-from operators.slurm.rest import JobStatus, SlurmRestError, max_rss_bytes, rest_job_fields
-from operators.slurm.script import BatchJob, render, write_env_file
+from operators.slurm.breaker import CircuitBreaker
+from operators.slurm.hooks import SlurmHook
+from operators.slurm.model import JobAccounting, SlurmUnavailable
+from operators.slurm.script import BatchJob, env_file_text, render
+from operators.slurm.transport import SlurmTransport
 from operators.slurm.triggers import SlurmJobTrigger
+from operators.slurm.watcher import ClusterWatcher, PollSettings
 
-LOG_TAIL_LINES = 30
+LOG_TAIL_BYTES = 8192
+STATE_KEY = "slurm_job"  # task state store key; renaming it breaks in-flight retries
 
 
 class SlurmJobLink(StoredLink):
@@ -50,35 +54,40 @@ def connection_env(conn_id: str) -> dict[str, str]:
     return tracking_env(conn_id)
 
 
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(transport: SlurmTransport, job_id: int, path: str, lines: int = 30) -> str:
+    """The end of a job's log through the transport: never the whole file."""
     try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 8192))  # only the end: never re-read a whole log
-            return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return f"(no log at {path})"
+        size_probe = transport.read_logs({job_id: (path, 0)}).get(job_id, b"")
+        if len(size_probe) < LOG_TAIL_BYTES:
+            text = size_probe
+        else:  # a long log: read only its last bytes
+            size = os.stat(path).st_size if os.path.exists(path) else len(size_probe)
+            text = transport.read_logs({job_id: (path, max(0, size - LOG_TAIL_BYTES))}).get(job_id, b"")
+    except Exception as error:  # the failure message must still be written
+        return f"(could not read {path}: {error})"
+    return "\n".join(text.decode(errors="replace").splitlines()[-lines:]) or f"(no output in {path})"
 
 
 class SlurmJobOperator(BaseOperator):
     """Stage files into a job folder, submit a batch job as the connection's user, defer until it ends.
 
-    The final state comes from the controller and then accounting; anything but COMPLETED with
-    exit code 0 fails the task with the state, reason, exit code and the tail of the job's log.
-    Files are staged on a file system the cluster shares with the worker (the local factory);
-    remote staging over SSH comes with the SSH transport.
+    Crash-safe: the job id goes to the task state store before the task defers, and every job carries
+    its task's identity as comment; a retry adopts the job instead of submitting a second one.
+    The final state comes from the controller and accounting; anything but COMPLETED with exit code
+    0 fails the task with the state, reason, exit code and the tail of the job's log.
     """
 
     template_fields: Sequence[str] = ("commands", "json_files", "env", "job_name")
     operator_extra_links = (SlurmJobLink(),)
     ui_color = "#d6e4f0"
 
-    def __init__(self, *, commands: list[list[str]], slurm_conn_id: str = SlurmRestHook.default_conn_name,
+    def __init__(self, *, commands: list[list[str]], slurm_conn_id: str = SlurmHook.default_conn_name,
                  files: dict[str, str] | None = None, json_files: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None, env_connections: Sequence[str] = (),
                  job_name: str | None = None, cpus: int = 1, memory: str = "1G", time_limit: str = "00:30:00",
                  partition: str | None = None, gpus: int = 0, poll_interval_s: float = 2.0,
-                 deferrable: bool = True, **kwargs: Any) -> None:
+                 signal: str | None = "B:USR2@300", requeue: bool = False, max_restarts: int = 3,
+                 unreachable_limit_s: float = 600.0, deferrable: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.commands = commands
         self.slurm_conn_id = slurm_conn_id
@@ -90,84 +99,136 @@ class SlurmJobOperator(BaseOperator):
         self.cpus, self.memory, self.time_limit = cpus, memory, time_limit
         self.partition, self.gpus = partition, gpus
         self.poll_interval_s = poll_interval_s
+        self.signal, self.requeue, self.max_restarts = signal, requeue, max_restarts
+        self.unreachable_limit_s = unreachable_limit_s
         self.deferrable = deferrable
+        self._submitted: tuple[SlurmTransport, int] | None = None
 
     # ------------------------------------------------------------------ helpers
-    def _site(self) -> dict[str, Any]:
-        from airflow.sdk.bases.hook import BaseHook
+    def _breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(self.unreachable_limit_s, min(self.poll_interval_s, 5.0))
 
-        connection = BaseHook.get_connection(self.slurm_conn_id)
-        return {"user": connection.login, **connection.extra_dejson}
-
-    def _workdir(self, context: Context, site: dict[str, Any]) -> Path:
+    def _workdir(self, context: Context, site: dict[str, Any]) -> str:
         ti = context["ti"]
         parts = [ti.dag_id, ti.run_id, f"{ti.task_id}.{ti.map_index}.try{ti.try_number}"]
-        return Path(site["job_workdir"]).joinpath(*(safe_path_part(part) for part in parts))
+        return str(Path(site["job_workdir"]).joinpath(*(safe_path_part(part) for part in parts)))
 
-    def _stage(self, workdir: Path, owner: str) -> Path:
-        """Copy code, write inputs and a 0600 environment file, all owned by the job user."""
-        account = pwd.getpwnam(owner)
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
-        for parent in [workdir, *list(workdir.parents)[:2]]:
-            os.chown(parent, account.pw_uid, account.pw_gid)
-        for target, source in self.files.items():
-            shutil.copy(source, workdir / target)
-        for target, content in self.json_files.items():
-            (workdir / target).write_text(json.dumps(content, indent=2))
-        env = dict(self.env)
-        for conn_id in self.env_connections:
-            env.update(connection_env(conn_id))
-        env_file = workdir / "job.env"
-        write_env_file(env_file, env)
-        for path in workdir.iterdir():
-            os.chown(path, account.pw_uid, account.pw_gid)
-        return env_file
+    def _files(self, job_script: str, env: dict[str, str]) -> dict[str, bytes]:
+        files = {target: Path(source).read_bytes() for target, source in self.files.items()}
+        files.update({target: json.dumps(content, indent=2).encode() for target, content in self.json_files.items()})
+        files["job.env"] = env_file_text(env).encode()
+        files["job.sh"] = job_script.encode()
+        return files
 
-    # ------------------------------------------------------------------ task semantics
     @staticmethod
     def task_identity(ti) -> str:
         """Deterministic per task and map index, the same for every try: how a retry finds its job."""
         return f"airflow:{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
 
+    # ------------------------------------------------------------------ task semantics
     def execute(self, context: Context) -> Any:
-        hook = SlurmRestHook(self.slurm_conn_id)
-        site = self._site()
-        ti = context["ti"]
-        adopted = hook.get_conn().find_active(self.task_identity(ti))
-        if adopted:
-            # an earlier try submitted it (worker crash, lost submit answer): watch it, never submit twice
-            job_id, workdir = int(adopted[0]["job_id"]), Path(adopted[0]["current_working_directory"])
-            self.log.warning("Adopting Slurm job %s submitted by an earlier try of this task", job_id)
-            return self._watch(context, site, job_id, workdir)
+        hook = SlurmHook(self.slurm_conn_id)
+        site, transport, breaker = hook.settings, hook.get_transport(), self._breaker()
+        store = context.get("task_state_store")
+        found = self._earlier_job(context, transport, breaker, store)
+        if found is not None:
+            return found
         workdir = self._workdir(context, site)
-        env_file = self._stage(workdir, site["user"])
         runtime = site.get("job_runtime")
         commands = [[f"{runtime}/bin/python", *command[1:]] if runtime and command[0] == "python" else command
                     for command in self.commands]
+        ti = context["ti"]
         job = BatchJob(
             name=self.job_name or safe_path_part(f"{ti.dag_id}.{ti.task_id}")[:64],
             account=site.get("account"), partition=self.partition, cpus=self.cpus, memory=self.memory,
-            time=self.time_limit, gpus=self.gpus, workdir=str(workdir), commands=commands,
-            env_file=str(env_file), comment=self.task_identity(ti))
+            time=self.time_limit, gpus=self.gpus, workdir=workdir, commands=commands,
+            env_file=f"{workdir}/job.env", comment=self.task_identity(ti), signal=self.signal, requeue=self.requeue)
         script = render(job)
-        (workdir / "job.sh").write_text(script)
-        job_id = hook.get_conn().submit(script, **rest_job_fields(job))
+        env = dict(self.env)
+        for conn_id in self.env_connections:
+            env.update(connection_env(conn_id))
+        breaker.call(lambda: transport.stage(workdir, self._files(script, env), hook.job_user))
+        job_id = self._submit_once(transport, breaker, job, script)
+        self._submitted = (transport, job_id)
+        record = {"job_id": job_id, "workdir": workdir, "cluster": site.get("cluster"),
+                  "submitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        if store is not None:  # before deferring: a crash from here on finds the job again
+            store.set(STATE_KEY, record)
         self.log.info("Submitted Slurm job %s on %s (workdir %s)", job_id, site.get("cluster"), workdir)
-        return self._watch(context, site, job_id, workdir)
+        return self._watch(context, transport, record)
 
-    def _watch(self, context: Context, site: dict[str, Any], job_id: int, workdir: Path) -> Any:
-        ti = context["ti"]
-        ti.xcom_push(key="slurm_job", value={"job_id": job_id, "cluster": site.get("cluster"),
-                                             "workdir": str(workdir)})
+    def _earlier_job(self, context: Context, transport: SlurmTransport, breaker: CircuitBreaker,
+                     store: Any) -> Any:
+        """A job an earlier try submitted: adopt it if active, reuse its result if it succeeded."""
+        record = store.get(STATE_KEY) if store is not None else None
+        if record:
+            status = breaker.call(transport.jobs).get(int(record["job_id"]))
+            if status is not None and not status.ended(self.requeue):
+                self.log.warning("Adopting Slurm job %s submitted by an earlier try (task state store)",
+                                 record["job_id"])
+                return self._watch(context, transport, record)
+            final = breaker.call(lambda: transport.final(int(record["job_id"]), self._since(record)))
+            if final is not None and final.state == "COMPLETED" and final.exit_code == 0:
+                self.log.info("Slurm job %s of an earlier try already COMPLETED: not submitting again",
+                              record["job_id"])
+                return self.execute_complete(context, {"job_id": record["job_id"], "state": final.state})
+            self.log.warning("Slurm job %s of an earlier try ended %s: submitting a new one",
+                             record["job_id"], final.state if final else status and status.state)
+            if store is not None:
+                store.delete(STATE_KEY)
+            return None
+        # no record: the worker may have died between submit and store.set, or the answer got lost
+        active = breaker.call(lambda: transport.find_active(self.task_identity(context["ti"])))
+        if active:
+            job = active[0]
+            self.log.warning("Adopting Slurm job %s found by its task identity (comment)", job.job_id)
+            record = {"job_id": job.job_id, "workdir": job.workdir, "cluster": None, "submitted_at": None}
+            if store is not None:
+                store.set(STATE_KEY, record)
+            return self._watch(context, transport, record)
+        return None
+
+    def _submit_once(self, transport: SlurmTransport, breaker: CircuitBreaker, job: BatchJob, script: str) -> int:
+        """Submit; after a lost answer, look for the job by its identity before trying again."""
+        while True:
+            try:
+                job_id = transport.submit(job, script)
+            except SlurmUnavailable as error:
+                pause = breaker.failure(error)
+                self.log.warning("Submission unanswered (%s); checking whether it arrived", error)
+                import time
+
+                time.sleep(pause)
+                try:
+                    arrived = transport.find_active(job.comment)
+                except SlurmUnavailable:
+                    continue
+                if arrived:
+                    return arrived[0].job_id
+                continue
+            breaker.success()
+            return job_id
+
+    @staticmethod
+    def _since(record: dict[str, Any]) -> datetime | None:
+        return datetime.fromisoformat(record["submitted_at"]) if record.get("submitted_at") else None
+
+    def _log_path(self, record: dict[str, Any]) -> str:
+        return f"{record['workdir']}/slurm-{record['job_id']}.out"
+
+    def _watch(self, context: Context, transport: SlurmTransport, record: dict[str, Any]) -> Any:
+        job_id = int(record["job_id"])
+        context["ti"].xcom_push(key="slurm_job", value=record)
         SlurmJobLink.store(context, self._job_url(job_id))
+        trigger = SlurmJobTrigger(self.slurm_conn_id, job_id, self.poll_interval_s, self.unreachable_limit_s,
+                                  env_file=f"{record['workdir']}/job.env", log_path=self._log_path(record),
+                                  requeue=self.requeue, max_restarts=self.max_restarts,
+                                  submitted_at=record.get("submitted_at"))
         if self.deferrable:
-            self.defer(trigger=SlurmJobTrigger(self.slurm_conn_id, job_id, self.poll_interval_s,
-                                               env_file=str(workdir / "job.env")),
-                       method_name="execute_complete")
-        SlurmRestHook(self.slurm_conn_id).get_conn().wait_finished(job_id, self.poll_interval_s)
-        return self.execute_complete(context, {"job_id": job_id})
+            self.defer(trigger=trigger, method_name="execute_complete")
+        settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)
+        status = asyncio.run(ClusterWatcher(lambda: transport, settings).wait(job_id, self.requeue))
+        return self.execute_complete(context, {"job_id": job_id, "state": status.state})
 
     def _job_url(self, job_id: int) -> str:
         from airflow.configuration import conf
@@ -175,44 +236,49 @@ class SlurmJobOperator(BaseOperator):
         base = conf.get("api", "base_url", fallback="http://127.0.0.1:8080").rstrip("/")
         return f"{base}/factory/slurm/{self.slurm_conn_id}/jobs/{job_id}"
 
+    def _final(self, transport: SlurmTransport, breaker: CircuitBreaker, job_id: int,
+               since: datetime | None) -> JobAccounting | None:
+        """Accounting lags the controller by a moment; wait for it a little, never assume success."""
+        import time
+
+        deadline = time.monotonic() + 20
+        while (record := breaker.call(lambda: transport.final(job_id, since))) is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
+        return record
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         job_id = int(event["job_id"])
-        if event.get("state") in ("UNREACHABLE", "WATCH_FAILED"):
-            raise AirflowException(f"Slurm job {job_id}: could not watch the job ({event['state']}): "
-                                   f"{event.get('error')}")
-        client = SlurmRestHook(self.slurm_conn_id).get_conn()
-        accounting = client.final_accounting(job_id)
+        hook = SlurmHook(self.slurm_conn_id)
+        transport, breaker = hook.get_transport(), self._breaker()
+        record = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="slurm_job") or {}
+        store = context.get("task_state_store")
+        if store is not None:
+            record = store.get(STATE_KEY) or record
+        workdir = record.get("workdir") or ""
+        log = self._log_path({"workdir": workdir, "job_id": job_id})
+        if event.get("state") in ("UNREACHABLE", "WATCH_FAILED", "RESTART_LIMIT"):
+            raise AirflowException(f"Slurm job {job_id}: {event['state']}: {event.get('error')}")
+        accounting = self._final(transport, breaker, job_id, self._since(record))
         if accounting is None:
-            self.log.warning("Slurm job %s: no final accounting record after 15 s", job_id)
-        status = self._final_status(client, job_id, accounting)
-        site = self._site()
-        recorded = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="slurm_job") or {}
-        workdir = Path(recorded.get("workdir") or self._workdir(context, site))
-        log = workdir / f"slurm-{job_id}.out"
-        (workdir / "job.env").unlink(missing_ok=True)  # credentials do not outlive the job
-        result = {
-            "job_id": job_id, "cluster": site.get("cluster"), "state": status.state,
-            "exit_code": status.exit_code, "reason": status.reason, "workdir": str(workdir),
-            "elapsed_s": (accounting or {}).get("time", {}).get("elapsed"),
-            "max_rss_bytes": max_rss_bytes(accounting or {}),
-        }
-        if status.state != "COMPLETED" or status.exit_code:
+            raise AirflowException(f"Slurm job {job_id} left the queue as {event.get('state')}, but accounting "
+                                   "has no final record after 20 s: not assuming success")
+        breaker.call(lambda: transport.remove(f"{workdir}/job.env"))  # credentials do not outlive the job
+        result = {**accounting.as_dict(), "cluster": hook.settings.get("cluster"), "workdir": workdir,
+                  "transport": transport.kind}
+        if accounting.state != "COMPLETED" or accounting.exit_code:
             raise AirflowException(
-                f"Slurm job {job_id} ended {status.state} with exit code {status.exit_code} "
-                f"(reason: {status.reason or 'none'}). Last lines of {log}:\n{tail(log)}")
-        self.log.info("Slurm job %s COMPLETED in %s s, MaxRSS %s bytes", job_id, result["elapsed_s"],
-                      result["max_rss_bytes"])
+                f"Slurm job {job_id} ended {accounting.state} with exit code {accounting.exit_code} "
+                f"(reason: {accounting.reason or 'none'}). Last lines of {log}:\n{log_tail(transport, job_id, log)}")
+        self.log.info("Slurm job %s COMPLETED: elapsed %s s, CPU time %s s, MaxRSS %s bytes, GPU-hours %s, "
+                      "energy %s J", job_id, accounting.elapsed_s, accounting.cpu_time_s, accounting.max_rss_bytes,
+                      accounting.gpu_hours, accounting.energy_j)
         return result
 
-    @staticmethod
-    def _final_status(client, job_id: int, accounting: dict[str, Any] | None) -> JobStatus:
-        """The controller's view while it still lists the job (its exit code is right on 22.05,
-        JSON accounting's is not); accounting's once the controller has forgotten the job."""
-        try:
-            return client.status(job_id)
-        except SlurmRestError:
-            if accounting is None:
-                raise
-            state = accounting.get("state", {})
-            return JobStatus(job_id, state.get("current", "UNKNOWN"),
-                             accounting.get("exit_code", {}).get("return_code"), state.get("reason", ""))
+    def on_kill(self) -> None:
+        """The task was killed while the worker still held it (before deferring): cancel its job."""
+        if self._submitted is not None:
+            transport, job_id = self._submitted
+            self.log.info("Task killed: cancelling Slurm job %s", job_id)
+            transport.cancel(job_id)

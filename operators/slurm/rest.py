@@ -1,130 +1,94 @@
-"""A small slurmrestd client (JWT auth). Imports without Airflow, so job-side code can use it too.
+"""slurmrestd with JWT, speaking whichever OpenAPI version the server offers.
 
-Slurm 22.05 serves OpenAPI v0.0.36-38; newer Slurm v0.0.40+. The version is a constructor
-argument until version negotiation lands with the transport work.
+Slurm 22.05 serves v0.0.36-38; 24.11 v0.0.40-42; 25.11 v0.0.44; 26.05 v0.0.45. With
+``api_version="auto"`` the transport reads ``/openapi/v3`` once and takes the newest version it
+knows. From v0.0.40 numbers come as ``{"set", "number"}`` objects and states as lists; the
+readers below accept both shapes.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import re
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, ClassVar
 
+from operators.slurm.model import (
+    JobAccounting,
+    JobStatus,
+    SlurmError,
+    SlurmUnavailable,
+    gpu_hours,
+    is_transient,
+)
 from operators.slurm.script import BatchJob
+from operators.slurm.transport import SlurmTransport
 
-TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                             "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
-
-
-class SlurmRestError(RuntimeError):
-    """slurmrestd refused a request; the message carries Slurm's own error text."""
+SUPPORTED_VERSIONS = ("v0.0.45", "v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.38", "v0.0.37")
 
 
-@dataclass(frozen=True)
-class JobStatus:
-    job_id: int
-    state: str
-    exit_code: int | None
-    reason: str
+def _number(value: Any) -> int | None:
+    """v0.0.38 plain numbers and v0.0.40+ ``{"set": true, "number": n}`` alike."""
+    if isinstance(value, dict):
+        return int(value["number"]) if value.get("set", True) and value.get("number") is not None else None
+    return int(value) if isinstance(value, int | float) else None
 
-    @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
+
+def _state(value: Any) -> str:
+    return value[0] if isinstance(value, list) and value else str(value or "UNKNOWN")
+
+
+def _controller_exit_code(job: dict[str, Any]) -> int | None:
+    raw = job.get("exit_code")
+    if isinstance(raw, dict):  # v0.0.40+: {"status": [...], "return_code": {...}, "signal": {...}}
+        code = _number(raw.get("return_code"))
+        signal = _number(raw.get("signal", {}).get("id")) if isinstance(raw.get("signal"), dict) else None
+        return code or (128 + signal if signal else code)
+    return raw >> 8 if isinstance(raw, int) else None  # v0.0.38: a wait status, 768 = exit 3
 
 
 def _status(job: dict[str, Any]) -> JobStatus:
-    raw_exit = job.get("exit_code")
-    exit_code = raw_exit >> 8 if isinstance(raw_exit, int) else None  # a wait status: 768 = exit 3
-    return JobStatus(int(job["job_id"]), job["job_state"], exit_code, job.get("state_reason", ""))
+    start = _number(job.get("start_time"))
+    return JobStatus(
+        int(job["job_id"]), _state(job.get("job_state")), _controller_exit_code(job),
+        "" if job.get("state_reason") in (None, "None") else job["state_reason"],
+        datetime.fromtimestamp(start).isoformat(timespec="seconds") if start else None,
+        _number(job.get("restart_cnt")) or 0, job.get("comment") or "", job.get("current_working_directory") or "")
 
 
-class SlurmRestClient:
-    def __init__(self, base_url: str, user: str, token: str, api_version: str = "v0.0.38",
-                 timeout_s: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.user = user
-        self._token = token
-        self.api_version = api_version
-        self.timeout_s = timeout_s
+def _tres_count(entries: list[dict[str, Any]], kind: str, name: str | None = None) -> int | None:
+    counts = [_number(entry.get("count")) for entry in entries
+              if entry.get("type") == kind and (name is None or entry.get("name") == name)]
+    counts = [count for count in counts if count is not None]
+    return max(counts) if counts else None
 
-    def __repr__(self) -> str:  # never show the token
-        return f"SlurmRestClient({self.base_url!r}, user={self.user!r}, api={self.api_version})"
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.base_url}{path}", method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self._token,
-                     "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                answer = json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            raise SlurmRestError(f"{method} {path}: HTTP {error.code}: {error.read()[:500].decode()}") from None
-        errors = [e for e in answer.get("errors", []) if e.get("error_number", e.get("errno", 0))]
-        if errors:
-            raise SlurmRestError(f"{method} {path}: {errors}")
-        return answer
+def _seconds(value: Any) -> float:
+    if isinstance(value, dict):
+        return (_number(value.get("seconds")) or 0) + (_number(value.get("microseconds")) or 0) / 1e6
+    return float(value or 0)
 
-    def submit(self, script: str, **job: Any) -> int:
-        """Submit a batch script; ``job`` holds the job description (name, account, partition, ...)."""
-        job.setdefault("environment", {"PATH": "/usr/local/bin:/usr/bin:/bin"})
-        answer = self._call("POST", f"/slurm/{self.api_version}/job/submit", {"job": job, "script": script})
-        return int(answer["job_id"])
 
-    def status(self, job_id: int) -> JobStatus:
-        """The controller's view (exit code is right even on 22.05, unlike JSON sacct)."""
-        jobs = self._call("GET", f"/slurm/{self.api_version}/job/{job_id}").get("jobs", [])
-        if not jobs:
-            raise SlurmRestError(f"job {job_id} is not known to the controller")
-        return _status(jobs[0])
-
-    def find_active(self, comment: str) -> list[dict[str, Any]]:
-        """Pending or running jobs carrying ``comment`` (a task's identity), newest first."""
-        jobs = self._call("GET", f"/slurm/{self.api_version}/jobs").get("jobs", [])
-        active = [job for job in jobs if job.get("comment") == comment and job["job_state"] not in TERMINAL_STATES]
-        return sorted(active, key=lambda job: int(job["job_id"]), reverse=True)
-
-    def statuses(self) -> dict[int, JobStatus]:
-        """Every job the controller knows, in one call (one REQUEST_JOB_INFO for slurmctld)."""
-        jobs = self._call("GET", f"/slurm/{self.api_version}/jobs").get("jobs", [])
-        return {int(job["job_id"]): _status(job) for job in jobs}
-
-    def accounting(self, job_id: int) -> dict[str, Any]:
-        """The job as slurmdbd recorded it: elapsed time, resources, steps."""
-        jobs = self._call("GET", f"/slurmdb/{self.api_version}/job/{job_id}").get("jobs", [])
-        if not jobs:
-            raise SlurmRestError(f"job {job_id} has no accounting record yet")
-        return jobs[0]
-
-    def wait_finished(self, job_id: int, poll_interval_s: float = 1.0, timeout_s: float | None = None) -> JobStatus:
-        """Poll one job until it ends (for callers outside the triggerer); TimeoutError after ``timeout_s``."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not (status := self.status(job_id)).finished:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"Slurm job {job_id} still {status.state} after {timeout_s:.0f} s")
-            time.sleep(poll_interval_s)
-        return status
-
-    def final_accounting(self, job_id: int, timeout_s: float = 15.0) -> dict[str, Any] | None:
-        """slurmdbd's record of an ended job; it lags the controller by a moment. None if it never comes."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                record = self.accounting(job_id)
-                if record.get("state", {}).get("current") not in ("RUNNING", "PENDING"):
-                    return record
-            except SlurmRestError:
-                pass
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.5)
-
-    def cancel(self, job_id: int) -> None:
-        self._call("DELETE", f"/slurm/{self.api_version}/job/{job_id}")
+def accounting_record(record: dict[str, Any]) -> JobAccounting:
+    """A slurmdbd job record as our ``JobAccounting``. Its exit code is 0 for failed jobs on 22.05:
+    callers prefer the controller's while it still lists the job."""
+    steps = record.get("steps", [])
+    elapsed = _number(record.get("time", {}).get("elapsed"))
+    gpus = _tres_count(record.get("tres", {}).get("allocated", []), "gres", "gpu") or 0
+    rss = [_tres_count(step.get("tres", {}).get("requested", {}).get("max", []), "mem") for step in steps]
+    energy = [_tres_count(step.get("tres", {}).get("consumed", {}).get("max", []), "energy") for step in steps]
+    state = record.get("state", {})
+    exit_info = record.get("exit_code", {})
+    return JobAccounting(
+        int(record["job_id"]), _state(state.get("current")), _number(exit_info.get("return_code")),
+        "" if state.get("reason") in (None, "None") else state["reason"], elapsed,
+        round(sum(_seconds(step.get("time", {}).get("total")) for step in steps), 3) if steps else None,
+        max((value for value in rss if value is not None), default=None), gpus, gpu_hours(gpus, elapsed),
+        max((value for value in energy if value), default=None), _number(record.get("restart_cnt")) or 0,
+        record.get("user") or "")
 
 
 def _megabytes(memory: str) -> int:
@@ -146,8 +110,10 @@ def rest_job_fields(job: BatchJob) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "name": job.name, "current_working_directory": job.workdir, "standard_output": job.output,
         "cpus_per_task": job.cpus, "memory_per_node": _megabytes(job.memory), "time_limit": _minutes(job.time),
-        "tasks": 1, "comment": job.comment,
+        "tasks": 1, "comment": job.comment, "requeue": job.requeue,
     }
+    if job.signal:
+        fields["signal"] = job.signal
     if job.account:
         fields["account"] = job.account
     if job.partition:
@@ -157,8 +123,123 @@ def rest_job_fields(job: BatchJob) -> dict[str, Any]:
     return fields
 
 
-def max_rss_bytes(accounting: dict[str, Any]) -> int | None:
-    """Largest resident memory of any step, from a slurmdbd job record."""
-    peaks = [entry["count"] for step in accounting.get("steps", [])
-             for entry in step.get("tres", {}).get("requested", {}).get("max", []) if entry.get("type") == "mem"]
-    return max(peaks) if peaks else None
+def _newer_body(fields: dict[str, Any], script: str) -> dict[str, Any]:
+    """v0.0.40+: the script goes inside the job, numbers are objects, environment a list."""
+    job = dict(fields, script=script)
+    job["environment"] = [f"{key}={value}" for key, value in fields["environment"].items()]
+    for key in ("memory_per_node", "time_limit"):
+        job[key] = {"set": True, "number": fields[key]}
+    return {"job": job}
+
+
+class RestTransport(SlurmTransport):
+    kind: ClassVar[str] = "rest"
+
+    def __init__(self, base_url: str, user: str, token: str, api_version: str = "auto",
+                 timeout_s: float = 30.0, **_: object) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self._token = token
+        self.timeout_s = timeout_s
+        self._api_version = None if api_version == "auto" else api_version
+
+    def __repr__(self) -> str:  # never show the token
+        return f"RestTransport({self.base_url!r}, user={self.user!r}, api={self._api_version or 'auto'})"
+
+    @property
+    def api_version(self) -> str:
+        if self._api_version is None:
+            self._api_version = self.negotiate()
+        return self._api_version
+
+    def negotiate(self) -> str:
+        """The newest version both sides speak, from the paths the server's OpenAPI document lists."""
+        offered = set(re.findall(r"/slurm/(v\d+\.\d+\.\d+)/", " ".join(self._call("GET", "/openapi/v3")["paths"])))
+        for version in SUPPORTED_VERSIONS:
+            if version in offered:
+                return version
+        raise SlurmError(f"slurmrestd at {self.base_url} offers {', '.join(sorted(offered)) or 'no version'}; "
+                         f"this client speaks {', '.join(SUPPORTED_VERSIONS)}")
+
+    @property
+    def _newer(self) -> bool:
+        return self.api_version >= "v0.0.40"
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.base_url}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self._token,
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                answer = json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            text = error.read()[:500].decode(errors="replace")
+            kind = SlurmUnavailable if error.code in (502, 503, 504) or is_transient(text) else SlurmError
+            raise kind(f"{method} {path}: HTTP {error.code}: {text}") from None
+        except (OSError, TimeoutError) as error:
+            raise SlurmUnavailable(f"{method} {path}: {error}") from None
+        errors = [e for e in answer.get("errors", []) if e.get("error_number", e.get("errno", 0))]
+        if errors:
+            text = json.dumps(errors)
+            raise (SlurmUnavailable if is_transient(text) else SlurmError)(f"{method} {path}: {text}")
+        return answer
+
+    def submit(self, job: BatchJob, script: str) -> int:
+        fields = rest_job_fields(job)
+        fields["environment"] = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+        if not self._newer and fields.get("signal", "").startswith("B:"):
+            # v0.0.38 rejects the batch-shell flag ("Invalid SIGNAL specification"): the warning then
+            # reaches job steps only (srun/torchrun launchers), not commands run by the batch shell
+            fields["signal"] = fields["signal"].removeprefix("B:")
+        body = _newer_body(fields, script) if self._newer else {"job": fields, "script": script}
+        return int(self._call("POST", f"/slurm/{self.api_version}/job/submit", body)["job_id"])
+
+    def status(self, job_id: int) -> JobStatus:
+        """The controller's view of one job (its exit code is right even on 22.05)."""
+        jobs = self._call("GET", f"/slurm/{self.api_version}/job/{job_id}").get("jobs", [])
+        if not jobs:
+            raise SlurmError(f"job {job_id} is not known to the controller")
+        return _status(jobs[0])
+
+    def jobs(self) -> dict[int, JobStatus]:
+        """One REQUEST_JOB_INFO for slurmctld, whatever the number of jobs."""
+        jobs = self._call("GET", f"/slurm/{self.api_version}/jobs").get("jobs", [])
+        return {int(job["job_id"]): _status(job) for job in jobs}
+
+    def accounting(self, job_ids: Collection[int], since: datetime | None = None) -> dict[int, JobAccounting]:
+        """slurmdbd's records (REST has no multi-id query before v0.0.40: one call per job, which the
+        watcher only makes for jobs the controller has already forgotten)."""
+        records = {}
+        for job_id in job_ids:
+            try:
+                jobs = self._call("GET", f"/slurmdb/{self.api_version}/job/{job_id}").get("jobs", [])
+            except SlurmError as error:
+                if isinstance(error, SlurmUnavailable):
+                    raise
+                continue  # not recorded yet
+            if jobs:
+                records[job_id] = accounting_record(jobs[0])
+        return records
+
+    def final(self, job_id: int, since: datetime | None = None) -> JobAccounting | None:
+        record = super().final(job_id, since)
+        if record is None or record.state == "COMPLETED":
+            return record
+        try:  # 22.05's accounting says exit 0 for failed jobs; the controller knows better while it lists the job
+            controller = self.status(job_id)
+        except SlurmError:
+            return record
+        return JobAccounting(**{**record.as_dict(), "exit_code": controller.exit_code, "restarts": controller.restarts})
+
+    def cancel(self, job_id: int) -> None:
+        self._call("DELETE", f"/slurm/{self.api_version}/job/{job_id}")
+
+    def diag(self) -> dict[str, Any]:
+        return self._call("GET", f"/slurm/{self.api_version}/diag")
+
+    def describe(self) -> str:
+        meta = self._call("GET", f"/slurm/{self.api_version}/ping").get("meta", {})
+        release = meta.get("Slurm", meta.get("slurm", {})).get("release", "unknown release")
+        return f"Slurm {release} via slurmrestd {self.api_version} at {self.base_url}"

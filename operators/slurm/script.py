@@ -21,6 +21,9 @@ class BatchJob:
     commands: list[list[str]]  # each command is an argv, quoted on rendering
     env_file: str | None = None
     comment: str = ""
+    # USR2 (NCCL takes USR1) to the batch shell 300 s before the time limit; the script passes it on
+    signal: str | None = "B:USR2@300"
+    requeue: bool = False
     extra_directives: list[str] = field(default_factory=list)
 
     @property
@@ -32,8 +35,8 @@ class UnsafeScriptError(ValueError):
     """A value would change the script's meaning (a newline ends an ``#SBATCH`` comment line)."""
 
 
-def write_env_file(path: Path, env: dict[str, str]) -> None:
-    """A 0600 file of ``KEY='value'`` lines that bash sources without expanding anything."""
+def env_file_text(env: dict[str, str]) -> str:
+    """``KEY='value'`` lines that bash sources without expanding anything (written 0600)."""
     for key, value in env.items():
         if not key.isidentifier():
             raise UnsafeScriptError(f"environment variable name {key!r} is not a valid identifier")
@@ -41,9 +44,22 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
             str(value).encode()
         except UnicodeEncodeError:  # the value may be a secret: name the variable only
             raise UnsafeScriptError(f"environment variable {key}: value is not valid Unicode text") from None
+    return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in env.items())
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    text = env_file_text(env)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.writelines(f"{key}={shlex.quote(str(value))}\n" for key, value in env.items())
+        handle.write(text)
+
+
+def signal_name(signal: str) -> str:
+    """``B:USR2@300`` → ``USR2``; refuses anything but a plain signal name or number."""
+    name = signal.split(":", 1)[-1].split("@", 1)[0].removeprefix("SIG")
+    if not (name.isalnum() and name.isascii()):
+        raise UnsafeScriptError(f"--signal={signal!r}: expected [B:]NAME[@SECONDS], e.g. B:USR2@300")
+    return name
 
 
 def render(job: BatchJob) -> str:
@@ -64,6 +80,9 @@ def render(job: BatchJob) -> str:
         directives.append(f"--gres=gpu:{job.gpus}")
     if job.comment:
         directives.append(f"--comment={job.comment}")
+    if job.signal:
+        directives.append(f"--signal={job.signal}")
+    directives.append("--requeue" if job.requeue else "--no-requeue")
     directives += job.extra_directives
     for directive in directives:
         if any(character in directive for character in "\n\r\0"):
@@ -84,6 +103,17 @@ def render(job: BatchJob) -> str:
     if job.env_file:
         # credentials live only until the job has read them
         lines += [f"set -a; source {shlex.quote(job.env_file)}; set +a; rm -f {shlex.quote(job.env_file)}"]
-    lines += [shlex.join(command) for command in job.commands]
+    if job.signal:
+        # bash runs traps only between commands: run each in the background and wait, so the signal
+        # reaches the training process at once (it checkpoints; see README "Preemption and time limits")
+        lines += [
+            'forward() { [ -n "${child:-}" ] && kill -s "$1" "$child" 2>/dev/null || true; }',
+            f"trap 'forward {signal_name(job.signal)}' {signal_name(job.signal)}",
+            'run() { "$@" & child=$!; while true; do wait "$child" && status=0 || status=$?; '
+            'kill -0 "$child" 2>/dev/null || break; done; child=; return "$status"; }',
+        ]
+        lines += [f"run {shlex.join(command)}" for command in job.commands]
+    else:
+        lines += [shlex.join(command) for command in job.commands]
     lines.append('echo "job $SLURM_JOB_ID finished $(date -Is)"')
     return "\n".join(lines) + "\n"

@@ -1,11 +1,13 @@
 """One poller per cluster: every deferred Slurm task of a cluster waits on the same loop.
 
 Per-job polling makes N status calls per interval and floods slurmctld (peers' known defect).
-Here the triggerer holds one ``ClusterWatcher`` per connection; each interval it asks the
-controller for all jobs in a single call and wakes the tasks whose jobs ended. Jobs the controller
-has forgotten (after MinJobAge) are looked up in accounting one by one: that happens once per job.
+Here the triggerer holds one ``ClusterWatcher`` per connection. Each interval it makes one
+``jobs()`` call for all jobs, one ``accounting()`` call for the jobs the controller has already
+forgotten (never assuming success), and one ``read_logs()`` call for the new bytes of running jobs'
+logs. Each watch receives updates: status changes (pending reason, expected start), log chunks,
+and the final status.
 
-The interval adapts to the controller: it is at least ten times the last answer time, and a
+The interval adapts to the controller: at least ten times the last answer time, and a
 per-cluster budget caps status calls per minute. No call blocks the event loop (threads).
 """
 
@@ -15,17 +17,16 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from datetime import datetime
+from typing import Any, ClassVar
 
-from operators.slurm.rest import TERMINAL_STATES, JobStatus, SlurmRestClient, SlurmRestError
+from operators.slurm.breaker import CircuitBreaker, ControllerUnreachable
+from operators.slurm.model import JobStatus, SlurmUnavailable
+from operators.slurm.transport import SlurmTransport
 
 log = logging.getLogger(__name__)
-
-
-class ControllerUnreachable(RuntimeError):
-    """The controller gave no good answer for longer than the configured limit."""
 
 
 @dataclass
@@ -40,50 +41,90 @@ class PollSettings:
 class WatcherStats:
     status_calls: int = 0
     accounting_calls: int = 0
+    log_calls: int = 0
     failures: int = 0
     recent_calls: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+
+@dataclass
+class Update:
+    kind: str  # "status", "log", "final"
+    status: JobStatus | None = None
+    text: bytes = b""
+
+
+@dataclass
+class Watch:
+    job_id: int
+    requeue: bool = False
+    log_path: str | None = None
+    offset: int = 0
+    since: datetime | None = None
+    updates: asyncio.Queue[Update | BaseException] = field(default_factory=asyncio.Queue)
+    last: JobStatus | None = None
+
+    def publish(self, status: JobStatus) -> None:
+        seen = self.last
+        if seen is None or (seen.state, seen.reason, seen.start_time, seen.restarts) != (
+                status.state, status.reason, status.start_time, status.restarts):
+            self.updates.put_nowait(Update("status", status))
+        self.last = status
 
 
 class ClusterWatcher:
     _by_cluster: ClassVar[dict[tuple[str, int], ClusterWatcher]] = {}
 
-    def __init__(self, client_factory: Callable[[], SlurmRestClient], settings: PollSettings | None = None) -> None:
-        self.client_factory = client_factory
+    def __init__(self, transport_factory: Callable[[], SlurmTransport], settings: PollSettings | None = None) -> None:
+        self.transport_factory = transport_factory
         self.settings = settings or PollSettings()
         self.stats = WatcherStats()
-        self._waiters: dict[int, list[asyncio.Future[JobStatus]]] = {}
+        self.breaker = CircuitBreaker(self.settings.unreachable_limit_s, self.settings.interval_s,
+                                      self.settings.max_interval_s)
+        self._watches: dict[int, list[Watch]] = {}
         self._task: asyncio.Task | None = None
-        self._client: SlurmRestClient | None = None
+        self._transport: SlurmTransport | None = None
 
     @classmethod
-    def for_cluster(cls, key: str, client_factory: Callable[[], SlurmRestClient],
+    def for_cluster(cls, key: str, transport_factory: Callable[[], SlurmTransport],
                     settings: PollSettings | None = None) -> ClusterWatcher:
         """The watcher of this cluster in the running event loop (the triggerer's)."""
         loop_key = (key, id(asyncio.get_running_loop()))
         watcher = cls._by_cluster.get(loop_key)
         if watcher is None:
-            watcher = cls._by_cluster[loop_key] = cls(client_factory, settings)
+            watcher = cls._by_cluster[loop_key] = cls(transport_factory, settings)
         return watcher
 
-    async def wait(self, job_id: int) -> JobStatus:
-        """Until the job has ended; its final status from the controller or accounting."""
-        future: asyncio.Future[JobStatus] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(job_id, []).append(future)
+    async def watch(self, watch: Watch) -> AsyncIterator[Update]:
+        """Updates of one job until (and including) its final status."""
+        self._watches.setdefault(watch.job_id, []).append(watch)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._guarded_poll_loop())
         try:
-            return await future
+            while True:
+                update = await watch.updates.get()
+                if isinstance(update, BaseException):
+                    raise update
+                yield update
+                if update.kind == "final":
+                    return
         finally:
-            waiters = self._waiters.get(job_id, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(job_id, None)
+            watches = self._watches.get(watch.job_id, [])
+            if watch in watches:
+                watches.remove(watch)
+            if not watches:
+                self._watches.pop(watch.job_id, None)
 
-    async def _call(self, function, *args):
-        if self._client is None:
-            self._client = await asyncio.to_thread(self.client_factory)
-        return await asyncio.to_thread(function, self._client, *args)
+    async def wait(self, job_id: int, requeue: bool = False) -> JobStatus:
+        """Until the job has ended: its final status."""
+        async for update in self.watch(Watch(job_id, requeue)):
+            if update.kind == "final" and update.status is not None:
+                return update.status
+        raise RuntimeError("watch ended without a final status")
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        if self._transport is None:
+            self._transport = await asyncio.to_thread(self.transport_factory)
+        return await asyncio.to_thread(function, self._transport, *args)
 
     def _next_interval(self, answer_s: float) -> float:
         settings = self.settings
@@ -105,49 +146,58 @@ class ClusterWatcher:
             self._fail_all(error)
 
     async def _poll_loop(self) -> None:
-        last_good = time.monotonic()
-        backoff = self.settings.interval_s
-        while self._waiters:
+        while self._watches:
             began = time.monotonic()
             try:
-                self.stats.status_calls += 1
-                self.stats.recent_calls.append(began)
-                statuses = await self._call(SlurmRestClient.statuses)
-            except (SlurmRestError, OSError) as error:
+                await self._poll_once()
+            except SlurmUnavailable as error:
                 self.stats.failures += 1
-                if time.monotonic() - last_good > self.settings.unreachable_limit_s:
-                    self._fail_all(ControllerUnreachable(
-                        f"no answer from the Slurm controller for {self.settings.unreachable_limit_s:.0f} s: {error}"))
+                try:
+                    pause = self.breaker.failure(error)
+                except ControllerUnreachable as unreachable:
+                    self._fail_all(unreachable)
                     return
-                backoff = min(backoff * 2, self.settings.max_interval_s)
-                log.warning("Slurm controller did not answer (%s); next try in %.0f s", error, backoff)
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(pause)
                 continue
-            last_good, backoff = time.monotonic(), self.settings.interval_s
-            answer_s = last_good - began
-            for job_id in list(self._waiters):
-                status = statuses.get(job_id) or await self._from_accounting(job_id)
-                if status is not None and status.finished:
-                    for future in self._waiters.get(job_id, []):
-                        if not future.done():
-                            future.set_result(status)
-            await asyncio.sleep(self._next_interval(answer_s))
+            self.breaker.success()
+            await asyncio.sleep(self._next_interval(time.monotonic() - began))
 
-    async def _from_accounting(self, job_id: int) -> JobStatus | None:
-        """A job the controller no longer lists: accounting has its final state (never assume success)."""
-        self.stats.accounting_calls += 1
-        try:
-            record = await self._call(SlurmRestClient.accounting, job_id)
-        except SlurmRestError:
-            return None  # not recorded yet: look again next round
-        state = record.get("state", {}).get("current", "")
-        if state not in TERMINAL_STATES:
-            return None
-        exit_info = record.get("exit_code", {})
-        return JobStatus(job_id, state, exit_info.get("return_code"), record.get("state", {}).get("reason", ""))
+    async def _poll_once(self) -> None:
+        self.stats.status_calls += 1
+        self.stats.recent_calls.append(time.monotonic())
+        statuses: dict[int, JobStatus] = await self._call(SlurmTransport.jobs)
+        watched = {job_id: watches for job_id, watches in self._watches.items() if watches}
+        forgotten = [job_id for job_id in watched if job_id not in statuses]
+        if forgotten:  # ended more than MinJobAge ago (or the controller restarted): accounting knows
+            self.stats.accounting_calls += 1
+            since = min((w.since for ws in watched.values() for w in ws if w.since), default=None)
+            records = await self._call(SlurmTransport.accounting, forgotten, since)
+            statuses.update({job_id: record.status for job_id, record in records.items()})
+        current = {job_id: statuses[job_id] for job_id in watched if job_id in statuses}
+        await self._forward_logs(watched, current)
+        for job_id, status in current.items():
+            for watch in watched[job_id]:
+                watch.publish(status)
+                if status.ended(watch.requeue):
+                    watch.updates.put_nowait(Update("final", status))
+
+    async def _forward_logs(self, watched: dict[int, list[Watch]], current: dict[int, JobStatus]) -> None:
+        """New log bytes of started jobs, all in one read; a job's last bytes are read as it ends."""
+        readers = {job_id: watches[0] for job_id, watches in watched.items()
+                   if watches[0].log_path and job_id in current and current[job_id].state != "PENDING"}
+        if not readers:
+            return
+        self.stats.log_calls += 1
+        chunks = await self._call(SlurmTransport.read_logs,
+                                  {job_id: (watch.log_path, watch.offset) for job_id, watch in readers.items()})
+        for job_id, chunk in chunks.items():
+            if not chunk:
+                continue
+            for watch in watched[job_id]:
+                watch.offset += len(chunk)
+                watch.updates.put_nowait(Update("log", text=chunk))
 
     def _fail_all(self, error: Exception) -> None:
-        for futures in self._waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.set_exception(error)
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.updates.put_nowait(error)

@@ -1,0 +1,67 @@
+"""Transient Slurm errors ("Socket timed out", a controller restart, a dropped SSH link) are retried
+with growing pauses; a task fails only when the controller stays unreachable past a limit, and says so.
+
+One breaker per cluster: while it is open, callers wait instead of adding load to a controller
+that is already struggling.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from operators.slurm.model import SlurmUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ControllerUnreachable(RuntimeError):
+    """The controller gave no good answer for longer than the configured limit."""
+
+
+@dataclass
+class CircuitBreaker:
+    unreachable_limit_s: float = 600.0
+    first_pause_s: float = 1.0
+    max_pause_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _failing_since: float | None = field(default=None, init=False)
+    _pause_s: float = field(default=0.0, init=False)
+
+    @property
+    def open(self) -> bool:
+        return self._failing_since is not None
+
+    def success(self) -> None:
+        if self._failing_since is not None:
+            log.info("Slurm controller answers again after %.0f s", self.clock() - self._failing_since)
+        self._failing_since, self._pause_s = None, 0.0
+
+    def failure(self, error: Exception) -> float:
+        """The pause before the next try; raises ``ControllerUnreachable`` once the limit has passed."""
+        now = self.clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        down_s = now - self._failing_since
+        if down_s > self.unreachable_limit_s:
+            raise ControllerUnreachable(
+                f"no answer from the Slurm controller for {down_s:.0f} s (limit {self.unreachable_limit_s:.0f} s); "
+                f"last error: {error}")
+        self._pause_s = min(max(self._pause_s * 2, self.first_pause_s), self.max_pause_s)
+        log.warning("Slurm controller did not answer (%s); retrying in %.0f s", error, self._pause_s)
+        return self._pause_s
+
+    def call(self, function: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+        """Run ``function`` until it answers, pausing on ``SlurmUnavailable`` (blocking: not for the triggerer)."""
+        while True:
+            try:
+                result = function()
+            except SlurmUnavailable as error:
+                sleep(self.failure(error))
+                continue
+            self.success()
+            return result

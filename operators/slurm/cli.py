@@ -1,0 +1,275 @@
+"""Slurm's own commands (``sbatch``/``squeue``/``sacct``/``scancel``), run locally or over SSH.
+
+``CliTransport`` runs them on this machine (a worker on a login node). ``SshTransport`` runs the same
+commands on a login node through one multiplexed OpenSSH connection per cluster: every task and the
+triggerer on this host share its control socket, so the site sees one login, not one per task
+(JSC firewalls hosts that connect too often). Host keys are always checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import io
+import os
+import shlex
+import subprocess
+import tarfile
+import time
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
+
+from operators.slurm.model import (
+    JobAccounting,
+    JobStatus,
+    SlurmError,
+    SlurmUnavailable,
+    gpu_hours,
+    is_transient,
+    parse_duration_s,
+    parse_size_bytes,
+    parse_tres,
+    tres_gpus,
+)
+from operators.slurm.script import BatchJob
+from operators.slurm.transport import LOG_READ_LIMIT, SlurmTransport, default_since
+
+SQUEUE_FIELDS = ("JobID", "State", "Reason", "StartTime", "RestartCnt", "WorkDir", "Comment")  # Comment last
+SACCT_FIELDS = ("JobID", "State", "ExitCode", "Reason", "ElapsedRaw", "TotalCPU", "MaxRSS", "AllocTRES",
+                "ConsumedEnergyRaw", "User")
+
+
+class LocalRunner:
+    """Runs commands here, as the connection's user (``runuser`` when the worker runs as root)."""
+
+    def __init__(self, user: str | None = None, timeout_s: float = 60.0) -> None:
+        self.user = user
+        self.timeout_s = timeout_s
+
+    def argv(self, command: list[str]) -> list[str]:
+        if self.user and os.geteuid() == 0 and self.user != "root":
+            return ["runuser", "-u", self.user, "--", *command]
+        return command
+
+    def run(self, command: list[str], stdin: bytes | None = None) -> str:
+        try:
+            done = subprocess.run(self.argv(command), input=stdin, capture_output=True, timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise SlurmUnavailable(f"{command[0]}: no answer in {self.timeout_s:.0f} s (timed out)") from None
+        return self._checked(command, done)
+
+    @staticmethod
+    def _checked(command: list[str], done: subprocess.CompletedProcess) -> str:
+        if done.returncode != 0:
+            message = (done.stderr or done.stdout).decode(errors="replace").strip()[-1000:]
+            error = SlurmUnavailable if is_transient(message) or done.returncode == 255 else SlurmError
+            raise error(f"{command[0]} failed (exit {done.returncode}): {message}")
+        return done.stdout.decode(errors="replace")
+
+
+class SshRunner(LocalRunner):
+    """Runs commands on a login node through one shared, persistent OpenSSH master connection."""
+
+    def __init__(self, host: str, user: str, port: int = 22, key_file: str | None = None,
+                 known_hosts: str | None = None, control_dir: str | None = None, persist_s: int = 600,
+                 timeout_s: float = 60.0) -> None:
+        super().__init__(None, timeout_s)
+        self.host, self.user, self.port = host, user, port
+        self.key_file, self.known_hosts = key_file, known_hosts
+        self.persist_s = persist_s
+        directory = Path(control_dir or f"/tmp/aifactory-ssh-{os.geteuid()}")
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = hashlib.sha1(f"{user}@{host}:{port}".encode()).hexdigest()[:16]  # socket paths must stay short
+        self.control_path = directory / name
+
+    def _options(self) -> list[str]:
+        options = ["-p", str(self.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                   "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
+                   "-o", f"ControlPath={self.control_path}"]
+        if self.key_file:
+            options += ["-i", self.key_file, "-o", "IdentitiesOnly=yes"]
+        if self.known_hosts:
+            options += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        return options
+
+    def master_running(self) -> bool:
+        check = subprocess.run(["ssh", *self._options(), "-O", "check", f"{self.user}@{self.host}"],
+                               capture_output=True, timeout=10)
+        return check.returncode == 0
+
+    def ensure_master(self) -> None:
+        """Start the shared master once; a lock keeps concurrent tasks from starting several."""
+        if self.control_path.exists():
+            return
+        with open(f"{self.control_path}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.control_path.exists():
+                return
+            # -f -N: authenticate, then background; stdio to /dev/null so no caller waits on its pipes
+            started = subprocess.run(
+                ["ssh", *self._options(), "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.persist_s}",
+                 "-f", "-N", f"{self.user}@{self.host}"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30)
+            if started.returncode != 0:
+                message = started.stderr.decode(errors="replace").strip()
+                error = SlurmError if "host key verification failed" in message.lower() else SlurmUnavailable
+                raise error(f"ssh {self.user}@{self.host}:{self.port}: {message}")
+
+    def argv(self, command: list[str]) -> list[str]:
+        return ["ssh", *self._options(), "-o", "ControlMaster=no", f"{self.user}@{self.host}", "--",
+                shlex.join(command)]
+
+    def run(self, command: list[str], stdin: bytes | None = None) -> str:
+        self.ensure_master()
+        try:
+            return super().run(command, stdin)
+        except SlurmUnavailable:
+            # a dropped master leaves a dead socket: remove it so the next call connects afresh
+            if not self.master_running():
+                self.control_path.unlink(missing_ok=True)
+            raise
+
+    def stop_master(self) -> None:
+        subprocess.run(["ssh", *self._options(), "-O", "exit", f"{self.user}@{self.host}"],
+                       capture_output=True, timeout=10)
+
+
+class CliTransport(SlurmTransport):
+    """``sbatch``/``squeue``/``sacct``/``scancel`` on this machine."""
+
+    kind: ClassVar[str] = "local"
+
+    def __init__(self, user: str | None = None, cluster: str | None = None, timeout_s: float = 60.0,
+                 **_: object) -> None:
+        self.user = user
+        self.cluster = cluster
+        self.runner = self._runner(timeout_s)
+
+    def _runner(self, timeout_s: float) -> LocalRunner:
+        return LocalRunner(self.user, timeout_s)
+
+    def submit(self, job: BatchJob, script: str) -> int:
+        answer = self.runner.run(["sbatch", "--parsable"], stdin=script.encode())
+        return int(answer.strip().split(";")[0])
+
+    def jobs(self) -> dict[int, JobStatus]:
+        fields = ",".join(f"{name}:|" for name in SQUEUE_FIELDS)
+        command = ["squeue", "--noheader", "--states=all", f"--Format={fields}"]
+        if self.user:
+            command.append(f"--user={self.user}")
+        statuses = {}
+        for line in self.runner.run(command).splitlines():
+            parts = line.removesuffix("|").split("|", len(SQUEUE_FIELDS) - 1)
+            if len(parts) < len(SQUEUE_FIELDS) or not parts[0].strip().isdigit():
+                continue  # array and heterogeneous job rows (12_3, 12+1) are not ours
+            job_id, state, reason, start, restarts, workdir, comment = (part.strip() for part in parts)
+            statuses[int(job_id)] = JobStatus(
+                int(job_id), state.split()[0], None, "" if reason == "None" else reason,
+                None if start in ("N/A", "Unknown", "") else start, int(restarts or 0),
+                "" if comment == "(null)" else comment, workdir)
+        return statuses
+
+    def accounting(self, job_ids: Collection[int], since: datetime | None = None) -> dict[int, JobAccounting]:
+        if not job_ids:
+            return {}
+        start = (since or default_since()).strftime("%Y-%m-%dT%H:%M:%S")
+        output = self.runner.run(["sacct", "--noheader", "--parsable2", f"--starttime={start}",
+                                  f"--jobs={','.join(str(job_id) for job_id in job_ids)}",
+                                  f"--format={','.join(SACCT_FIELDS)}"])
+        return parse_sacct(output)
+
+    def cancel(self, job_id: int) -> None:
+        self.runner.run(["scancel", str(job_id)])
+
+    def describe(self) -> str:
+        version = self.runner.run(["sinfo", "--version"]).strip()
+        partitions = self.runner.run(["sinfo", "--noheader", "--format=%R"]).split()
+        return f"{version} via {self.kind} commands; partitions: {', '.join(partitions)}"
+
+
+def _exit_code(text: str) -> int | None:
+    """Text sacct's ``code:signal`` is right on 22.05 (its JSON is not). A signal reads as 128 + n."""
+    code, _, signal = text.partition(":")
+    if not code.isdigit():
+        return None
+    return int(code) or (128 + int(signal) if signal.isdigit() and int(signal) else 0)
+
+
+def parse_sacct(output: str) -> dict[int, JobAccounting]:
+    """Job rows give state and exit code; step rows give MaxRSS and energy."""
+    rows: dict[int, dict[str, str]] = {}
+    peaks: dict[int, int] = {}
+    energy: dict[int, int] = {}
+    for line in output.splitlines():
+        values = dict(zip(SACCT_FIELDS, line.split("|"), strict=False))
+        head, _, step = values.get("JobID", "").partition(".")
+        if not head.isdigit():
+            continue
+        job_id = int(head)
+        if not step:
+            rows[job_id] = values
+        if (rss := parse_size_bytes(values.get("MaxRSS", ""))) is not None:
+            peaks[job_id] = max(peaks.get(job_id, 0), rss)
+        if (joules := values.get("ConsumedEnergyRaw", "")).isdigit():
+            energy[job_id] = max(energy.get(job_id, 0), int(joules))
+    records = {}
+    for job_id, values in rows.items():
+        elapsed = int(values["ElapsedRaw"]) if values.get("ElapsedRaw", "").isdigit() else None
+        gpus = tres_gpus(parse_tres(values.get("AllocTRES", "")))
+        reason = values.get("Reason", "")
+        records[job_id] = JobAccounting(
+            job_id, values.get("State", "UNKNOWN").split()[0], _exit_code(values.get("ExitCode", "")),
+            "" if reason == "None" else reason, elapsed, parse_duration_s(values.get("TotalCPU", "")),
+            peaks.get(job_id), gpus, gpu_hours(gpus, elapsed), energy.get(job_id) or None, user=values.get("User", ""))
+    return records
+
+
+class SshTransport(CliTransport):
+    """The same commands on a login node over SSH; files are staged through the same connection."""
+
+    kind: ClassVar[str] = "ssh"
+
+    def __init__(self, host: str, user: str, port: int = 22, key_file: str | None = None,
+                 known_hosts: str | None = None, control_dir: str | None = None, cluster: str | None = None,
+                 timeout_s: float = 60.0, **_: object) -> None:
+        self.ssh = SshRunner(host, user, port, key_file, known_hosts, control_dir, timeout_s=timeout_s)
+        super().__init__(user, cluster, timeout_s)
+
+    def _runner(self, timeout_s: float) -> LocalRunner:
+        return self.ssh
+
+    def stage(self, workdir: str, files: Mapping[str, bytes], owner: str | None) -> None:
+        """One tar stream through the master connection; umask 077 keeps every file private."""
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for name, content in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
+                tar.addfile(info, io.BytesIO(content))
+        self.runner.run(["sh", "-c", 'umask 077 && rm -rf -- "$1" && mkdir -p -- "$1" && tar -xf - -C "$1"',
+                         "stage", workdir], stdin=archive.getvalue())
+
+    def remove(self, path: str) -> None:
+        self.runner.run(["rm", "-f", "--", path])
+
+    def read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
+        """All logs in one remote command: ``tail -c +offset`` of each, base64 framed."""
+        if not requests:
+            return {}
+        script = ('while [ $# -gt 0 ]; do printf "%s " "$1"; '
+                  f'tail -c +"$(($3 + 1))" -- "$2" 2>/dev/null | head -c {LOG_READ_LIMIT} | base64 -w0; '
+                  'echo; shift 3; done')
+        arguments = [str(part) for job_id, (path, offset) in requests.items() for part in (job_id, path, offset)]
+        output = self.runner.run(["sh", "-c", script, "read-logs", *arguments])
+        chunks: dict[int, bytes] = {}
+        for line in output.splitlines():
+            job_id, _, encoded = line.partition(" ")
+            if job_id.isdigit():
+                chunks[int(job_id)] = base64.b64decode(encoded) if encoded else b""
+        return chunks
+
+    def describe(self) -> str:
+        return f"{super().describe()} on {self.ssh.user}@{self.ssh.host}:{self.ssh.port}"

@@ -1,0 +1,118 @@
+"""What every Slurm transport answers with: job status, final accounting, and its errors.
+
+Plain data, no Airflow: job-side code and ``factory`` commands use it too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                             "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
+# With --requeue Slurm puts a preempted or node-failed job back in the queue under the same id.
+REQUEUE_STATES = frozenset({"PREEMPTED", "NODE_FAIL", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"})
+
+
+class SlurmError(RuntimeError):
+    """Slurm refused a request; the message carries Slurm's own words."""
+
+
+class SlurmUnavailable(SlurmError):
+    """The controller (or the way to it) did not answer: worth retrying with backoff."""
+
+
+# Words Slurm, ssh and HTTP use when the controller is busy, restarting or unreachable.
+TRANSIENT_PATTERNS = re.compile(
+    r"socket timed out|unable to contact slurm controller|connection refused|connection reset|"
+    r"temporarily unavailable|try again|slurm_persist_conn_open|timed out|broken pipe|"
+    r"connection closed by|ssh: connect to host|kex_exchange_identification|mux_client|"
+    r"control socket|http 50[234]|zero bytes were transmitted",
+    re.IGNORECASE)
+
+
+def is_transient(message: str) -> bool:
+    return bool(TRANSIENT_PATTERNS.search(message))
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One job as the controller (or, once forgotten, accounting) sees it."""
+
+    job_id: int
+    state: str
+    exit_code: int | None = None
+    reason: str = ""
+    start_time: str | None = None  # expected start while PENDING (``squeue --start``), actual once running
+    restarts: int = 0
+    comment: str = ""
+    workdir: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def ended(self, requeue: bool) -> bool:
+        """Requeueable jobs come back under the same id after preemption or a node failure."""
+        return self.finished and not (requeue and self.state in REQUEUE_STATES)
+
+
+@dataclass(frozen=True)
+class JobAccounting:
+    """A finished job as accounting recorded it: what the pipeline reports as the job's cost."""
+
+    job_id: int
+    state: str
+    exit_code: int | None
+    reason: str = ""
+    elapsed_s: int | None = None
+    cpu_time_s: float | None = None  # TotalCPU: user + system time of all tasks
+    max_rss_bytes: int | None = None
+    gpus: int = 0
+    gpu_hours: float | None = None  # allocated GPUs x elapsed
+    energy_j: int | None = None  # only where the site runs an energy plugin
+    restarts: int = 0
+    user: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def status(self) -> JobStatus:
+        return JobStatus(self.job_id, self.state, self.exit_code, self.reason, restarts=self.restarts)
+
+
+def gpu_hours(gpus: int, elapsed_s: int | None) -> float | None:
+    return None if elapsed_s is None else round(gpus * elapsed_s / 3600, 6)
+
+
+def parse_duration_s(text: str) -> float | None:
+    """Slurm durations: ``[D-]HH:MM:SS[.mmm]``, ``MM:SS.mmm``; None for empty or unknown."""
+    text = text.strip()
+    if not text or text in ("INVALID", "UNLIMITED", "Partition_Limit"):
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = [float(part) for part in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    hours, minutes, seconds = parts
+    return (int(days or 0) * 24 + hours) * 3600 + minutes * 60 + seconds
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+
+
+def parse_size_bytes(text: str) -> int | None:
+    """``MaxRSS``-style sizes (``1234K``, ``2.5G``); None for empty."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGTP]?)\s*", text or "")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)]) if match else None
+
+
+def parse_tres(text: str) -> dict[str, str]:
+    """``cpu=2,mem=1G,node=1,billing=2,gres/gpu=1`` → a dict."""
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
+def tres_gpus(tres: dict[str, str]) -> int:
+    return int(tres.get("gres/gpu", 0) or 0)
