@@ -13,15 +13,16 @@ from stack.process import StackError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="factory stack", description="The local AI-factory stack.")
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "restart"])
+    parser.add_argument("services", nargs="*", help="restart: the services to restart")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     stack = Stack()
     began = time.monotonic()
     quiet = (lambda _line: None) if args.json else print
-    if args.action == "up":
+    if args.action in ("up", "restart"):
         try:
-            outcomes = stack.up(progress=quiet)
+            outcomes = stack.restart(args.services, quiet) if args.action == "restart" else stack.up(progress=quiet)
         except StackError as error:
             print(f"factory stack up: {error}", file=sys.stderr)
             return 1

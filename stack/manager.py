@@ -142,6 +142,15 @@ class Stack:
             raise StackError("\n\n".join(failures))
         return outcomes
 
+    def restart(self, names: list[str], progress=print) -> list[Outcome]:
+        """Stop the named services and bring them (and anything else down) back: fault tests and code reloads."""
+        unknown = sorted(set(names) - set(self.services))
+        if unknown:
+            raise StackError(f"unknown service(s) {', '.join(unknown)}; services: {', '.join(self.services)}")
+        for name in names:
+            self.supervised(name).stop()
+        return self.up(progress)
+
     # ------------------------------------------------------------------ down
     def _cancel_slurm_jobs(self) -> None:
         if self.supervised("slurmctld").pid() is None:

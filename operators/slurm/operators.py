@@ -77,7 +77,7 @@ class SlurmJobOperator(BaseOperator):
     0 fails the task with the state, reason, exit code and the tail of the job's log.
     """
 
-    template_fields: Sequence[str] = ("commands", "json_files", "env", "job_name")
+    template_fields: Sequence[str] = ("commands", "json_files", "env", "job_name", "memory", "time_limit")
     operator_extra_links = (SlurmJobLink(),)
     ui_color = "#d6e4f0"
 

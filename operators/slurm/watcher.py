@@ -121,10 +121,11 @@ class ClusterWatcher:
                 return update.status
         raise RuntimeError("watch ended without a final status")
 
-    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, method: str, *args: Any) -> Any:
+        """A transport method in a worker thread: the event loop never waits on Slurm."""
         if self._transport is None:
             self._transport = await asyncio.to_thread(self.transport_factory)
-        return await asyncio.to_thread(function, self._transport, *args)
+        return await asyncio.to_thread(getattr(self._transport, method), *args)
 
     def _next_interval(self, answer_s: float) -> float:
         settings = self.settings
@@ -165,13 +166,13 @@ class ClusterWatcher:
     async def _poll_once(self) -> None:
         self.stats.status_calls += 1
         self.stats.recent_calls.append(time.monotonic())
-        statuses: dict[int, JobStatus] = await self._call(SlurmTransport.jobs)
+        statuses: dict[int, JobStatus] = await self._call("jobs")
         watched = {job_id: watches for job_id, watches in self._watches.items() if watches}
         forgotten = [job_id for job_id in watched if job_id not in statuses]
         if forgotten:  # ended more than MinJobAge ago (or the controller restarted): accounting knows
             self.stats.accounting_calls += 1
             since = min((w.since for ws in watched.values() for w in ws if w.since), default=None)
-            records = await self._call(SlurmTransport.accounting, forgotten, since)
+            records = await self._call("accounting", forgotten, since)
             statuses.update({job_id: record.status for job_id, record in records.items()})
         current = {job_id: statuses[job_id] for job_id in watched if job_id in statuses}
         await self._forward_logs(watched, current)
@@ -188,7 +189,7 @@ class ClusterWatcher:
         if not readers:
             return
         self.stats.log_calls += 1
-        chunks = await self._call(SlurmTransport.read_logs,
+        chunks = await self._call("read_logs",
                                   {job_id: (watch.log_path, watch.offset) for job_id, watch in readers.items()})
         for job_id, chunk in chunks.items():
             if not chunk:
