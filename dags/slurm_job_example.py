@@ -1,6 +1,7 @@
 """Example Airflow DAGs: one batch job on the factory's Slurm cluster with ``SlurmJobOperator``,
 once per way in: ``slurm_job_example`` (slurmrestd), ``slurm_job_example_cli`` (local commands)
-and ``slurm_job_example_ssh`` (a login node over SSH).
+and ``slurm_job_example_ssh`` (a login node over SSH), and ``slurm_job_example_blocking``, which
+waits in the worker instead of deferring.
 
 The task defers while the job runs; every deferred Slurm task of a cluster shares one poller in
 the triggerer, which also streams the job's output into the task log. A retry adopts the job an
@@ -14,10 +15,13 @@ from airflow.sdk import DAG, Param
 
 from operators.slurm.operators import SlurmJobOperator
 
-CONNECTIONS = {"slurm_job_example": "factory_slurm_local", "slurm_job_example_cli": "factory_slurm_cli",
-               "slurm_job_example_ssh": "factory_slurm_ssh"}
+# dag id: (connection, deferrable). The blocking variant holds a worker slot while the job runs:
+# it shows crash safety through the task state store when the worker itself dies.
+VARIANTS = {"slurm_job_example": ("factory_slurm_local", True), "slurm_job_example_cli": ("factory_slurm_cli", True),
+            "slurm_job_example_ssh": ("factory_slurm_ssh", True),
+            "slurm_job_example_blocking": ("factory_slurm_local", False)}
 
-for dag_id, conn_id in CONNECTIONS.items():
+for dag_id, (conn_id, deferrable) in VARIANTS.items():
     with DAG(
         dag_id=dag_id,
         schedule=None,
@@ -39,5 +43,5 @@ for dag_id, conn_id in CONNECTIONS.items():
                                         "time.sleep(1 if len(x) else 0)"],
                       ["bash", "-c", "exit {{ params.exit_code }}"]],
             cpus=1, memory="{{ params.memory }}", time_limit="{{ params.time_limit }}", poll_interval_s=1.0,
-            retries=1, retry_delay=pendulum.duration(seconds=2),
+            deferrable=deferrable, retries=0 if deferrable else 2, retry_delay=pendulum.duration(seconds=1),
         )

@@ -28,7 +28,8 @@ TRANSIENT_PATTERNS = re.compile(
     r"socket timed out|unable to contact slurm controller|connection refused|connection reset|"
     r"temporarily unavailable|try again|slurm_persist_conn_open|timed out|broken pipe|"
     r"connection closed by|ssh: connect to host|kex_exchange_identification|mux_client|"
-    r"control socket|http 50[234]|zero bytes were transmitted",
+    r"control socket|http 50[234]|zero bytes were transmitted|"
+    r"failed while looking for jobs|slurm_load_jobs?\b|slurm_ping",  # slurmrestd while slurmctld restarts
     re.IGNORECASE)
 
 

@@ -175,7 +175,11 @@ class RestTransport(SlurmTransport):
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 answer = json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
-            text = error.read()[:500].decode(errors="replace")
+            text = error.read()[:4000].decode(errors="replace")
+            try:  # keep Slurm's own words, not the meta block around them
+                text = json.dumps(json.loads(text).get("errors") or text)
+            except ValueError:
+                pass
             kind = SlurmUnavailable if error.code in (502, 503, 504) or is_transient(text) else SlurmError
             raise kind(f"{method} {path}: HTTP {error.code}: {text}") from None
         except (OSError, TimeoutError) as error:
