@@ -8,6 +8,7 @@ readers below accept both shapes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import urllib.error
@@ -176,10 +177,8 @@ class RestTransport(SlurmTransport):
                 answer = json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             text = error.read()[:4000].decode(errors="replace")
-            try:  # keep Slurm's own words, not the meta block around them
+            with contextlib.suppress(ValueError):  # keep Slurm's own words, not the meta block around them
                 text = json.dumps(json.loads(text).get("errors") or text)
-            except ValueError:
-                pass
             kind = SlurmUnavailable if error.code in (502, 503, 504) or is_transient(text) else SlurmError
             raise kind(f"{method} {path}: HTTP {error.code}: {text}") from None
         except (OSError, TimeoutError) as error:
