@@ -42,13 +42,20 @@ def _state(value: Any) -> str:
     return value[0] if isinstance(value, list) and value else str(value or "UNKNOWN")
 
 
+def _signal_exit(code: int | None, signal: int | None) -> int | None:
+    """A job killed by a signal reads as 128 + n, as text sacct's ``0:9`` does in ``cli._exit_code``."""
+    return code or (128 + signal if signal else code)
+
+
 def _controller_exit_code(job: dict[str, Any]) -> int | None:
     raw = job.get("exit_code")
-    if isinstance(raw, dict):  # v0.0.40+: {"status": [...], "return_code": {...}, "signal": {...}}
-        code = _number(raw.get("return_code"))
-        signal = _number(raw.get("signal", {}).get("id")) if isinstance(raw.get("signal"), dict) else None
-        return code or (128 + signal if signal else code)
-    return raw >> 8 if isinstance(raw, int) else None  # v0.0.38: a wait status, 768 = exit 3
+    if isinstance(raw, dict):  # v0.0.40+: {"status": [...], "return_code": {...}, "signal": {"id": {...}}}
+        signal = raw.get("signal")
+        return _signal_exit(_number(raw.get("return_code")),
+                            _number(signal.get("id")) if isinstance(signal, dict) else None)
+    if isinstance(raw, int):  # v0.0.38: a wait status, 768 = exit 3, 9 = killed by SIGKILL
+        return _signal_exit(raw >> 8, raw & 0x7F)
+    return None
 
 
 def _status(job: dict[str, Any]) -> JobStatus:
@@ -83,8 +90,11 @@ def accounting_record(record: dict[str, Any]) -> JobAccounting:
     energy = [_tres_count(step.get("tres", {}).get("consumed", {}).get("max", []), "energy") for step in steps]
     state = record.get("state", {})
     exit_info = record.get("exit_code", {})
+    signal = exit_info.get("signal") if isinstance(exit_info.get("signal"), dict) else {}
+    signal_id = _number(signal.get("signal_id", signal.get("id")))
     return JobAccounting(
-        int(record["job_id"]), _state(state.get("current")), _number(exit_info.get("return_code")),
+        int(record["job_id"]), _state(state.get("current")), _signal_exit(_number(exit_info.get("return_code")),
+                                                                          signal_id),
         "" if state.get("reason") in (None, "None") else state["reason"], elapsed,
         round(sum(_seconds(step.get("time", {}).get("total")) for step in steps), 3) if steps else None,
         max((value for value in rss if value is not None), default=None), gpus, gpu_hours(gpus, elapsed),
@@ -190,6 +200,9 @@ class RestTransport(SlurmTransport):
         return answer
 
     def submit(self, job: BatchJob, script: str) -> int:
+        if job.extra_directives:
+            raise SlurmError(f"slurmrestd ignores #SBATCH lines, so {', '.join(job.extra_directives)} would be "
+                             "silently dropped: use the local or ssh transport for these directives")
         fields = rest_job_fields(job)
         fields["environment"] = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
         if not self._newer and fields.get("signal", "").startswith("B:"):

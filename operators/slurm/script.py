@@ -107,7 +107,12 @@ def render(job: BatchJob) -> str:
         # bash runs traps only between commands: run each in the background and wait, so the signal
         # reaches the training process at once (it checkpoints; see README "Preemption and time limits")
         lines += [
-            'forward() { [ -n "${child:-}" ] && kill -s "$1" "$child" 2>/dev/null || true; }',
+            # only to a process that handles it: Python's default for USR2 is to die, which would turn
+            # a warning into a failure for code that does not checkpoint
+            'catches() { local mask; mask=$(awk \'/^SigCgt:/{print $2}\' "/proc/$1/status" 2>/dev/null) || return 1; '
+            '[ -n "$mask" ] && [ $(( (0x$mask >> ($(kill -l "$2") - 1)) & 1 )) -eq 1 ]; }',
+            'forward() { if [ -n "${child:-}" ] && catches "$child" "$1"; then kill -s "$1" "$child"; '
+            'else echo "time-limit warning $1: the job does not handle it and runs on to its limit"; fi; }',
             f"trap 'forward {signal_name(job.signal)}' {signal_name(job.signal)}",
             'run() { "$@" & child=$!; while true; do wait "$child" && status=0 || status=$?; '
             'kill -0 "$child" 2>/dev/null || break; done; child=; return "$status"; }',

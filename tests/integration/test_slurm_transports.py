@@ -201,7 +201,7 @@ def test_read_logs_from_an_offset_returns_only_the_new_bytes(cluster: Cluster):
 
 def test_a_job_that_may_not_start_yet_is_pending_with_reason_begintime(cluster: Cluster, stack_info: dict[str, Any]):
     job = cluster.job([["true"]], extra_directives=["--begin=now+1hour"])
-    # rest cannot ask for a begin time (see REST_DROPS_DIRECTIVES): sbatch submits, the REST view is checked
+    # rest cannot ask for a begin time (slurmrestd ignores #SBATCH lines): sbatch submits, the REST view is checked
     via = build_transport("local", stack_info) if cluster.kind == "rest" else None
     job_id = cluster.submit(job, via=via)
     status = cluster.status(job_id, {"PENDING", "RUNNING", "COMPLETED"})
@@ -213,15 +213,12 @@ def test_a_job_that_may_not_start_yet_is_pending_with_reason_begintime(cluster: 
     assert cluster.final(job_id, timeout_s=15).state == "CANCELLED"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=REST_DROPS_DIRECTIVES)
-def test_rest_honours_a_begin_directive(stack_info: dict[str, Any], request: pytest.FixtureRequest):
-    """The gap the pending test works around for rest: the --begin directive is silently dropped."""
+def test_rest_refuses_directives_it_would_drop(stack_info: dict[str, Any], request: pytest.FixtureRequest):
+    """slurmrestd ignores #SBATCH lines: a --begin directive must fail loudly, not run the job at once."""
     rest = Cluster("rest", build_transport("rest", stack_info), request.node.originalname, stack_info["job_user"])
     try:
-        job_id = rest.submit(rest.job([["true"]], extra_directives=["--begin=now+1hour"]))
-        time.sleep(1)  # honoured, the job still waits for its begin time; dropped, it has run by now
-        status = rest.transport.jobs()[job_id]
-        assert (status.state, status.reason) == ("PENDING", "BeginTime"), status
+        with pytest.raises(SlurmError, match=r"ignores #SBATCH lines.*--begin=now\+1hour"):
+            rest.submit(rest.job([["true"]], extra_directives=["--begin=now+1hour"]))
     finally:
         rest.cancel_leftovers()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from operators.registry.gate import decide
 from operators.serving.push import smoke_request
-from operators.slurm.rest import max_rss_bytes, rest_job_fields
+from operators.slurm.rest import accounting_record, rest_job_fields
 from operators.slurm.script import BatchJob, render
 
 THRESHOLDS = {"roc_auc": 0.95, "accuracy": 0.9}
@@ -62,10 +62,11 @@ def test_rest_fields_carry_what_sbatch_lines_would():
 
 
 def test_max_rss_is_the_largest_step_peak():
-    record = {"steps": [{"tres": {"requested": {"max": [{"type": "mem", "count": 5}, {"type": "cpu", "count": 9}]}}},
-                        {"tres": {"requested": {"max": [{"type": "mem", "count": 70}]}}}]}
-    assert max_rss_bytes(record) == 70
-    assert max_rss_bytes({"steps": []}) is None
+    record = {"job_id": 1, "steps": [
+        {"tres": {"requested": {"max": [{"type": "mem", "count": 5}, {"type": "cpu", "count": 9}]}}},
+        {"tres": {"requested": {"max": [{"type": "mem", "count": 70}]}}}]}
+    assert accounting_record(record).max_rss_bytes == 70
+    assert accounting_record({"job_id": 1, "steps": []}).max_rss_bytes is None
 
 
 def test_smoke_request_has_one_input_per_named_column():
@@ -76,17 +77,19 @@ def test_smoke_request_has_one_input_per_named_column():
     ]
 
 
-def test_job_environment_file_keeps_values_literal(tmp_path, monkeypatch):
+def test_job_environment_file_keeps_values_literal(tmp_path):
     """Secrets with shell characters must reach the job unchanged, never expanded by bash."""
     import getpass
     import subprocess
 
     from operators.slurm.operators import SlurmJobOperator
+    from operators.slurm.transport import SlurmTransport
 
     tricky = "p$HOME`id`\"'; echo pwned"
     operator = SlurmJobOperator(task_id="t", commands=[["true"]], env={"SECRET": tricky, "PLAIN": "x"})
     workdir = tmp_path / "dag" / "run" / "task"
-    env_file = operator._stage(workdir, getpass.getuser())
+    SlurmTransport.stage(None, str(workdir), operator._files("#!/bin/bash\n", operator.env), getpass.getuser())
+    env_file = workdir / "job.env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
     shown = subprocess.run(["bash", "-c", f"set -a; source {env_file}; printf %s \"$SECRET\""],
                            capture_output=True, text=True, check=True).stdout
