@@ -43,6 +43,13 @@ class AirflowAPI:
     def patch(self, path: str, body: dict) -> Any:
         return self._request("PATCH", f"/api/v2{path}", body)
 
+    def post(self, path: str, body: dict) -> Any:
+        return self._request("POST", f"/api/v2{path}", body)
+
+    def ui_get(self, path: str) -> Any:
+        """The UI's own API (e.g. connection form metadata), next to the public /api/v2."""
+        return self._request("GET", f"/ui{path}")
+
     def get(self, path: str) -> Any:
         return self._request("GET", f"/api/v2{path}")
 
