@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import signal
 import subprocess
 import threading
@@ -25,6 +26,13 @@ from stack.settings import JOB_USER, StackPaths
 
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 DAEMON_NAMES = {"slurmstepd", "slurmctld", "slurmd", "slurmdbd", "slurmrestd", "munged", "mariadbd"}
+
+
+def user_id(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
 
 
 def own_ancestors() -> set[int]:
@@ -177,6 +185,7 @@ class Stack:
         found = []
         state = str(self.paths.state)
         spared = own_ancestors()
+        job_uid = user_id(JOB_USER)  # the stack's own login user: its SSH sessions live on after sshd stops
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) in spared:
                 continue
@@ -188,7 +197,8 @@ class Stack:
                 cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if comm in DAEMON_NAMES or cwd == state or cwd.startswith(state + "/"):
+            owner = entry.stat().st_uid
+            if comm in DAEMON_NAMES or cwd == state or cwd.startswith(state + "/") or owner == job_uid:
                 found.append((int(entry.name), cmdline.strip()[:120]))
         return found
 
