@@ -255,6 +255,10 @@ class SshTransport(CliTransport):
     def remove(self, path: str) -> None:
         self.runner.run(["rm", "-f", "--", path])
 
+    def tail(self, path: str, nbytes: int) -> bytes:
+        return base64.b64decode(self.runner.run(["sh", "-c", f'tail -c {int(nbytes)} -- "$1" 2>/dev/null | base64 -w0',
+                                                 "tail", path]).strip() or b"")
+
     def read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
         """All logs in one remote command: ``tail -c +offset`` of each, base64 framed."""
         if not requests:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,15 +54,10 @@ def connection_env(conn_id: str) -> dict[str, str]:
     return tracking_env(conn_id)
 
 
-def log_tail(transport: SlurmTransport, job_id: int, path: str, lines: int = 30) -> str:
+def log_tail(transport: SlurmTransport, path: str, lines: int = 30) -> str:
     """The end of a job's log through the transport: never the whole file."""
     try:
-        size_probe = transport.read_logs({job_id: (path, 0)}).get(job_id, b"")
-        if len(size_probe) < LOG_TAIL_BYTES:
-            text = size_probe
-        else:  # a long log: read only its last bytes
-            size = os.stat(path).st_size if os.path.exists(path) else len(size_probe)
-            text = transport.read_logs({job_id: (path, max(0, size - LOG_TAIL_BYTES))}).get(job_id, b"")
+        text = transport.tail(path, LOG_TAIL_BYTES)
     except Exception as error:  # the failure message must still be written
         return f"(could not read {path}: {error})"
     return "\n".join(text.decode(errors="replace").splitlines()[-lines:]) or f"(no output in {path})"
@@ -196,8 +191,6 @@ class SlurmJobOperator(BaseOperator):
             except SlurmUnavailable as error:
                 pause = breaker.failure(error)
                 self.log.warning("Submission unanswered (%s); checking whether it arrived", error)
-                import time
-
                 time.sleep(pause)
                 try:
                     arrived = transport.find_active(job.comment)
@@ -239,8 +232,6 @@ class SlurmJobOperator(BaseOperator):
     def _final(self, transport: SlurmTransport, breaker: CircuitBreaker, job_id: int,
                since: datetime | None) -> JobAccounting | None:
         """Accounting lags the controller by a moment; wait for it a little, never assume success."""
-        import time
-
         deadline = time.monotonic() + 20
         while (record := breaker.call(lambda: transport.final(job_id, since))) is None:
             if time.monotonic() > deadline:
@@ -270,7 +261,7 @@ class SlurmJobOperator(BaseOperator):
         if accounting.state != "COMPLETED" or accounting.exit_code:
             raise AirflowException(
                 f"Slurm job {job_id} ended {accounting.state} with exit code {accounting.exit_code} "
-                f"(reason: {accounting.reason or 'none'}). Last lines of {log}:\n{log_tail(transport, job_id, log)}")
+                f"(reason: {accounting.reason or 'none'}). Last lines of {log}:\n{log_tail(transport, log)}")
         self.log.info("Slurm job %s COMPLETED: elapsed %s s, CPU time %s s, MaxRSS %s bytes, GPU-hours %s, "
                       "energy %s J", job_id, accounting.elapsed_s, accounting.cpu_time_s, accounting.max_rss_bytes,
                       accounting.gpu_hours, accounting.energy_j)

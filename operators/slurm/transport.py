@@ -81,6 +81,15 @@ class SlurmTransport(ABC):
     def remove(self, path: str) -> None:
         Path(path).unlink(missing_ok=True)
 
+    def tail(self, path: str, nbytes: int) -> bytes:
+        """The last ``nbytes`` of a log: a failure message shows the end, never the whole file."""
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(max(0, os.fstat(handle.fileno()).st_size - nbytes))
+                return handle.read(nbytes)
+        except FileNotFoundError:
+            return b""
+
     def read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
         """New bytes of each job's log from its offset, at most ``LOG_READ_LIMIT``; never the whole file."""
         chunks: dict[int, bytes] = {}
