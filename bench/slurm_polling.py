@@ -39,13 +39,11 @@ REST_STATUS_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE")
 SUBMIT_WORKERS = 8  # parallel sbatch calls: slurmctld takes them as fast as one at a time, minus our waits
 
 
-def stack_info() -> dict[str, Any]:
-    return json.loads(StackPaths.from_env().info_file.read_text())
-
-
-def rest_transport(info: dict[str, Any]) -> RestTransport:
+def connect() -> tuple[dict[str, Any], RestTransport, CliTransport]:
+    """The stack's settings, slurmrestd (also for slurmctld's RPC counters) and the job user's commands."""
+    info = json.loads(StackPaths.from_env().info_file.read_text())
     rest = info["slurmrestd"]
-    return RestTransport(rest["url"], rest["user"], rest["token"])
+    return info, RestTransport(rest["url"], rest["user"], rest["token"]), CliTransport(user=info["job_user"])
 
 
 def rpc_counts(rest: RestTransport) -> dict[str, int]:
@@ -159,9 +157,7 @@ def background_rate(rest: RestTransport, seconds: float) -> float:
 
 def main() -> None:
     exit_cleanly_on_sigterm()
-    info = stack_info()
-    rest = rest_transport(info)
-    local = CliTransport(user=info["job_user"])
+    info, rest, local = connect()
     name = f"bench-poll-{os.getpid()}"
     figures = {}
     with cancelled_afterwards(local, name):
