@@ -1,7 +1,8 @@
 """One interface to a Slurm cluster, whatever the way in: local commands, SSH, slurmrestd or pyslurm.
 
-Every call that asks about jobs asks about all of them at once: ``jobs()`` is one controller RPC,
-``accounting()`` one slurmdbd query, ``read_logs()`` one read per interval. That is what lets one
+Every call that asks about jobs asks about all of them at once: ``jobs()`` is one controller query
+(REST: one REQUEST_JOB_INFO; ``squeue``: one REQUEST_JOB_USER_INFO plus its partition and federation
+lookups), ``accounting()`` one slurmdbd query, ``read_logs()`` one read per interval. That is what lets one
 watcher per cluster serve any number of deferred tasks.
 """
 
@@ -68,6 +69,7 @@ class SlurmTransport(ABC):
         target = Path(workdir)
         if target.exists():
             shutil.rmtree(target)
+        created = [target, *(parent for parent in target.parents if not parent.exists())]
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name, content in files.items():
             fd = os.open(target / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -75,7 +77,7 @@ class SlurmTransport(ABC):
                 handle.write(content)
         if owner and os.geteuid() == 0:
             account = pwd.getpwnam(owner)
-            for path in [target, *list(target.parents)[:2], *target.iterdir()]:
+            for path in [*created, *target.iterdir()]:  # only what this call made: never a folder above
                 os.chown(path, account.pw_uid, account.pw_gid)
 
     def remove(self, path: str) -> None:

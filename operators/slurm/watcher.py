@@ -166,8 +166,8 @@ class ClusterWatcher:
     async def _poll_once(self) -> None:
         self.stats.status_calls += 1
         self.stats.recent_calls.append(time.monotonic())
-        statuses: dict[int, JobStatus] = await self._call("jobs")
-        watched = {job_id: watches for job_id, watches in self._watches.items() if watches}
+        watched = {job_id: list(watches) for job_id, watches in self._watches.items() if watches}
+        statuses: dict[int, JobStatus] = await self._call("jobs")  # watches added meanwhile wait a round
         forgotten = [job_id for job_id in watched if job_id not in statuses]
         if forgotten:  # ended more than MinJobAge ago (or the controller restarted): accounting knows
             self.stats.accounting_calls += 1

@@ -94,3 +94,27 @@ def test_job_environment_file_keeps_values_literal(tmp_path):
     shown = subprocess.run(["bash", "-c", f"set -a; source {env_file}; printf %s \"$SECRET\""],
                            capture_output=True, text=True, check=True).stdout
     assert shown == tricky
+
+
+def test_staging_hands_the_job_user_only_the_folders_it_made(tmp_path):
+    """Handing a parent folder to the job user would let a job replace the stack's venvs or secrets."""
+    import os
+    import pwd
+
+    import pytest
+
+    from operators.slurm.transport import SlurmTransport
+
+    if os.geteuid() != 0:
+        pytest.skip("changing file owners needs root (CI runs as root)")
+    try:
+        job_user = pwd.getpwnam("hpcuser")
+    except KeyError:
+        pytest.skip("the stack's job user hpcuser does not exist yet (./factory setup creates it)")
+    jobs_root = tmp_path / "jobs"
+    jobs_root.mkdir()
+    workdir = jobs_root / "dag" / "run"
+    SlurmTransport.stage(None, str(workdir), {"job.sh": b"#!/bin/bash\n"}, "hpcuser")
+    assert tmp_path.stat().st_uid == 0 and jobs_root.stat().st_uid == 0
+    for made in (jobs_root / "dag", workdir, workdir / "job.sh"):
+        assert made.stat().st_uid == job_user.pw_uid, made
