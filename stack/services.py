@@ -355,6 +355,7 @@ class LocalFactory:
             result = run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
             if result.returncode != 0:
                 raise RuntimeError(f"ssh-keygen for {key}: {result.stderr}")
+        Path(f"{client_key}.pub").chmod(0o600)  # everything under secrets/ is owner-only
         authorized = ensure_dir(self._authorized_keys_dir(), "root") / JOB_USER
         authorized.write_text(Path(f"{client_key}.pub").read_text())
         authorized.chmod(0o644)
