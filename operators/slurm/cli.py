@@ -132,10 +132,6 @@ class SshRunner(LocalRunner):
                 self.control_path.unlink(missing_ok=True)
             raise
 
-    def stop_master(self) -> None:
-        subprocess.run(["ssh", *self._options(), "-O", "exit", f"{self.user}@{self.host}"],
-                       capture_output=True, timeout=10)
-
 
 class CliTransport(SlurmTransport):
     """``sbatch``/``squeue``/``sacct``/``scancel`` on this machine."""

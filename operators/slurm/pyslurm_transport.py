@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from operators.slurm.model import JobAccounting, JobStatus, SlurmError, gpu_hours
-from operators.slurm.rest import _megabytes, _minutes
 from operators.slurm.script import BatchJob
 from operators.slurm.transport import SlurmTransport, default_since
 
@@ -45,7 +44,7 @@ class PyslurmTransport(SlurmTransport):
     def submit(self, job: BatchJob, script: str) -> int:
         description = self.pyslurm.JobSubmitDescription(
             name=job.name, script=script, working_directory=job.workdir, standard_output=job.output,
-            cpus_per_task=job.cpus, memory_per_node=f"{_megabytes(job.memory)}M", time_limit=_minutes(job.time),
+            cpus_per_task=job.cpus, memory_per_node=f"{job.memory_mb}M", time_limit=job.time_minutes,
             account=job.account, partition=job.partition, comment=job.comment, requeue=job.requeue,
             signal=job.signal or None, gres_per_node=f"gpu:{job.gpus}" if job.gpus else None)
         return int(description.submit())

@@ -102,25 +102,11 @@ def accounting_record(record: dict[str, Any]) -> JobAccounting:
         record.get("user") or "")
 
 
-def _megabytes(memory: str) -> int:
-    units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-    number, unit = (memory[:-1], memory[-1]) if memory[-1] in units else (memory, "M")
-    return max(1, int(float(number) * units[unit]))
-
-
-def _minutes(time_limit: str) -> int:
-    if time_limit.isdigit():
-        return int(time_limit)
-    days, _, clock = time_limit.rpartition("-")
-    hours, minutes, seconds = (int(part) for part in clock.split(":"))
-    return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
-
-
 def rest_job_fields(job: BatchJob) -> dict[str, Any]:
     """The job description slurmrestd wants: it ignores ``#SBATCH`` lines in the script."""
     fields: dict[str, Any] = {
         "name": job.name, "current_working_directory": job.workdir, "standard_output": job.output,
-        "cpus_per_task": job.cpus, "memory_per_node": _megabytes(job.memory), "time_limit": _minutes(job.time),
+        "cpus_per_task": job.cpus, "memory_per_node": job.memory_mb, "time_limit": job.time_minutes,
         "tasks": 1, "comment": job.comment, "requeue": job.requeue,
     }
     if job.signal:

@@ -30,6 +30,22 @@ class BatchJob:
     def output(self) -> str:
         return f"{self.workdir}/slurm-%j.out"
 
+    @property
+    def memory_mb(self) -> int:
+        """``--mem`` as megabytes, for APIs that take numbers (slurmrestd, pyslurm)."""
+        units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+        number, unit = (self.memory[:-1], self.memory[-1]) if self.memory[-1] in units else (self.memory, "M")
+        return max(1, int(float(number) * units[unit]))
+
+    @property
+    def time_minutes(self) -> int:
+        """``--time`` as whole minutes (Slurm rounds seconds up)."""
+        if self.time.isdigit():
+            return int(self.time)
+        days, _, clock = self.time.rpartition("-")
+        hours, minutes, seconds = (int(part) for part in clock.split(":"))
+        return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+
 
 class UnsafeScriptError(ValueError):
     """A value would change the script's meaning (a newline ends an ``#SBATCH`` comment line)."""
