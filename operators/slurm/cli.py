@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import shlex
+import socket
 import subprocess
 import tarfile
 import time
@@ -95,19 +96,27 @@ class SshRunner(LocalRunner):
             options += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
         return options
 
-    def master_running(self) -> bool:
-        check = subprocess.run(["ssh", *self._options(), "-O", "check", f"{self.user}@{self.host}"],
-                               capture_output=True, timeout=10)
-        return check.returncode == 0
+    def _master_listening(self) -> bool:
+        """A socket file alone proves nothing: a master that died leaves it behind, and ssh would then
+        quietly open one connection per command."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.control_path))
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def ensure_master(self) -> None:
         """Start the shared master once; a lock keeps concurrent tasks from starting several."""
-        if self.control_path.exists():
+        if self._master_listening():
             return
         with open(f"{self.control_path}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.control_path.exists():
+            if self._master_listening():
                 return
+            self.control_path.unlink(missing_ok=True)  # a dead master's socket
             # -f -N: authenticate, then background; stdio to /dev/null so no caller waits on its pipes
             started = subprocess.run(
                 ["ssh", *self._options(), "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.persist_s}",
@@ -124,13 +133,7 @@ class SshRunner(LocalRunner):
 
     def run(self, command: list[str], stdin: bytes | None = None) -> str:
         self.ensure_master()
-        try:
-            return super().run(command, stdin)
-        except SlurmUnavailable:
-            # a dropped master leaves a dead socket: remove it so the next call connects afresh
-            if not self.master_running():
-                self.control_path.unlink(missing_ok=True)
-            raise
+        return super().run(command, stdin)
 
 
 class CliTransport(SlurmTransport):

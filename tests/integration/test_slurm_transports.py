@@ -303,3 +303,25 @@ def test_rest_refuses_a_server_offering_only_unknown_versions(monkeypatch: pytes
     monkeypatch.setattr(transport, "_call", lambda method, path, body=None: {"paths": {"/slurm/v0.0.99/ping": {}}})
     with pytest.raises(SlurmError, match=r"offers v0\.0\.99; this client speaks v0\.0\.45, .*v0\.0\.38"):
         transport.api_version  # noqa: B018 - reading the property negotiates
+
+
+def test_a_dead_ssh_master_is_replaced_not_bypassed(stack_info: dict[str, Any], tmp_path: Path):
+    """A master killed hard leaves its socket file; ssh would quietly fall back to one login per call."""
+    import os
+    import signal
+
+    transport = build_transport("ssh", stack_info, control_dir=str(tmp_path))
+    transport.jobs()
+    runner = transport.runner
+    check = subprocess.run(["ssh", *runner._options(), "-O", "check", f"{runner.user}@{runner.host}"],
+                           capture_output=True, text=True)
+    first_master = int(re.search(r"pid=(\d+)", check.stderr).group(1))
+    os.kill(first_master, signal.SIGKILL)
+    time.sleep(0.5)
+    assert runner.control_path.exists(), "the killed master left its socket behind"
+    transport.jobs()
+    check = subprocess.run(["ssh", *runner._options(), "-O", "check", f"{runner.user}@{runner.host}"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert int(re.search(r"pid=(\d+)", check.stderr).group(1)) != first_master
+    subprocess.run(["ssh", *runner._options(), "-O", "exit", f"{runner.user}@{runner.host}"], capture_output=True)
