@@ -1,0 +1,30 @@
+"""The catalogue of AI-factory sites (``sites/*.yaml``) and checks of job requests against a site.
+
+Imports without Airflow, mlflow, great_expectations or dvc: specs are checked at DAG parse time.
+"""
+
+from operators.sites.catalogue import (
+    API_VERSION,
+    SITES_DIR,
+    Site,
+    SiteError,
+    format_walltime,
+    load_catalogue,
+    load_site,
+    walltime_seconds,
+)
+from operators.sites.request import account_directive, check_request, gpu_directives
+
+__all__ = [
+    "API_VERSION",
+    "SITES_DIR",
+    "Site",
+    "SiteError",
+    "account_directive",
+    "check_request",
+    "format_walltime",
+    "gpu_directives",
+    "load_catalogue",
+    "load_site",
+    "walltime_seconds",
+]

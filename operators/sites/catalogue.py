@@ -1,0 +1,435 @@
+"""The site catalogue (``sites/<name>.yaml``): what each AI factory offers and how to ask for it.
+
+Strict like the pipeline spec, and more precise: a mistake names the file, the line, the field and
+what is allowed, so a reviewer fixes it without reading this code. Imports no Airflow and no heavy
+library, because specs are checked against their site while the DAG processor parses them.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, NewType, NoReturn, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+API_VERSION = "aifactory/v1"
+SITES_DIR = Path(__file__).resolve().parents[2] / "sites"
+
+Mark = Literal["observed", "unverified", "unknown"]
+CpuArch = Literal["x86_64", "aarch64"]
+GpuStyle = Literal["gres", "gpus-per-node", "gpus-per-task"]
+Runtime = Literal["apptainer", "singularity", "pyxis-enroot", "cscs-container-engine"]
+Method = Literal["ssh", "slurmrestd", "local", "unicore", "firecrest"]
+BillingUnit = Literal["core-hours", "gpu-hours", "node-hours", "none"]
+
+# Read from the YAML text as written: unquoted 24:00:00 is a base-60 integer to YAML 1.1.
+Walltime = NewType("Walltime", str)
+
+MARK_LABELS: dict[str, str] = {"observed": "(obs.)", "unverified": "(?)", "unknown": "unknown"}
+SITE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+NAME_KEY = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # partitions; also safe inside an #SBATCH line
+QOS_KEY = r"^[A-Za-z0-9_-]*(<[a-z_]+>)?[A-Za-z0-9_-]*$"  # acc_<group>: one placeholder per name
+PATH_KEY = r"^[A-Za-z0-9_<>-]+(\.[A-Za-z0-9_<>-]+)*$"  # a dotted field path in `unverified`
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+=,-]+$")  # no shell metacharacters, spaces or newlines
+DIRECTIVE = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.:/@+,-]+)?$")
+NULL_TAG = "tag:yaml.org,2002:null"
+_SCALARS = yaml.constructor.SafeConstructor()
+
+
+class SiteError(ValueError):
+    """A catalogue mistake: ``file:line: field: what is wrong (allowed: ...)``; ``errors`` lists every one."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One GPU node as Slurm schedules it."""
+
+    gpus: int = field(metadata={"min": 0})  # Slurm GPUs: on LUMI a GCD, 8 per node
+    gpu_model: str
+    cpu_arch: CpuArch | None
+    cores: int | None = field(metadata={"min": 1})
+    gpu_memory_gb: int | None = field(default=None, metadata={"min": 1})
+    cpu_model: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """How a job asks for GPUs: ``--gres=gpu:N``, ``--gpus-per-node=N`` or one GPU per task."""
+
+    style: GpuStyle | None
+    constraint: str | None = None  # Jean Zay: -C h100 picks the H100 nodes
+    extra_directives: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Account:
+    """``--account=`` value: ``template`` with ``{project}`` replaced by the project the user names."""
+
+    template: str
+    example: str | None = None
+    pattern: str | None = None  # a regular expression the project must match in full
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class Partition:
+    gpus_per_node: int | None = field(metadata={"min": 0})
+    max_walltime: Walltime | None = None  # absent or null: the site's max_walltime applies
+    max_nodes: int | None = field(default=None, metadata={"min": 1})
+    whole_nodes: bool = False
+    default: bool = False
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Qos:
+    max_walltime: Walltime | None = None
+    partitions: list[str] = field(default_factory=list)  # empty: any partition
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Containers:
+    runtimes: list[Runtime] | None
+    launch: str | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Storage:
+    scratch: str | None
+    scratch_purge_days: int | None = field(default=None, metadata={"min": 1})
+    areas: dict[str, str] = field(default_factory=dict, metadata={"keys": NAME_KEY})
+    object_store: str | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Network:
+    compute_nodes_internet: bool | None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Submission:
+    endpoint: str | None = None
+    connection: str | None = None  # the Airflow connection that submits this way
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Billing:
+    unit: BillingUnit | None
+    per_gpu_hour: float | None = field(default=None, metadata={"min": 0})  # units charged per GPU-hour
+    per_node_hour: float | None = field(default=None, metadata={"min": 0})  # units charged per node-hour
+    energy_accounting: bool | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Site:
+    apiVersion: Literal["aifactory/v1"]  # the YAML key, as in Kubernetes-style files
+    kind: Literal["Site"]
+    name: str
+    title: str
+    centre: str
+    node: Node
+    gpu_request: GpuRequest
+    account: Account
+    partitions: dict[str, Partition] = field(metadata={"keys": NAME_KEY})
+    containers: Containers
+    max_walltime: Walltime | None
+    storage: Storage
+    network: Network
+    submission: dict[Method, Submission] | None
+    billing: Billing
+    slurm_version: str | None
+    ai_factory: str | None = None
+    qos: dict[str, Qos] = field(default_factory=dict, metadata={"keys": QOS_KEY})
+    notes: str = ""
+    unverified: dict[str, Mark] = field(default_factory=dict, metadata={"keys": PATH_KEY})
+    file: Path = field(init=False, default=Path(), repr=False, compare=False)
+    lines: dict[str, int] = field(init=False, default_factory=dict, repr=False, compare=False)
+
+    def mark(self, path: str) -> Mark | None:
+        """How sure the catalogue is of a field: its own marking or its nearest marked parent's."""
+        parts = path.split(".")
+        for end in range(len(parts), 0, -1):
+            found = self.unverified.get(".".join(parts[:end]))
+            if found:
+                return found
+        return None
+
+    def label(self, path: str) -> str:
+        """`` (obs.)``, `` (?)`` or nothing, the markers of ../shared/sites.md, for messages and tables."""
+        found = self.mark(path)
+        return f" {MARK_LABELS[found]}" if found in ("observed", "unverified") else ""
+
+    def caveat(self, path: str) -> str:
+        """`` (unverified)`` or `` (seen only in public job scripts)``: the marker in words, for messages."""
+        words = {"observed": " (seen only in public job scripts)", "unverified": " (unverified)"}
+        return words.get(self.mark(path) or "", "")
+
+    def default_partition(self) -> str | None:
+        return next((name for name, partition in self.partitions.items() if partition.default), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The site as plain data for ``--json`` (the file it came from, not its line table)."""
+        data = {key: value for key, value in asdict(self).items() if key not in ("file", "lines")}
+        return {**data, "file": str(self.file)}
+
+
+def walltime_seconds(text: str) -> int:
+    """Slurm's time formats: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")
+    days, first, second, third = match.groups()
+    if days is None and third is None:  # M or M:S
+        hours, minutes, seconds = 0, int(first), int(second or 0)
+        too_big = seconds > 59
+    else:  # H:M:S, D-H, D-H:M, D-H:M:S
+        hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
+        too_big = minutes > 59 or seconds > 59
+    if too_big:
+        raise ValueError(f"{text!r}: minutes and seconds must be below 60")
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def format_walltime(seconds: int) -> str:
+    """``3 d``, ``24 h``, ``30 min``: how people read limits, in messages and the table."""
+    if seconds >= 2 * 86400 and seconds % 86400 == 0:
+        return f"{seconds // 86400} d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def _describe(hint: Any) -> str:
+    """What a field expects, in words, for error messages."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [_describe(option) for option in get_args(hint) if option is not type(None)]
+        return " or ".join([*options, "null"])
+    if origin is Literal:
+        return "one of " + ", ".join(str(arg) for arg in get_args(hint))
+    if hint is Walltime:
+        return "a Slurm time such as 24:00:00 or 2-00:00:00"
+    if origin is list:
+        return f"a list of {_describe(get_args(hint)[0]).removeprefix('a ')}"
+    if origin is dict or is_dataclass(hint):
+        return "a mapping"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(hint, str(hint))
+
+
+def _kind_of(value: Any) -> str:
+    names = {bool: "true/false", int: "a whole number", float: "a number", str: "text"}
+    return names.get(type(value), type(value).__name__)
+
+
+class _Reader:
+    """Builds dataclasses from YAML nodes, keeping each field's line and every null it met."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.lines: dict[str, int] = {}
+        self.nulls: list[str] = []
+
+    def fail(self, node: yaml.Node, where: str, message: str) -> NoReturn:
+        raise SiteError(f"{self.file}:{node.start_mark.line + 1}: {where}: {message}")
+
+    def read(self, hint: Any, node: yaml.Node, where: str, meta: Any, expected: str = "") -> Any:
+        """The value of one field; ``expected`` describes the declared type (``... or null``)."""
+        self.lines.setdefault(where, node.start_mark.line + 1)  # mapping entries keep their key's line
+        expected = expected or _describe(hint)
+        origin = get_origin(hint)
+        if origin in (Union, types.UnionType):
+            if node.tag == NULL_TAG:
+                self.nulls.append(where)
+                return None
+            (inner,) = [option for option in get_args(hint) if option is not type(None)]
+            return self.read(inner, node, where, meta, expected)
+        if node.tag == NULL_TAG:
+            self.fail(node, where, f"must not be null (expected {expected})")
+        if is_dataclass(hint):
+            return self.read_record(hint, node, where)
+        if origin is dict:
+            return self.read_mapping(hint, node, where, meta)
+        if origin is list:
+            if not isinstance(node, yaml.SequenceNode):
+                self.fail(node, where, f"expected {expected}")
+            (item,) = get_args(hint)
+            return [self.read(item, child, f"{where}.{index}", {}) for index, child in enumerate(node.value)]
+        if not isinstance(node, yaml.ScalarNode):
+            got = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+            self.fail(node, where, f"expected {expected}, got {got}")
+        if hint is Walltime:
+            try:
+                walltime_seconds(node.value)
+            except ValueError as error:
+                self.fail(node, where, str(error))
+            return node.value
+        value = _SCALARS.construct_object(node)
+        if origin is Literal:
+            if value not in get_args(hint):
+                self.fail(node, where, f"{value!r} is not allowed (allowed: {', '.join(get_args(hint))})")
+            return value
+        wanted = (int, float) if hint is float else hint
+        if not isinstance(value, wanted) or (isinstance(value, bool) and hint is not bool):
+            self.fail(node, where, f"expected {expected}, got {_kind_of(value)} {value!r}")
+        minimum = meta.get("min") if meta else None
+        if minimum is not None and value < minimum:
+            self.fail(node, where, f"{value!r} must be {'a whole number' if hint is int else 'a number'} "
+                                   f">= {minimum}")
+        return value
+
+    def read_mapping(self, hint: Any, node: yaml.Node, where: str, meta: Any) -> dict[str, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, where, "expected a mapping")
+        key_hint, value_hint = get_args(hint)
+        pattern = meta.get("keys") if meta else None
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.read_key(key_node, where, result)
+            path = f"{where}.{key}"
+            if get_origin(key_hint) is Literal and key not in get_args(key_hint):
+                self.fail(key_node, path, f"{key!r} is not allowed (allowed: {', '.join(get_args(key_hint))})")
+            if pattern and not re.match(pattern, key):
+                self.fail(key_node, path, f"{key!r} is not a valid name (must match {pattern})")
+            self.lines[path] = key_node.start_mark.line + 1
+            result[key] = self.read(value_hint, value_node, path, {})
+        return result
+
+    def read_key(self, key_node: yaml.Node, where: str, seen: dict[str, Any]) -> str:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:merge":
+            self.fail(key_node, where or "site", "YAML merge keys (<<) are not supported: write the fields out")
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+            shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
+            self.fail(key_node, where or "site", f"keys must be text, got {shown!r}")
+        key = key_node.value
+        if key in seen:
+            self.fail(key_node, f"{where}.{key}" if where else key, "given twice")
+        return key
+
+    def read_record(self, cls: Any, node: yaml.Node, where: str) -> Any:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, where or "site", "expected a mapping")
+        hints = get_type_hints(cls)
+        known: dict[str, Field[Any]] = {spec.name: spec for spec in fields(cls) if spec.init}
+        values: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.read_key(key_node, where, values)
+            path = f"{where}.{key}" if where else key
+            if key not in known:
+                self.fail(key_node, path, f"unknown field (allowed: {', '.join(sorted(known))})")
+            self.lines[path] = key_node.start_mark.line + 1
+            values[key] = self.read(hints[key], value_node, path, known[key].metadata)
+        for name, spec in known.items():
+            if name not in values and spec.default is MISSING and spec.default_factory is MISSING:
+                path = f"{where}.{name}" if where else name
+                nullable = type(None) in get_args(hints[name])
+                advice = "; write null and mark it unknown if nobody knows it" if nullable else ""
+                line = self.lines.get(where, node.start_mark.line + 1)  # the line of the parent's key
+                raise SiteError(f"{self.file}:{line}: {path}: required field is missing "
+                                f"(expected {_describe(hints[name])}{advice})")
+        return cls(**values)
+
+
+def load_site(name_or_path: str | Path, directory: Path = SITES_DIR) -> Site:
+    """One site by name (``jupiter``, from ``directory``) or by file path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and SITE_NAME.match(str(name_or_path)):
+        path = directory / f"{name_or_path}.yaml"
+        if not path.exists():
+            known = ", ".join(sorted(file.stem for file in directory.glob("*.yaml")))
+            raise SiteError(f"no site {str(name_or_path)!r} in {directory} (known: {known})")
+    reader = _Reader(path)
+    try:
+        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        raise SiteError(f"{path}: not valid YAML: {error}") from None
+    except OSError as error:
+        raise SiteError(f"{path}: cannot read: {error.strerror}") from None
+    if root is None:
+        raise SiteError(f"{path}:1: site: the file is empty (expected apiVersion: {API_VERSION}, kind: Site, ...)")
+    site = reader.read_record(Site, root, "")
+    _check_consistency(site, reader, path)
+    object.__setattr__(site, "file", path)
+    object.__setattr__(site, "lines", reader.lines)
+    return site
+
+
+def load_catalogue(directory: Path = SITES_DIR) -> dict[str, Site]:
+    """Every ``*.yaml`` in ``directory`` by name, local first; one SiteError lists every bad file."""
+    sites: dict[str, Site] = {}
+    errors: list[str] = []
+    for path in sorted(directory.glob("*.yaml"), key=lambda path: (path.stem != "local", path.stem)):
+        try:
+            sites[path.stem] = load_site(path)
+        except SiteError as error:
+            errors.extend(error.errors)
+    if errors:
+        raise SiteError("\n".join(errors), errors)
+    if not sites:
+        raise SiteError(f"{directory}: no site files (*.yaml)")
+    return sites
+
+
+def _check_consistency(site: Site, reader: _Reader, path: Path) -> None:
+    """What types cannot say: names match, markings point at real fields, nulls are marked unknown."""
+
+    def fail(where: str, message: str) -> NoReturn:
+        raise SiteError(f"{path}:{reader.lines.get(where, 1)}: {where}: {message}")
+
+    if site.name != path.stem:
+        fail("name", f"{site.name!r} must match the file name {path.stem!r}")
+    for where, marking in site.unverified.items():
+        key = f"unverified.{where}"
+        if where not in reader.lines or where.startswith("unverified"):
+            fail(key, f"marks a field that the file does not have ({where!r})")
+        if marking == "unknown" and where not in reader.nulls:
+            fail(key, f"'unknown' is only for null values; {where} has a value (use 'unverified' or 'observed')")
+    for where in reader.nulls:
+        if site.unverified.get(where) != "unknown":
+            fail(where, f"null means nobody knows the value: list it in 'unverified' as `{where}: unknown` "
+                        "(or give the value)")
+    defaults = [name for name, partition in site.partitions.items() if partition.default]
+    if len(defaults) > 1:
+        fail(f"partitions.{defaults[1]}.default", f"only one partition can be the default ({', '.join(defaults)})")
+    for name, partition in site.partitions.items():
+        if partition.gpus_per_node is not None and partition.gpus_per_node > site.node.gpus:
+            fail(f"partitions.{name}.gpus_per_node",
+                 f"{partition.gpus_per_node} is more than node.gpus ({site.node.gpus})")
+    for name, qos in site.qos.items():
+        for index, partition_name in enumerate(qos.partitions):
+            if partition_name not in site.partitions:
+                fail(f"qos.{name}.partitions.{index}", f"{partition_name!r} is not a partition of this site "
+                                                       f"(allowed: {', '.join(sorted(site.partitions))})")
+    template = site.account.template
+    if "{project}" not in template or not SAFE_VALUE.match(template.replace("{project}", "x")):
+        fail("account.template", f"{template!r} must contain {{project}} and otherwise only letters, digits "
+                                 "and _.:/@+=,- (it becomes --account=...)")
+    if site.account.pattern is not None:
+        try:
+            re.compile(site.account.pattern)
+        except re.error as error:
+            fail("account.pattern", f"{site.account.pattern!r} is not a regular expression: {error}")
+    for where, value in (("account.default", site.account.default),
+                         ("gpu_request.constraint", site.gpu_request.constraint)):
+        if value is not None and not SAFE_VALUE.match(value):
+            fail(where, f"{value!r} is not allowed (letters, digits and _.:/@+=,- only)")
+    for index, directive in enumerate(site.gpu_request.extra_directives):
+        if not DIRECTIVE.match(directive):
+            fail(f"gpu_request.extra_directives.{index}", f"{directive!r} must look like --option or "
+                                                          "--option=value (no spaces or shell characters)")
+    if not SITE_NAME.match(site.name):
+        fail("name", f"{site.name!r} must match {SITE_NAME.pattern}")
