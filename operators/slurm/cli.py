@@ -8,12 +8,16 @@ triggerer on this host share its control socket, so the site sees one login, not
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import fcntl
 import hashlib
 import io
+import math
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import tarfile
@@ -56,11 +60,42 @@ class LocalRunner:
         return command
 
     def run(self, command: list[str], stdin: bytes | None = None) -> str:
+        argv = self.argv(command)
+        # its own session: on a timeout the whole group goes (runuser's child too), not just the leader
+        with subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as process:
+            try:
+                stdout, stderr = process.communicate(stdin, timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                self._kill_group(process.pid)
+                raise self._timed_out(command) from None
+        return self._checked(command, subprocess.CompletedProcess(argv, process.returncode, stdout, stderr))
+
+    async def arun(self, command: list[str], stdin: bytes | None = None) -> str:
+        """``run`` as a native asyncio subprocess: the triggerer's loop never waits on a command."""
+        argv = self.argv(command)
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
-            done = subprocess.run(self.argv(command), input=stdin, capture_output=True, timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise SlurmUnavailable(f"{command[0]}: no answer in {self.timeout_s:.0f} s (timed out)") from None
-        return self._checked(command, done)
+            stdout, stderr = await asyncio.wait_for(process.communicate(stdin), self.timeout_s)
+        except (TimeoutError, asyncio.CancelledError) as stopped:
+            self._kill_group(process.pid)
+            if isinstance(stopped, asyncio.CancelledError):
+                raise
+            with contextlib.suppress(TimeoutError):  # a moment to reap it; an SSH master may keep the pipes
+                await asyncio.wait_for(process.wait(), 2)
+            raise self._timed_out(command) from None
+        return self._checked(command, subprocess.CompletedProcess(argv, process.returncode or 0, stdout, stderr))
+
+    def _timed_out(self, command: list[str]) -> SlurmUnavailable:
+        return SlurmUnavailable(f"{command[0]}: no answer in {self.timeout_s:.0f} s (timed out)")
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        """Nobody waits for the pipes afterwards: an SSH master may hold them until the remote end exits."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
     @staticmethod
     def _checked(command: list[str], done: subprocess.CompletedProcess) -> str:
@@ -128,12 +163,20 @@ class SshRunner(LocalRunner):
                 raise error(f"ssh {self.user}@{self.host}:{self.port}: {message}")
 
     def argv(self, command: list[str]) -> list[str]:
+        """The remote end stops itself at our timeout: no hung command piles up on the login node, and
+        the master (which holds our pipes) lets go of them."""
+        limited = ["timeout", "-k", "2", str(math.ceil(self.timeout_s)), *command]
         return ["ssh", *self._options(), "-o", "ControlMaster=no", f"{self.user}@{self.host}", "--",
-                shlex.join(command)]
+                shlex.join(limited)]
 
     def run(self, command: list[str], stdin: bytes | None = None) -> str:
         self.ensure_master()
         return super().run(command, stdin)
+
+    async def arun(self, command: list[str], stdin: bytes | None = None) -> str:
+        if not self._master_listening():  # rare: only the first call, or after the master died
+            await asyncio.to_thread(self.ensure_master)
+        return await super().arun(command, stdin)
 
 
 class CliTransport(SlurmTransport):
@@ -154,39 +197,54 @@ class CliTransport(SlurmTransport):
         answer = self.runner.run(["sbatch", "--parsable"], stdin=script.encode())
         return int(answer.strip().split(";")[0])
 
-    def jobs(self) -> dict[int, JobStatus]:
+    def _jobs_command(self) -> list[str]:
         fields = ",".join(f"{name}:|" for name in SQUEUE_FIELDS)
         command = ["squeue", "--noheader", "--states=all", f"--Format={fields}"]
-        if self.user:
-            command.append(f"--user={self.user}")
-        statuses = {}
-        for line in self.runner.run(command).splitlines():
-            parts = line.removesuffix("|").split("|", len(SQUEUE_FIELDS) - 1)
-            if len(parts) < len(SQUEUE_FIELDS) or not parts[0].strip().isdigit():
-                continue  # array and heterogeneous job rows (12_3, 12+1) are not ours
-            job_id, state, reason, start, restarts, workdir, comment = (part.strip() for part in parts)
-            statuses[int(job_id)] = JobStatus(
-                int(job_id), state.split()[0], None, "" if reason == "None" else reason,
-                None if start in ("N/A", "Unknown", "") else start, int(restarts or 0),
-                "" if comment == "(null)" else comment, workdir)
-        return statuses
+        return [*command, f"--user={self.user}"] if self.user else command
+
+    def jobs(self) -> dict[int, JobStatus]:
+        return parse_squeue(self.runner.run(self._jobs_command()))
+
+    async def async_jobs(self) -> dict[int, JobStatus]:
+        return parse_squeue(await self.runner.arun(self._jobs_command()))
+
+    def _accounting_command(self, job_ids: Collection[int], since: datetime | None) -> list[str]:
+        start = (since or default_since()).strftime("%Y-%m-%dT%H:%M:%S")
+        return ["sacct", "--noheader", "--parsable2", f"--starttime={start}",
+                f"--jobs={','.join(str(job_id) for job_id in job_ids)}", f"--format={','.join(SACCT_FIELDS)}"]
 
     def accounting(self, job_ids: Collection[int], since: datetime | None = None) -> dict[int, JobAccounting]:
-        if not job_ids:
-            return {}
-        start = (since or default_since()).strftime("%Y-%m-%dT%H:%M:%S")
-        output = self.runner.run(["sacct", "--noheader", "--parsable2", f"--starttime={start}",
-                                  f"--jobs={','.join(str(job_id) for job_id in job_ids)}",
-                                  f"--format={','.join(SACCT_FIELDS)}"])
-        return parse_sacct(output)
+        return parse_sacct(self.runner.run(self._accounting_command(job_ids, since))) if job_ids else {}
+
+    async def async_accounting(self, job_ids: Collection[int],
+                               since: datetime | None = None) -> dict[int, JobAccounting]:
+        return parse_sacct(await self.runner.arun(self._accounting_command(job_ids, since))) if job_ids else {}
 
     def cancel(self, job_id: int) -> None:
         self.runner.run(["scancel", str(job_id)])
+
+    async def async_cancel(self, job_id: int) -> None:
+        await self.runner.arun(["scancel", str(job_id)])
 
     def describe(self) -> str:
         version = self.runner.run(["sinfo", "--version"]).strip()
         partitions = self.runner.run(["sinfo", "--noheader", "--format=%R"]).split()
         return f"{version} via {self.kind} commands; partitions: {', '.join(partitions)}"
+
+
+def parse_squeue(output: str) -> dict[int, JobStatus]:
+    """``squeue --Format`` rows, ``|``-separated with the free-text Comment last."""
+    statuses = {}
+    for line in output.splitlines():
+        parts = line.removesuffix("|").split("|", len(SQUEUE_FIELDS) - 1)
+        if len(parts) < len(SQUEUE_FIELDS) or not parts[0].strip().isdigit():
+            continue  # array and heterogeneous job rows (12_3, 12+1) are not ours
+        job_id, state, reason, start, restarts, workdir, comment = (part.strip() for part in parts)
+        statuses[int(job_id)] = JobStatus(
+            int(job_id), state.split()[0], None, "" if reason == "None" else reason,
+            None if start in ("N/A", "Unknown", "") else start, int(restarts or 0),
+            "" if comment == "(null)" else comment, workdir)
+    return statuses
 
 
 def _exit_code(text: str) -> int | None:
@@ -254,25 +312,38 @@ class SshTransport(CliTransport):
     def remove(self, path: str) -> None:
         self.runner.run(["rm", "-f", "--", path])
 
+    async def async_remove(self, path: str) -> None:
+        await self.runner.arun(["rm", "-f", "--", path])
+
     def tail(self, path: str, nbytes: int) -> bytes:
         return base64.b64decode(self.runner.run(["sh", "-c", f'tail -c {int(nbytes)} -- "$1" 2>/dev/null | base64 -w0',
                                                  "tail", path]).strip() or b"")
 
-    def read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
+    @staticmethod
+    def _read_logs_command(requests: Mapping[int, tuple[str, int]]) -> list[str]:
         """All logs in one remote command: ``tail -c +offset`` of each, base64 framed."""
-        if not requests:
-            return {}
         script = ('while [ $# -gt 0 ]; do printf "%s " "$1"; '
                   f'tail -c +"$(($3 + 1))" -- "$2" 2>/dev/null | head -c {LOG_READ_LIMIT} | base64 -w0; '
                   'echo; shift 3; done')
         arguments = [str(part) for job_id, (path, offset) in requests.items() for part in (job_id, path, offset)]
-        output = self.runner.run(["sh", "-c", script, "read-logs", *arguments])
+        return ["sh", "-c", script, "read-logs", *arguments]
+
+    @staticmethod
+    def _parse_log_chunks(output: str) -> dict[int, bytes]:
         chunks: dict[int, bytes] = {}
         for line in output.splitlines():
             job_id, _, encoded = line.partition(" ")
             if job_id.isdigit():
                 chunks[int(job_id)] = base64.b64decode(encoded) if encoded else b""
         return chunks
+
+    def read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
+        return self._parse_log_chunks(self.runner.run(self._read_logs_command(requests))) if requests else {}
+
+    async def async_read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
+        if not requests:
+            return {}
+        return self._parse_log_chunks(await self.runner.arun(self._read_logs_command(requests)))
 
     def describe(self) -> str:
         return f"{super().describe()} on {self.ssh.user}@{self.ssh.host}:{self.ssh.port}"

@@ -18,9 +18,10 @@ from operators.links import StoredLink
 from operators.slurm.breaker import CircuitBreaker
 from operators.slurm.hooks import SlurmHook
 from operators.slurm.model import JobAccounting, SlurmUnavailable
+from operators.slurm.reconciler import TaskIdentity
 from operators.slurm.script import BatchJob, env_file_text, render
 from operators.slurm.transport import SlurmTransport
-from operators.slurm.triggers import SlurmJobTrigger
+from operators.slurm.triggers import SlurmJobTrigger, SlurmReconcileTrigger
 from operators.slurm.watcher import ClusterWatcher, PollSettings
 
 LOG_TAIL_BYTES = 8192
@@ -118,7 +119,7 @@ class SlurmJobOperator(BaseOperator):
     @staticmethod
     def task_identity(ti) -> str:
         """Deterministic per task and map index, the same for every try: how a retry finds its job."""
-        return f"airflow:{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
+        return str(TaskIdentity(ti.dag_id, ti.run_id, ti.task_id, ti.map_index))
 
     # ------------------------------------------------------------------ task semantics
     def execute(self, context: Context) -> Any:
@@ -273,3 +274,28 @@ class SlurmJobOperator(BaseOperator):
             transport, job_id = self._submitted
             self.log.info("Task killed: cancelling Slurm job %s", job_id)
             transport.cancel(job_id)
+
+
+class SlurmJobReconcilerOperator(BaseOperator):
+    """Keeps a ``SlurmReconcileTrigger`` running for one cluster: the task defers at once and ends
+    after ``run_for_s`` with the jobs it cancelled; a continuous DAG starts it again."""
+
+    ui_color = "#f0e0d6"
+
+    def __init__(self, *, slurm_conn_id: str = SlurmHook.default_conn_name, check_interval_s: float = 10.0,
+                 run_for_s: float = 3600.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.slurm_conn_id = slurm_conn_id
+        self.check_interval_s = check_interval_s
+        self.run_for_s = run_for_s
+
+    def execute(self, context: Context) -> None:
+        self.defer(trigger=SlurmReconcileTrigger(self.slurm_conn_id, self.check_interval_s, self.run_for_s),
+                   method_name="execute_complete")
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+        for job in event["cancelled"]:
+            self.log.warning("Cancelled Slurm job %s: task %s was %s", job["job_id"], job["task"], job["task_state"])
+        self.log.info("%d orphaned Slurm job(s) cancelled on %s in %.0f s", len(event["cancelled"]),
+                      self.slurm_conn_id, event["ran_for_s"])
+        return event["cancelled"]

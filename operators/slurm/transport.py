@@ -8,6 +8,7 @@ watcher per cluster serve any number of deferred tasks.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
@@ -61,6 +62,24 @@ class SlurmTransport(ABC):
         """The ended job's record; None while accounting has not written it."""
         record = self.accounting([job_id], since).get(job_id)
         return record if record is not None and record.state not in ("PENDING", "RUNNING", "REQUEUED") else None
+
+    # The triggerer's waits. Transports whose calls are subprocesses or sockets override these with
+    # native asyncio; the rest (a C library, local file reads) run in a worker thread, never on the loop.
+    async def async_jobs(self) -> dict[int, JobStatus]:
+        return await asyncio.to_thread(self.jobs)
+
+    async def async_accounting(self, job_ids: Collection[int],
+                               since: datetime | None = None) -> dict[int, JobAccounting]:
+        return await asyncio.to_thread(self.accounting, job_ids, since)
+
+    async def async_read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
+        return await asyncio.to_thread(self.read_logs, requests)
+
+    async def async_cancel(self, job_id: int) -> None:
+        await asyncio.to_thread(self.cancel, job_id)
+
+    async def async_remove(self, path: str) -> None:
+        await asyncio.to_thread(self.remove, path)
 
     # Files: on a cluster that shares its file system with the worker (a login node, the local factory)
     # they are written directly; the SSH transport overrides both methods.

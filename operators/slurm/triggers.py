@@ -10,9 +10,17 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from operators.slurm.breaker import ControllerUnreachable
-from operators.slurm.model import JobStatus
+from operators.slurm.model import JobStatus, SlurmError
+from operators.slurm.reconciler import orphaned_jobs
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
+
+
+def connection_transport(conn_id: str) -> SlurmTransport:
+    """Read in the trigger's own task (a worker thread), where the triggerer serves connections."""
+    from operators.slurm.hooks import SlurmHook
+
+    return SlurmHook(conn_id).get_transport()
 
 
 def describe_wait(status: JobStatus) -> str:
@@ -57,15 +65,9 @@ class SlurmJobTrigger(BaseTrigger):
             "unreachable_limit_s": self.unreachable_limit_s, "env_file": self.env_file, "log_path": self.log_path,
             "requeue": self.requeue, "max_restarts": self.max_restarts, "submitted_at": self.submitted_at})
 
-    def _transport(self) -> SlurmTransport:
-        from operators.slurm.hooks import SlurmHook
-
-        return SlurmHook(self.conn_id).get_transport()
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)
-        # the connection is read in the trigger's own task, where the triggerer serves it
-        transport = await asyncio.to_thread(self._transport)
+        transport = await asyncio.to_thread(connection_transport, self.conn_id)
         watcher = ClusterWatcher.for_cluster(self.conn_id, lambda: transport, settings)
         since = datetime.fromisoformat(self.submitted_at) if self.submitted_at else None
         watch = Watch(self.job_id, self.requeue, self.log_path, since=since)
@@ -78,7 +80,7 @@ class SlurmJobTrigger(BaseTrigger):
                     if update.status.state != "RUNNING" or update.status.restarts:
                         self.log.info("%s", describe_wait(update.status))
                     if update.status.restarts > self.max_restarts and self.requeue:
-                        await asyncio.to_thread(transport.cancel, self.job_id)
+                        await transport.async_cancel(self.job_id)
                         yield TriggerEvent({"job_id": self.job_id, "state": "RESTART_LIMIT",
                                             "error": f"requeued {update.status.restarts} times, "
                                                      f"more than max_restarts={self.max_restarts}"})
@@ -95,7 +97,69 @@ class SlurmJobTrigger(BaseTrigger):
         """A user marked the task failed or succeeded, or cleared it: cancel the job. Airflow does
         not call this on a triggerer restart or redistribution, so those leave the job running."""
         self.log.info("Task killed by a user: cancelling Slurm job %s", self.job_id)
-        transport = await asyncio.to_thread(self._transport)
-        await asyncio.to_thread(transport.cancel, self.job_id)
+        transport = await asyncio.to_thread(connection_transport, self.conn_id)
+        await transport.async_cancel(self.job_id)
         if self.env_file:  # a job cancelled before it started never read (and removed) its credentials
-            await asyncio.to_thread(transport.remove, self.env_file)
+            await transport.async_remove(self.env_file)
+
+
+class SlurmReconcileTrigger(BaseTrigger):
+    """Cancels jobs whose Airflow task has ended: the safety net for a task marked failed, or a run
+    cancelled, while no triggerer ran its ``SlurmJobTrigger`` (see ``operators.slurm.reconciler``).
+
+    It reads the cluster's ``ClusterWatcher`` answers, so it adds no status call while tasks are
+    watched; with nothing watched it asks every ``check_interval_s``. It ends after ``run_for_s``
+    with the list of what it cancelled, and its continuous DAG starts the next one.
+    """
+
+    def __init__(self, conn_id: str, check_interval_s: float = 10.0, run_for_s: float = 3600.0,
+                 poll_interval_s: float = 2.0) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.check_interval_s = check_interval_s
+        self.run_for_s = run_for_s
+        self.poll_interval_s = poll_interval_s
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("operators.slurm.triggers.SlurmReconcileTrigger", {
+            "conn_id": self.conn_id, "check_interval_s": self.check_interval_s, "run_for_s": self.run_for_s,
+            "poll_interval_s": self.poll_interval_s})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from asgiref.sync import sync_to_async
+
+        transport = await asyncio.to_thread(connection_transport, self.conn_id)
+        watcher = ClusterWatcher.for_cluster(self.conn_id, lambda: transport,
+                                             PollSettings(interval_s=self.poll_interval_s))
+        cancelled: list[dict[str, Any]] = []
+        find_orphans = sync_to_async(orphaned_jobs)  # Airflow's task states come through the triggerer's API client
+        try:
+            async with asyncio.timeout(self.run_for_s):
+                while True:
+                    try:
+                        async for snapshot in watcher.snapshots(self.check_interval_s):
+                            for job, task_state in await find_orphans(snapshot.values(), airflow_task_states):
+                                cancelled.append(await self._cancel(transport, job, task_state))
+                    except Exception as error:  # an unreachable controller or API: keep the net up
+                        self.log.warning("Slurm job reconciler: %s; trying again in %.0f s", error,
+                                         self.check_interval_s)
+                        await asyncio.sleep(self.check_interval_s)
+        except TimeoutError:
+            pass
+        yield TriggerEvent({"conn_id": self.conn_id, "cancelled": cancelled, "ran_for_s": self.run_for_s})
+
+    async def _cancel(self, transport: SlurmTransport, job: JobStatus, task_state: str) -> dict[str, Any]:
+        self.log.warning("Cancelling Slurm job %s (%s): its task is %s in Airflow", job.job_id, job.comment,
+                         task_state)
+        try:
+            await transport.async_cancel(job.job_id)
+        except SlurmError as error:  # it ended meanwhile
+            self.log.info("Slurm job %s: %s", job.job_id, error)
+        return {"job_id": job.job_id, "task": job.comment, "task_state": task_state}
+
+
+def airflow_task_states(dag_id: str, run_ids: list[str], task_ids: list[str]) -> dict[str, dict[str, str | None]]:
+    """Task instance states from Airflow's execution API (what the triggerer may ask)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    return RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=run_ids, task_ids=task_ids)

@@ -8,12 +8,14 @@ logs. Each watch receives updates: status changes (pending reason, expected star
 and the final status.
 
 The interval adapts to the controller: at least ten times the last answer time, and a
-per-cluster budget caps status calls per minute. No call blocks the event loop (threads).
+per-cluster budget caps status calls per minute. No call blocks the event loop: the command-line and
+SSH transports run ``squeue``/``sacct``/``ssh`` as asyncio subprocesses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -81,6 +83,9 @@ class ClusterWatcher:
         self.breaker = CircuitBreaker(self.settings.unreachable_limit_s, self.settings.interval_s,
                                       self.settings.max_interval_s)
         self._watches: dict[int, list[Watch]] = {}
+        self._listeners: list[asyncio.Queue[dict[int, JobStatus] | BaseException]] = []
+        self._idle_interval_s = self.settings.max_interval_s
+        self._wake = asyncio.Event()  # a first watch ends an idle pause at once
         self._task: asyncio.Task | None = None
         self._transport: SlurmTransport | None = None
 
@@ -96,9 +101,10 @@ class ClusterWatcher:
 
     async def watch(self, watch: Watch) -> AsyncIterator[Update]:
         """Updates of one job until (and including) its final status."""
+        if not self._watches:
+            self._wake.set()
         self._watches.setdefault(watch.job_id, []).append(watch)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._guarded_poll_loop())
+        self._ensure_polling()
         try:
             while True:
                 update = await watch.updates.get()
@@ -114,6 +120,26 @@ class ClusterWatcher:
             if not watches:
                 self._watches.pop(watch.job_id, None)
 
+    async def snapshots(self, idle_interval_s: float) -> AsyncIterator[dict[int, JobStatus]]:
+        """Every answer of ``jobs()``, for a reconciler: it rides on the watches' calls, and while
+        nothing is watched the loop polls only every ``idle_interval_s``."""
+        latest: asyncio.Queue[dict[int, JobStatus] | BaseException] = asyncio.Queue(maxsize=1)
+        self._listeners.append(latest)
+        self._idle_interval_s = idle_interval_s
+        self._ensure_polling()
+        try:
+            while True:
+                snapshot = await latest.get()
+                if isinstance(snapshot, BaseException):
+                    raise snapshot
+                yield snapshot
+        finally:
+            self._listeners.remove(latest)
+
+    def _ensure_polling(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._guarded_poll_loop())
+
     async def wait(self, job_id: int, requeue: bool = False) -> JobStatus:
         """Until the job has ended: its final status."""
         async for update in self.watch(Watch(job_id, requeue)):
@@ -122,10 +148,10 @@ class ClusterWatcher:
         raise RuntimeError("watch ended without a final status")
 
     async def _call(self, method: str, *args: Any) -> Any:
-        """A transport method in a worker thread: the event loop never waits on Slurm."""
+        """A transport's ``async_`` method: the event loop never waits on Slurm."""
         if self._transport is None:
             self._transport = await asyncio.to_thread(self.transport_factory)
-        return await asyncio.to_thread(getattr(self._transport, method), *args)
+        return await getattr(self._transport, f"async_{method}")(*args)
 
     def _next_interval(self, answer_s: float) -> float:
         settings = self.settings
@@ -147,7 +173,7 @@ class ClusterWatcher:
             self._fail_all(error)
 
     async def _poll_loop(self) -> None:
-        while self._watches:
+        while self._watches or self._listeners:
             began = time.monotonic()
             try:
                 await self._poll_once()
@@ -157,17 +183,26 @@ class ClusterWatcher:
                     pause = self.breaker.failure(error)
                 except ControllerUnreachable as unreachable:
                     self._fail_all(unreachable)
+                    self.breaker = CircuitBreaker(self.settings.unreachable_limit_s, self.settings.interval_s,
+                                                  self.settings.max_interval_s)  # later watches get a full limit
                     return
                 await asyncio.sleep(pause)
                 continue
             self.breaker.success()
-            await asyncio.sleep(self._next_interval(time.monotonic() - began))
+            interval = self._next_interval(time.monotonic() - began)
+            await self._pause(interval if self._watches else max(interval, self._idle_interval_s))
+
+    async def _pause(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _poll_once(self) -> None:
         self.stats.status_calls += 1
         self.stats.recent_calls.append(time.monotonic())
         watched = {job_id: list(watches) for job_id, watches in self._watches.items() if watches}
         statuses: dict[int, JobStatus] = await self._call("jobs")  # watches added meanwhile wait a round
+        self._publish_snapshot(dict(statuses))
         forgotten = [job_id for job_id in watched if job_id not in statuses]
         if forgotten:  # ended more than MinJobAge ago (or the controller restarted): accounting knows
             self.stats.accounting_calls += 1
@@ -198,7 +233,15 @@ class ClusterWatcher:
                 watch.offset += len(chunk)
                 watch.updates.put_nowait(Update("log", text=chunk))
 
+    def _publish_snapshot(self, snapshot: dict[int, JobStatus] | BaseException) -> None:
+        """Listeners get the newest answer; one they have not read yet is replaced, never queued up."""
+        for latest in self._listeners:
+            if latest.full():
+                latest.get_nowait()
+            latest.put_nowait(snapshot)
+
     def _fail_all(self, error: Exception) -> None:
         for watches in self._watches.values():
             for watch in watches:
                 watch.updates.put_nowait(error)
+        self._publish_snapshot(error)
