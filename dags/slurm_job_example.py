@@ -6,22 +6,45 @@ waits in the worker instead of deferring.
 The task defers while the job runs; every deferred Slurm task of a cluster shares one poller in
 the triggerer, which also streams the job's output into the task log. A retry adopts the job an
 earlier try submitted instead of submitting another.
+
+Two more variants exist for fault tests: ``slurm_job_example_requeue`` lets Slurm requeue its job
+once (a second requeue fails the task), and ``slurm_job_example_unreachable`` gives up after 15 s
+without an answer from slurmrestd instead of the default 10 minutes.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pendulum
 from airflow.sdk import DAG, Param
 
 from operators.slurm.operators import SlurmJobOperator
 
-# dag id: (connection, deferrable). The blocking variant holds a worker slot while the job runs:
-# it shows crash safety through the task state store when the worker itself dies.
-VARIANTS = {"slurm_job_example": ("factory_slurm_local", True), "slurm_job_example_cli": ("factory_slurm_cli", True),
-            "slurm_job_example_ssh": ("factory_slurm_ssh", True),
-            "slurm_job_example_blocking": ("factory_slurm_local", False)}
 
-for dag_id, (conn_id, deferrable) in VARIANTS.items():
+@dataclass(frozen=True)
+class Variant:
+    """How one example DAG reaches the cluster and waits for its job; defaults are the operator's own."""
+
+    conn_id: str
+    deferrable: bool = True
+    requeue: bool = False
+    max_restarts: int = 3
+    unreachable_limit_s: float = 600.0
+
+
+VARIANTS = {
+    "slurm_job_example": Variant("factory_slurm_local"),
+    "slurm_job_example_cli": Variant("factory_slurm_cli"),
+    "slurm_job_example_ssh": Variant("factory_slurm_ssh"),
+    # holds a worker slot while the job runs: shows crash safety through the task state store when
+    # the worker itself dies
+    "slurm_job_example_blocking": Variant("factory_slurm_local", deferrable=False),
+    "slurm_job_example_requeue": Variant("factory_slurm_local", requeue=True, max_restarts=1),
+    "slurm_job_example_unreachable": Variant("factory_slurm_local", unreachable_limit_s=15.0),
+}
+
+for dag_id, variant in VARIANTS.items():
     with DAG(
         dag_id=dag_id,
         schedule=None,
@@ -37,11 +60,13 @@ for dag_id, (conn_id, deferrable) in VARIANTS.items():
     ):
         SlurmJobOperator(
             task_id="run_job",
-            slurm_conn_id=conn_id,
+            slurm_conn_id=variant.conn_id,
             commands=[["bash", "-c", "for i in $(seq {{ params.seconds }}); do echo tick $i; sleep 1; done"],
                       ["python3", "-c", "x = bytearray({{ params.allocate_mb }} * 2**20); import time; "
                                         "time.sleep(1 if len(x) else 0)"],
                       ["bash", "-c", "exit {{ params.exit_code }}"]],
             cpus=1, memory="{{ params.memory }}", time_limit="{{ params.time_limit }}", poll_interval_s=1.0,
-            deferrable=deferrable, retries=0 if deferrable else 2, retry_delay=pendulum.duration(seconds=1),
+            requeue=variant.requeue, max_restarts=variant.max_restarts,
+            unreachable_limit_s=variant.unreachable_limit_s, deferrable=variant.deferrable,
+            retries=0 if variant.deferrable else 2, retry_delay=pendulum.duration(seconds=1),
         )
