@@ -3,7 +3,11 @@
 Slurm 22.05 serves v0.0.36-38; 24.11 v0.0.40-42; 25.11 v0.0.44; 26.05 v0.0.45. With
 ``api_version="auto"`` the transport reads ``/openapi/v3`` once and takes the newest version it
 knows. From v0.0.40 numbers come as ``{"set", "number"}`` objects and states as lists; the
-readers below accept both shapes.
+readers below accept both shapes. What a real 24.11 slurmrestd (v0.0.40-42) changed for writers:
+the job description lost ``signal`` (now ``kill_warning_*``) and ``gres`` (now ``tres_per_node``),
+and an unknown field is only a warning, so the job would run without it; the script belongs in the
+job. v0.0.42 answers the cancel of an unknown job with HTTP 200 and the error in ``status``
+(v0.0.40-41 with nothing at all); slurmdbd takes many job ids in one ``/jobs/?step=..`` query.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from operators.slurm.model import (
 from operators.slurm.script import BatchJob
 from operators.slurm.transport import SlurmTransport
 
+ACCOUNTING_BATCH = 100  # job ids per slurmdbd query: keeps the URL short
 SUPPORTED_VERSIONS = ("v0.0.45", "v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.38", "v0.0.37")
 
 
@@ -120,13 +125,38 @@ def rest_job_fields(job: BatchJob) -> dict[str, Any]:
     return fields
 
 
+WARNING_FLAGS = {"B": "BATCH_JOB", "R": "RESERVATION_JOB"}
+
+
+def warning_fields(signal: str) -> dict[str, Any]:
+    """sbatch's ``--signal=[{R|B}:]SIG[@SECONDS]`` as the v0.0.40+ fields that replaced ``signal``."""
+    flags, _, rest = signal.rpartition(":")
+    name, _, seconds = rest.partition("@")
+    if any(flag not in WARNING_FLAGS for flag in flags) or not name or not (seconds or "60").isdigit():
+        raise SlurmError(f"--signal={signal!r}: expected [{{R|B}}:]SIGNAL[@SECONDS], e.g. B:USR2@300")
+    return {"kill_warning_signal": name.removeprefix("SIG"),
+            "kill_warning_delay": {"set": True, "number": int(seconds or 60)},  # sbatch's default: 60 s
+            "kill_warning_flags": [WARNING_FLAGS[flag] for flag in flags]}
+
+
 def _newer_body(fields: dict[str, Any], script: str) -> dict[str, Any]:
-    """v0.0.40+: the script goes inside the job, numbers are objects, environment a list."""
+    """v0.0.40+: the script goes inside the job, numbers are objects, environment a list; ``signal``
+    and ``gres`` are gone from the job description (24.11 ignores them with a warning)."""
     job = dict(fields, script=script)
     job["environment"] = [f"{key}={value}" for key, value in fields["environment"].items()]
     for key in ("memory_per_node", "time_limit"):
         job[key] = {"set": True, "number": fields[key]}
+    if "signal" in job:
+        job.update(warning_fields(job.pop("signal")))
+    if "gres" in job:
+        job["tres_per_node"] = f"gres/{job.pop('gres')}"
     return {"job": job}
+
+
+def ignored_fields(answer: dict[str, Any]) -> list[str]:
+    """Fields slurmrestd dropped from a request: v0.0.40+ only warns ("Ignoring unknown field")."""
+    return [warning.get("source") or warning.get("description", "")
+            for warning in answer.get("warnings", []) if "unknown field" in warning.get("description", "")]
 
 
 class RestTransport(SlurmTransport):
@@ -196,7 +226,14 @@ class RestTransport(SlurmTransport):
             # reaches job steps only (srun/torchrun launchers), not commands run by the batch shell
             fields["signal"] = fields["signal"].removeprefix("B:")
         body = _newer_body(fields, script) if self._newer else {"job": fields, "script": script}
-        return int(self._call("POST", f"/slurm/{self.api_version}/job/submit", body)["job_id"])
+        answer = self._call("POST", f"/slurm/{self.api_version}/job/submit", body)
+        job_id = int(answer["job_id"])
+        if dropped := ignored_fields(answer):  # the job would run without them: take it back and say so
+            with contextlib.suppress(SlurmError):
+                self.cancel(job_id)
+            raise SlurmError(f"slurmrestd {self.api_version} at {self.base_url} ignored {', '.join(dropped)} "
+                             f"of the job description; job {job_id} was cancelled")
+        return job_id
 
     def status(self, job_id: int) -> JobStatus:
         """The controller's view of one job (its exit code is right even on 22.05)."""
@@ -211,8 +248,11 @@ class RestTransport(SlurmTransport):
         return {int(job["job_id"]): _status(job) for job in jobs}
 
     def accounting(self, job_ids: Collection[int], since: datetime | None = None) -> dict[int, JobAccounting]:
-        """slurmdbd's records (REST has no multi-id query before v0.0.40: one call per job, which the
-        watcher only makes for jobs the controller has already forgotten)."""
+        """slurmdbd's records: from v0.0.40 one ``/jobs/?step=..`` query per 100 jobs (the ids alone, as
+        ``sacct -j``: a ``start_time`` with a clock time does not parse); before, one call per job, which
+        the watcher only makes for jobs the controller has already forgotten."""
+        if self._newer:
+            return self._accounting_by_query(sorted(set(job_ids)))
         records = {}
         for job_id in job_ids:
             try:
@@ -223,6 +263,15 @@ class RestTransport(SlurmTransport):
                 continue  # not recorded yet
             if jobs:
                 records[job_id] = accounting_record(jobs[0])
+        return records
+
+    def _accounting_by_query(self, job_ids: list[int]) -> dict[int, JobAccounting]:
+        records: dict[int, JobAccounting] = {}
+        for start in range(0, len(job_ids), ACCOUNTING_BATCH):
+            query = "&".join(f"step={job_id}" for job_id in job_ids[start:start + ACCOUNTING_BATCH])
+            for record in self._call("GET", f"/slurmdb/{self.api_version}/jobs/?{query}").get("jobs", []):
+                if int(record["job_id"]) in job_ids:
+                    records[int(record["job_id"])] = accounting_record(record)
         return records
 
     def final(self, job_id: int, since: datetime | None = None) -> JobAccounting | None:
@@ -236,7 +285,13 @@ class RestTransport(SlurmTransport):
         return JobAccounting(**{**record.as_dict(), "exit_code": controller.exit_code, "restarts": controller.restarts})
 
     def cancel(self, job_id: int) -> None:
-        self._call("DELETE", f"/slurm/{self.api_version}/job/{job_id}")
+        """v0.0.42 answers HTTP 200 with per-job errors in ``status``; v0.0.40-41 say nothing at all."""
+        answer = self._call("DELETE", f"/slurm/{self.api_version}/job/{job_id}")
+        failed = [entry["error"] for entry in answer.get("status", [])
+                  if isinstance(entry.get("error"), dict) and entry["error"].get("code")]
+        if failed:
+            raise SlurmError(f"DELETE /slurm/{self.api_version}/job/{job_id}: "
+                             f"{'; '.join(error.get('message') or error.get('string', '') for error in failed)}")
 
     def diag(self) -> dict[str, Any]:
         return self._call("GET", f"/slurm/{self.api_version}/diag")

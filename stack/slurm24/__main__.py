@@ -1,0 +1,55 @@
+"""``python -m stack.slurm24 up|down|status|purge [--json]``: what ``./factory slurm24`` runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from stack.process import StackError
+from stack.slurm24.cluster import Slurm24
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="factory slurm24",
+                                     description="The second local Slurm cluster: 24.11 in a Debian trixie chroot.")
+    parser.add_argument("action", choices=["up", "down", "status", "purge"],
+                        help="purge: down, then remove the chroot (the next up is a cold one)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    cluster = Slurm24()
+    began = time.monotonic()
+    quiet = (lambda _line: None) if args.json else print
+    try:
+        if args.action == "up":
+            outcomes = cluster.up(progress=quiet)
+            total = time.monotonic() - began
+            if args.json:
+                print(json.dumps({"total_s": round(total, 2), "services": {
+                    o.service: {"seconds": round(o.seconds, 2), "started": o.started} for o in outcomes}}))
+            else:
+                started = sum(o.started for o in outcomes)
+                print(f"slurm24 up in {total:.1f} s ({started} started, {len(outcomes) - started} already running); "
+                      f"clients: {cluster.info_file}")
+            return 0
+        if args.action in ("down", "purge"):
+            stray = cluster.purge() if args.action == "purge" else cluster.down(progress=quiet)
+            for pid in stray or []:
+                print(f"  ended leftover process {pid} in the chroot")
+            print(f"slurm24 {args.action} in {time.monotonic() - began:.1f} s")
+            return 0
+    except StackError as error:
+        print(f"factory slurm24 {args.action}: {error}", file=sys.stderr)
+        return 1
+    rows = cluster.status()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['service']:<12} {row['state']:<10} {row['pid'] or '-':>7}  {row['url'] or row['log']}")
+    return 0 if all(row["state"] == "healthy" for row in rows) else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
