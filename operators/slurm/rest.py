@@ -159,6 +159,24 @@ def ignored_fields(answer: dict[str, Any]) -> list[str]:
             for warning in answer.get("warnings", []) if "unknown field" in warning.get("description", "")]
 
 
+def offered_versions(paths: Collection[str]) -> set[str]:
+    """``v0.0.42`` and its kind from the paths of ``/openapi/v3`` (24.11 writes ``/slurm/v0.0.42/ping/``)."""
+    return set(re.findall(r"/slurm/(v\d+\.\d+\.\d+)/", " ".join(paths)))
+
+
+def cancel_errors(answer: dict[str, Any]) -> list[str]:
+    """v0.0.42's per-job errors of a cancel, which it answers with HTTP 200."""
+    errors = [entry["error"] for entry in answer.get("status", []) if isinstance(entry.get("error"), dict)]
+    return [error.get("message") or error.get("string") or f"error {error['code']}"
+            for error in errors if error.get("code")]
+
+
+def slurm_release(answer: dict[str, Any]) -> str:
+    """The server's release from any answer's ``meta`` (``Slurm`` in v0.0.38, ``slurm`` from v0.0.40)."""
+    meta = answer.get("meta", {})
+    return meta.get("Slurm", meta.get("slurm", {})).get("release", "unknown release")
+
+
 class RestTransport(SlurmTransport):
     kind: ClassVar[str] = "rest"
 
@@ -181,7 +199,7 @@ class RestTransport(SlurmTransport):
 
     def negotiate(self) -> str:
         """The newest version both sides speak, from the paths the server's OpenAPI document lists."""
-        offered = set(re.findall(r"/slurm/(v\d+\.\d+\.\d+)/", " ".join(self._call("GET", "/openapi/v3")["paths"])))
+        offered = offered_versions(self._call("GET", "/openapi/v3")["paths"])
         for version in SUPPORTED_VERSIONS:
             if version in offered:
                 return version
@@ -287,16 +305,12 @@ class RestTransport(SlurmTransport):
     def cancel(self, job_id: int) -> None:
         """v0.0.42 answers HTTP 200 with per-job errors in ``status``; v0.0.40-41 say nothing at all."""
         answer = self._call("DELETE", f"/slurm/{self.api_version}/job/{job_id}")
-        failed = [entry["error"] for entry in answer.get("status", [])
-                  if isinstance(entry.get("error"), dict) and entry["error"].get("code")]
-        if failed:
-            raise SlurmError(f"DELETE /slurm/{self.api_version}/job/{job_id}: "
-                             f"{'; '.join(error.get('message') or error.get('string', '') for error in failed)}")
+        if failed := cancel_errors(answer):
+            raise SlurmError(f"DELETE /slurm/{self.api_version}/job/{job_id}: {'; '.join(failed)}")
 
     def diag(self) -> dict[str, Any]:
         return self._call("GET", f"/slurm/{self.api_version}/diag")
 
     def describe(self) -> str:
-        meta = self._call("GET", f"/slurm/{self.api_version}/ping").get("meta", {})
-        release = meta.get("Slurm", meta.get("slurm", {})).get("release", "unknown release")
+        release = slurm_release(self._call("GET", f"/slurm/{self.api_version}/ping"))
         return f"Slurm {release} via slurmrestd {self.api_version} at {self.base_url}"

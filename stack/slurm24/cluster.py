@@ -115,8 +115,9 @@ class Slurm24:
         return subprocess.run(self.chroot(command, user), input=input_text, capture_output=True, text=True,
                               timeout=timeout_s, env=self._env())
 
-    def checked(self, command: list[str], what: str, **options: object) -> str:
-        result = self.run(command, **options)  # type: ignore[arg-type]
+    def checked(self, command: list[str], what: str, *, input_text: str | None = None,
+                timeout_s: float = 60.0) -> str:
+        result = self.run(command, input_text=input_text, timeout_s=timeout_s)
         if result.returncode != 0:
             raise StackError(f"slurm24: {what} failed ({' '.join(command)}): "
                              f"{(result.stdout + result.stderr).strip()[-2000:]}")
