@@ -211,11 +211,22 @@ class Stack:
             for name in level:
                 if stopped[name]:
                     progress(f"  {name:<22} stopped")
+        self._down_slurm24(progress)
         swept = self.leftovers()
         for pid, _ in swept:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return swept
+
+    def _down_slurm24(self, progress) -> None:
+        """The second cluster (``./factory slurm24``) lives under the same state folder: stop it properly
+        (jobs, daemons, its chroot's mounts) rather than leave its daemons to the sweep."""
+        from stack.slurm24.cluster import Slurm24
+
+        try:
+            Slurm24(self.paths).down(progress=lambda line: progress(f"  slurm24 {line.strip()}"))
+        except StackError as error:
+            progress(f"  {error}")
 
     # ------------------------------------------------------------------ status
     def status(self) -> list[dict[str, object]]:
