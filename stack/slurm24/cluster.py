@@ -344,7 +344,9 @@ class Slurm24:
         self._jwt_key()
         self._ensure_dir(SPOOL, "slurm")
         self._ensure_dir(f"{SPOOL}/ctld", "slurm", 0o700)
-        self._ensure_dir(f"{SPOOL}/d", "root", 0o700)
+        # 0755 as slurmd makes it at start: job users exec their script from a job folder inside, and
+        # ``up`` rewrites this while slurmd runs
+        self._ensure_dir(f"{SPOOL}/d", "root", 0o755)
         self._ensure_dir("/var/log/slurm", "slurm")
 
     def _prepare_munge(self) -> None:
