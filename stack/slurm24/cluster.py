@@ -94,13 +94,19 @@ class Slurm24:
         """A path of the chroot, as seen from the host."""
         return self.root / str(path).lstrip("/")
 
-    def _ids(self, name: str) -> tuple[int, int]:
+    def _user(self, name: str) -> tuple[int, int] | None:
         """uid and gid of a user of the chroot (its own /etc/passwd, not the host's)."""
         for line in self.inside("/etc/passwd").read_text().splitlines():
             fields = line.split(":")
             if fields[0] == name:
                 return int(fields[2]), int(fields[3])
-        raise StackError(f"user {name} does not exist in the chroot {self.root}")
+        return None
+
+    def _ids(self, name: str) -> tuple[int, int]:
+        ids = self._user(name)
+        if ids is None:
+            raise StackError(f"user {name} does not exist in the chroot {self.root}")
+        return ids
 
     def chroot(self, command: list[str], user: str | None = None) -> list[str]:
         """``command`` run inside the chroot (as ``user``, by numeric ids: chroot(8) looks names up outside)."""
@@ -218,14 +224,12 @@ class Slurm24:
         """The job user and slurmrestd's user, with the host's uids: job files cross the bind mount."""
         for name in (JOB_USER, REST_USER):
             host = pwd.getpwnam(name)
-            try:
-                if self._ids(name) == (host.pw_uid, host.pw_gid):
-                    continue
-                raise StackError(f"slurm24: user {name} has ids {self._ids(name)} in the chroot but "
-                                 f"{(host.pw_uid, host.pw_gid)} on the host: remove the chroot {self.root}")
-            except StackError as error:
-                if "does not exist" not in str(error):
-                    raise
+            inside = self._user(name)
+            if inside == (host.pw_uid, host.pw_gid):
+                continue
+            if inside is not None:
+                raise StackError(f"slurm24: user {name} has ids {inside} in the chroot but "
+                                 f"{(host.pw_uid, host.pw_gid)} on the host: ./factory slurm24 purge, then up")
             for kind, number, database in (("group", host.pw_gid, "/etc/group"), ("user", host.pw_uid, "/etc/passwd")):
                 for line in self.inside(database).read_text().splitlines():
                     if line.split(":")[2] == str(number):
