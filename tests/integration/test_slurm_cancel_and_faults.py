@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from operators.slurm.model import SlurmUnavailable
+from operators.slurm.model import TERMINAL_STATES, SlurmUnavailable, parse_duration_s
 from operators.slurm.transport import SlurmTransport
 from stack.airflow_api import FINISHED, AirflowAPI
 from stack.manager import Stack
@@ -211,12 +211,26 @@ def requeue_and_release(job_id: int) -> None:
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, capture_output=True)
 
 
+def wait_for_second_run(job_id: int, log: Path) -> None:
+    """Until the requeued job has run again for 2 s; fails at once, with its log, if it ends instead."""
+    def probe() -> bool | None:
+        job = scontrol_job(job_id)
+        if job.get("JobState") in TERMINAL_STATES:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+            pytest.fail(f"Slurm job {job_id} ended {job['JobState']} (reason {job.get('Reason')}) when it "
+                        f"started again after its requeue; end of {log}:\n{tail}")
+        ran_s = parse_duration_s(job.get("RunTime", "")) or 0
+        return True if job.get("JobState") == "RUNNING" and ran_s >= 2 else None
+
+    wait_for(f"job {job_id} running again after its first requeue", probe, 60, 0.25)
+
+
 def test_a_job_requeued_more_often_than_max_restarts_fails_the_task_and_is_cancelled(airflow, runs):
     run_id = begin(airflow, runs, REQUEUE_DAG, seconds=120)
     job_id = wait_for_watched_job(airflow, REQUEUE_DAG, run_id)
+    workdir = airflow.get(f"{task_path(REQUEUE_DAG, run_id)}/xcomEntries/slurm_job")["value"]["workdir"]
     requeue_and_release(job_id)
-    wait_for(f"job {job_id} running again after its first requeue",
-             lambda: True if scontrol_job(job_id).get("JobState") == "RUNNING" else None, 60, 0.25)
+    wait_for_second_run(job_id, Path(workdir, f"slurm-{job_id}.out"))
     assert scontrol_job(job_id)["Restarts"] == "1"
     assert airflow.get(task_path(REQUEUE_DAG, run_id))["state"] == "deferred", "one requeue is within the limit"
 
@@ -236,7 +250,8 @@ def test_slurmrestd_gone_past_the_unreachable_limit_fails_the_task_and_leaves_th
         stack.supervised("slurmrestd").stop()
         stopped = time.monotonic()
         try:
-            run = airflow.wait_for_run(UNREACHABLE_DAG, run_id, timeout_s=75)
+            # the breaker's pauses double (1, 2, 4, 8, 16 s): it gives up by twice the limit, plus the task's resume
+            run = airflow.wait_for_run(UNREACHABLE_DAG, run_id, timeout_s=4 * UNREACHABLE_LIMIT_S)
         except TimeoutError:
             pytest.fail(f"the task still runs {time.monotonic() - stopped:.0f} s after slurmrestd stopped, "
                         f"with unreachable_limit_s={UNREACHABLE_LIMIT_S}")
