@@ -285,10 +285,11 @@ class RestTransport(SlurmTransport):
 
     def _accounting_by_query(self, job_ids: list[int]) -> dict[int, JobAccounting]:
         records: dict[int, JobAccounting] = {}
+        wanted = set(job_ids)
         for start in range(0, len(job_ids), ACCOUNTING_BATCH):
             query = "&".join(f"step={job_id}" for job_id in job_ids[start:start + ACCOUNTING_BATCH])
             for record in self._call("GET", f"/slurmdb/{self.api_version}/jobs/?{query}").get("jobs", []):
-                if int(record["job_id"]) in job_ids:
+                if int(record["job_id"]) in wanted:
                     records[int(record["job_id"])] = accounting_record(record)
         return records
 
