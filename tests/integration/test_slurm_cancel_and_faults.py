@@ -142,8 +142,12 @@ def begin(airflow: AirflowAPI, runs: list[tuple[str, str]], dag: str, seconds: i
     return run_id
 
 
-def bring_stack_up(stack: Stack) -> None:
-    stack.up(progress=lambda _line: None)
+def start_again(stack: Stack, name: str) -> None:
+    """Start the one service this test stopped and wait until it is healthy. Not a whole ``up``: run while
+    someone restarts the Airflow services, that starts them a second time beside theirs (two triggerers,
+    two api-servers fighting over the port)."""
+    if stack.supervised(name).pid() is None:
+        stack._bring_up(stack.services[name])
 
 
 # ------------------------------------------------------------------------------ cancelling from Airflow
@@ -194,7 +198,7 @@ def test_a_task_marked_failed_while_no_triggerer_ran_still_gets_its_job_cancelle
         assert active_jobs_with_comment(identity(DAG, run_id)) == [job_id]
         airflow.patch(task_path(DAG, run_id), {"new_state": "failed"})
     finally:
-        bring_stack_up(stack)  # never leave the stack without a triggerer
+        start_again(stack, "airflow-triggerer")  # never leave the stack without a triggerer
     assert airflow.get(task_path(DAG, run_id))["state"] == "failed"
     state = wait_for_job_to_end(job_id, 60, "the triggerer came back (the task was marked failed while none ran)")
     assert state == "CANCELLED"
@@ -261,7 +265,7 @@ def test_slurmrestd_gone_past_the_unreachable_limit_fails_the_task_and_leaves_th
         assert f"(limit {UNREACHABLE_LIMIT_S} s)" in log and "no answer from the Slurm controller" in log
         assert sacct_state(job_id) == "RUNNING", "a controller that did not answer is no reason to cancel the job"
     finally:
-        bring_stack_up(stack)
+        start_again(stack, "slurmrestd")
         scancel(job_id)
 
 
