@@ -9,6 +9,7 @@ second ``up`` returns in seconds. A failure names the service and prints its log
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -114,8 +115,19 @@ class Stack:
         return (not service.oneshot and self.supervised(service.name).pid() is not None
                 and service.health() is None)
 
-    def up(self, progress=print) -> list[Outcome]:
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """One up/restart/down at a time across processes: two overlapping ups started services twice."""
         self.paths.ensure()
+        with open(self.paths.run / "stack.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def up(self, progress=print) -> list[Outcome]:
+        with self._exclusive():
+            return self._up(progress)
+
+    def _up(self, progress=print) -> list[Outcome]:
         self.factory.prepare_common()
         already = {name for name, service in self.services.items() if self._is_up(service)}
         needed = {name for name in self.services if name not in already}
@@ -155,9 +167,10 @@ class Stack:
         unknown = sorted(set(names) - set(self.services))
         if unknown:
             raise StackError(f"unknown service(s) {', '.join(unknown)}; services: {', '.join(self.services)}")
-        for name in names:
-            self.supervised(name).stop()
-        return self.up(progress)
+        with self._exclusive():
+            for name in names:
+                self.supervised(name).stop()
+            return self._up(progress)
 
     # ------------------------------------------------------------------ down
     def _cancel_slurm_jobs(self) -> None:
@@ -203,6 +216,10 @@ class Stack:
         return found
 
     def down(self, progress=print) -> list[tuple[int, str]]:
+        with self._exclusive():
+            return self._down(progress)
+
+    def _down(self, progress=print) -> list[tuple[int, str]]:
         self._cancel_slurm_jobs()
         for level in self._stop_order():
             with ThreadPoolExecutor(max_workers=len(level)) as pool:

@@ -36,6 +36,16 @@ class CircuitBreaker:
     def open(self) -> bool:
         return self._failing_since is not None
 
+    @property
+    def down_s(self) -> float:
+        """Seconds since the controller last answered well (0 while it answers)."""
+        return 0.0 if self._failing_since is None else self.clock() - self._failing_since
+
+    def unreachable(self, error: Exception, limit_s: float) -> ControllerUnreachable:
+        return ControllerUnreachable(
+            f"no answer from the Slurm controller for {self.down_s:.0f} s (limit {limit_s:.0f} s); "
+            f"last error: {error}")
+
     def success(self) -> None:
         if self._failing_since is not None:
             log.info("Slurm controller answers again after %.0f s", self.clock() - self._failing_since)
@@ -46,11 +56,8 @@ class CircuitBreaker:
         now = self.clock()
         if self._failing_since is None:
             self._failing_since = now
-        down_s = now - self._failing_since
-        if down_s > self.unreachable_limit_s:
-            raise ControllerUnreachable(
-                f"no answer from the Slurm controller for {down_s:.0f} s (limit {self.unreachable_limit_s:.0f} s); "
-                f"last error: {error}")
+        if now - self._failing_since > self.unreachable_limit_s:
+            raise self.unreachable(error, self.unreachable_limit_s)
         self._pause_s = min(max(self._pause_s * 2, self.first_pause_s), self.max_pause_s)
         log.warning("Slurm controller did not answer (%s); retrying in %.0f s", error, self._pause_s)
         return self._pause_s

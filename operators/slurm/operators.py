@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowException
 from operators.links import StoredLink
 from operators.slurm.breaker import CircuitBreaker
 from operators.slurm.hooks import SlurmHook
-from operators.slurm.model import JobAccounting, SlurmUnavailable
+from operators.slurm.model import JobAccounting, SlurmError, SlurmUnavailable
 from operators.slurm.reconciler import TaskIdentity
 from operators.slurm.script import BatchJob, env_file_text, render
 from operators.slurm.transport import SlurmTransport
@@ -153,10 +153,32 @@ class SlurmJobOperator(BaseOperator):
         self.log.info("Submitted Slurm job %s on %s (workdir %s)", job_id, site.get("cluster"), workdir)
         return self._watch(context, transport, record)
 
+    def _cleared(self, ti: Any) -> bool:
+        """A try a user asked for by clearing the task, not a retry: clearing starts a fresh retry budget,
+        so this try is its first (Airflow's own ``first_try_number = max_tries - retries + 1``)."""
+        return ti.try_number > 1 and ti.try_number == ti.max_tries - (self.retries or 0) + 1
+
+    def _cancel_cleared(self, transport: SlurmTransport, breaker: CircuitBreaker, job_ids: list[int]) -> None:
+        """The earlier try's job belongs to a run the user threw away: never adopt or reuse it."""
+        for job_id in job_ids:
+            self.log.warning("The task was cleared: cancelling Slurm job %s of an earlier try, submitting anew",
+                             job_id)
+            try:
+                breaker.call(lambda job_id=job_id: transport.cancel(job_id))
+            except SlurmError as error:  # it has ended already
+                self.log.info("Slurm job %s: %s", job_id, error)
+
     def _earlier_job(self, context: Context, transport: SlurmTransport, breaker: CircuitBreaker,
                      store: Any) -> Any:
-        """A job an earlier try submitted: adopt it if active, reuse its result if it succeeded."""
+        """A job an earlier try submitted: adopt it if active, reuse its result if it succeeded; after a
+        clear, cancel it and start afresh."""
         record = store.get(STATE_KEY) if store is not None else None
+        if self._cleared(context["ti"]):
+            active = breaker.call(lambda: transport.find_active(self.task_identity(context["ti"])))
+            self._cancel_cleared(transport, breaker, [job.job_id for job in active])
+            if store is not None and record:
+                store.delete(STATE_KEY)
+            return None
         if record:
             status = breaker.call(transport.jobs).get(int(record["job_id"]))
             if status is not None and not status.ended(self.requeue):
@@ -217,7 +239,8 @@ class SlurmJobOperator(BaseOperator):
         trigger = SlurmJobTrigger(self.slurm_conn_id, job_id, self.poll_interval_s, self.unreachable_limit_s,
                                   env_file=f"{record['workdir']}/job.env", log_path=self._log_path(record),
                                   requeue=self.requeue, max_restarts=self.max_restarts,
-                                  submitted_at=record.get("submitted_at"))
+                                  submitted_at=record.get("submitted_at"),
+                                  task_identity=self.task_identity(context["ti"]))
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete")
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)

@@ -62,7 +62,7 @@ def orphaned_jobs(jobs: Iterable[JobStatus], task_states: TaskStates) -> list[tu
     by_dag: dict[str, list[tuple[JobStatus, TaskIdentity]]] = defaultdict(list)
     for job in jobs:
         identity = TaskIdentity.parse(job.comment)
-        if identity is not None and not job.finished:
+        if identity is not None and not job.ended(requeue=True):  # a REQUEUED job comes back: still active
             by_dag[identity.dag_id].append((job, identity))
     orphans = []
     for dag_id, entries in by_dag.items():

@@ -117,8 +117,10 @@ def render(job: BatchJob) -> str:
         'echo "job $SLURM_JOB_ID on $(hostname) as $(id -un), started $(date -Is)"',
     ]
     if job.env_file:
-        # credentials live only until the job has read them
-        lines += [f"set -a; source {shlex.quote(job.env_file)}; set +a; rm -f {shlex.quote(job.env_file)}"]
+        # credentials live only until the job has read them; a requeueable job reads them again when it
+        # restarts, so the operator removes them once the job has ended
+        read = f"set -a; source {shlex.quote(job.env_file)}; set +a"
+        lines += [read if job.requeue else f"{read}; rm -f {shlex.quote(job.env_file)}"]
     if job.signal:
         # bash runs traps only between commands: run each in the background and wait, so the signal
         # reaches the training process at once (it checkpoints; see README "Preemption and time limits")

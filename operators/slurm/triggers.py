@@ -11,7 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from operators.slurm.breaker import ControllerUnreachable
 from operators.slurm.model import JobStatus, SlurmError
-from operators.slurm.reconciler import orphaned_jobs
+from operators.slurm.reconciler import TaskIdentity, orphaned_jobs
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
 
@@ -47,8 +47,10 @@ class SlurmJobTrigger(BaseTrigger):
 
     def __init__(self, conn_id: str, job_id: int, poll_interval_s: float = 2.0,
                  unreachable_limit_s: float = 600.0, env_file: str | None = None, log_path: str | None = None,
-                 requeue: bool = False, max_restarts: int = 0, submitted_at: str | None = None) -> None:
+                 requeue: bool = False, max_restarts: int = 0, submitted_at: str | None = None,
+                 task_identity: str | None = None) -> None:
         super().__init__()
+        self.task_identity = task_identity
         self.conn_id = conn_id
         self.job_id = job_id
         self.env_file = env_file
@@ -63,14 +65,17 @@ class SlurmJobTrigger(BaseTrigger):
         return ("operators.slurm.triggers.SlurmJobTrigger", {
             "conn_id": self.conn_id, "job_id": self.job_id, "poll_interval_s": self.poll_interval_s,
             "unreachable_limit_s": self.unreachable_limit_s, "env_file": self.env_file, "log_path": self.log_path,
-            "requeue": self.requeue, "max_restarts": self.max_restarts, "submitted_at": self.submitted_at})
+            "requeue": self.requeue, "max_restarts": self.max_restarts, "submitted_at": self.submitted_at,
+            "task_identity": self.task_identity})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)
         transport = await asyncio.to_thread(connection_transport, self.conn_id)
         watcher = ClusterWatcher.for_cluster(self.conn_id, lambda: transport, settings)
         since = datetime.fromisoformat(self.submitted_at) if self.submitted_at else None
-        watch = Watch(self.job_id, self.requeue, self.log_path, since=since)
+        watch = Watch(self.job_id, self.requeue, self.log_path, since=since, interval_s=self.poll_interval_s,
+                      unreachable_limit_s=self.unreachable_limit_s)
+        over_limit = 0
         try:
             async for update in watcher.watch(watch):
                 if update.kind == "log":
@@ -80,13 +85,17 @@ class SlurmJobTrigger(BaseTrigger):
                     if update.status.state != "RUNNING" or update.status.restarts:
                         self.log.info("%s", describe_wait(update.status))
                     if update.status.restarts > self.max_restarts and self.requeue:
-                        await transport.async_cancel(self.job_id)
-                        yield TriggerEvent({"job_id": self.job_id, "state": "RESTART_LIMIT",
-                                            "error": f"requeued {update.status.restarts} times, "
-                                                     f"more than max_restarts={self.max_restarts}"})
-                        return
+                        # Slurm ignores a cancel while the job is being requeued (COMPLETING): ask again at
+                        # every change until it has ended, and fail the task only then
+                        over_limit = update.status.restarts
+                        await self._cancel_quietly(transport)
                 elif update.kind == "final" and update.status is not None:
-                    yield TriggerEvent({"job_id": self.job_id, "state": update.status.state})
+                    if over_limit:
+                        yield TriggerEvent({"job_id": self.job_id, "state": "RESTART_LIMIT",
+                                            "error": f"requeued {over_limit} times, more than max_restarts="
+                                                     f"{self.max_restarts}; the job was cancelled"})
+                    else:
+                        yield TriggerEvent({"job_id": self.job_id, "state": update.status.state})
                     return
         except ControllerUnreachable as error:
             yield TriggerEvent({"job_id": self.job_id, "state": "UNREACHABLE", "error": str(error)})
@@ -94,13 +103,42 @@ class SlurmJobTrigger(BaseTrigger):
             yield TriggerEvent({"job_id": self.job_id, "state": "WATCH_FAILED", "error": repr(error)})
 
     async def on_kill(self) -> None:
-        """A user marked the task failed or succeeded, or cleared it: cancel the job. Airflow does
-        not call this on a triggerer restart or redistribution, so those leave the job running."""
-        self.log.info("Task killed by a user: cancelling Slurm job %s", self.job_id)
+        """A user marked the task failed or succeeded, cleared it or cancelled its run: cancel the job.
+
+        Airflow 3.3 also calls this when a trigger moves to another triggerer (its task still deferred):
+        that job must run on, so the task's state decides. If Airflow cannot say, the job is left to
+        the reconciler, which cancels it once the task is recorded as ended."""
+        still_deferred = await self._task_state_is("deferred")
+        if still_deferred is not False:
+            self.log.info("Slurm job %s keeps running: %s", self.job_id,
+                          "its task is still deferred (the trigger moved to another triggerer)" if still_deferred
+                          else "the task's state is unknown; the reconciler cancels it if the task has ended")
+            return
+        self.log.info("Task ended by a user: cancelling Slurm job %s", self.job_id)
         transport = await asyncio.to_thread(connection_transport, self.conn_id)
         await transport.async_cancel(self.job_id)
         if self.env_file:  # a job cancelled before it started never read (and removed) its credentials
             await transport.async_remove(self.env_file)
+
+
+    async def _cancel_quietly(self, transport: SlurmTransport) -> None:
+        try:
+            await transport.async_cancel(self.job_id)
+        except SlurmError as error:  # ended meanwhile, or mid-requeue: the next change asks again
+            self.log.info("Cancelling Slurm job %s: %s", self.job_id, error)
+
+    async def _task_state_is(self, state: str) -> bool | None:
+        from asgiref.sync import sync_to_async
+
+        identity = TaskIdentity.parse(self.task_identity or "")
+        if identity is None:
+            return False  # a trigger serialized before identities were passed: cancel, as before
+        try:
+            states = await sync_to_async(airflow_task_states)(identity.dag_id, [identity.run_id], [identity.task_id])
+        except Exception as error:
+            self.log.warning("Could not read the state of %s: %s", identity, error)
+            return None
+        return states.get(identity.run_id, {}).get(identity.state_key) == state
 
 
 class SlurmReconcileTrigger(BaseTrigger):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from operators.slurm.breaker import CircuitBreaker, ControllerUnreachable
+from operators.slurm.breaker import CircuitBreaker
 from operators.slurm.model import JobStatus, SlurmUnavailable
 from operators.slurm.transport import SlurmTransport
 
@@ -62,8 +63,12 @@ class Watch:
     log_path: str | None = None
     offset: int = 0
     since: datetime | None = None
+    # each task's own settings; None takes the watcher's (the first trigger's on this connection)
+    interval_s: float | None = None
+    unreachable_limit_s: float | None = None
     updates: asyncio.Queue[Update | BaseException] = field(default_factory=asyncio.Queue)
     last: JobStatus | None = None
+    failed: bool = False
 
     def publish(self, status: JobStatus) -> None:
         seen = self.last
@@ -80,8 +85,8 @@ class ClusterWatcher:
         self.transport_factory = transport_factory
         self.settings = settings or PollSettings()
         self.stats = WatcherStats()
-        self.breaker = CircuitBreaker(self.settings.unreachable_limit_s, self.settings.interval_s,
-                                      self.settings.max_interval_s)
+        # the breaker paces retries; each watch fails after its own unreachable limit
+        self.breaker = CircuitBreaker(math.inf, self.settings.interval_s, self.settings.max_interval_s)
         self._watches: dict[int, list[Watch]] = {}
         self._listeners: list[asyncio.Queue[dict[int, JobStatus] | BaseException]] = []
         self._idle_interval_s = self.settings.max_interval_s
@@ -153,9 +158,17 @@ class ClusterWatcher:
             self._transport = await asyncio.to_thread(self.transport_factory)
         return await getattr(self._transport, f"async_{method}")(*args)
 
+    def _watch_list(self) -> list[Watch]:
+        return [watch for watches in self._watches.values() for watch in watches]
+
+    def _limit_s(self, watch: Watch) -> float:
+        return self.settings.unreachable_limit_s if watch.unreachable_limit_s is None else watch.unreachable_limit_s
+
     def _next_interval(self, answer_s: float) -> float:
         settings = self.settings
-        interval = min(max(settings.interval_s, 10 * answer_s), settings.max_interval_s)
+        wanted = min((watch.interval_s for watch in self._watch_list() if watch.interval_s),
+                     default=settings.interval_s)
+        interval = min(max(wanted, 10 * answer_s), settings.max_interval_s)
         calls = self.stats.recent_calls
         if len(calls) >= settings.calls_per_minute:  # budget: the oldest of the last N calls must be > 60 s ago
             oldest = calls[-settings.calls_per_minute]
@@ -179,14 +192,8 @@ class ClusterWatcher:
                 await self._poll_once()
             except SlurmUnavailable as error:
                 self.stats.failures += 1
-                try:
-                    pause = self.breaker.failure(error)
-                except ControllerUnreachable as unreachable:
-                    self._fail_all(unreachable)
-                    self.breaker = CircuitBreaker(self.settings.unreachable_limit_s, self.settings.interval_s,
-                                                  self.settings.max_interval_s)  # later watches get a full limit
-                    return
-                await asyncio.sleep(pause)
+                pause = self.breaker.failure(error)
+                await asyncio.sleep(self._fail_unreachable(error, pause))
                 continue
             self.breaker.success()
             interval = self._next_interval(time.monotonic() - began)
@@ -232,6 +239,21 @@ class ClusterWatcher:
             for watch in watched[job_id]:
                 watch.offset += len(chunk)
                 watch.updates.put_nowait(Update("log", text=chunk))
+
+    def _fail_unreachable(self, error: Exception, pause: float) -> float:
+        """Fail the watches whose own limit has passed; the pause, shortened to the next limit due."""
+        down_s = self.breaker.down_s
+        remaining = []
+        for watch in self._watch_list():
+            limit_s = self._limit_s(watch)
+            if watch.failed:
+                continue
+            if down_s > limit_s:
+                watch.failed = True
+                watch.updates.put_nowait(self.breaker.unreachable(error, limit_s))
+            else:
+                remaining.append(limit_s - down_s)
+        return min([pause, *(left + 0.5 for left in remaining)])
 
     def _publish_snapshot(self, snapshot: dict[int, JobStatus] | BaseException) -> None:
         """Listeners get the newest answer; one they have not read yet is replaced, never queued up."""

@@ -162,10 +162,12 @@ def test_clearing_a_deferred_task_cancels_its_job_and_the_new_try_submits_anothe
 
     second_job = wait_for_watched_job(airflow, DAG, run_id, attempt=2, not_job=first_job)
     assert airflow.get(task_path(DAG, run_id))["try_number"] == 2
-    assert sorted(jobs_with_comment(identity(DAG, run_id))) == sorted([str(first_job), str(second_job)])
 
     airflow.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
     assert wait_for_job_to_end(second_job, 30, "the run was marked failed") == "CANCELLED"
+    both = sorted([str(first_job), str(second_job)])  # slurmdbd stores a job's comment when the job ends
+    wait_for("sacct listing both tries' jobs, and no other",
+             lambda: True if sorted(jobs_with_comment(identity(DAG, run_id))) == both else None, timeout_s=20)
 
 
 def test_marking_the_run_failed_cancels_its_job(airflow, runs):

@@ -79,3 +79,13 @@ def test_a_newline_in_a_job_name_is_refused(tmp_path):
 def test_environment_names_must_be_identifiers(tmp_path):
     with pytest.raises(UnsafeScriptError, match="not a valid identifier"):
         write_env_file(tmp_path / "job.env", {"A;touch pwned": "1"})
+
+
+def test_a_requeueable_job_can_read_its_credentials_again_when_it_restarts(tmp_path):
+    """Slurm runs the same script again after a requeue; a deleted env file would fail that second start."""
+    write_env_file(tmp_path / "job.env", {"TOKEN": "secret"})
+    script = render(job(tmp_path, commands=[["printenv", "TOKEN"]], requeue=True))
+    for start in ("first", "after the requeue"):
+        result = run_script(script, tmp_path)
+        assert result.returncode == 0 and "secret" in result.stdout, f"{start}: {result.stderr}"
+    assert (tmp_path / "job.env").exists(), "the operator removes it once the job has ended"
