@@ -56,6 +56,19 @@ class Service:
     url: str | None = None
 
 
+def slurm_node_health(run_command: Callable[..., subprocess.CompletedProcess], node: str) -> str | None:
+    """None once the node takes jobs; a node left down or drained by an earlier run is resumed."""
+    result = run_command(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], timeout_s=10)
+    state = result.stdout.strip()
+    if result.returncode != 0 or not state:
+        return result.stderr.strip() or "node not reported yet"
+    if state.startswith(("idle", "mixed", "allocated", "completing")):
+        return None
+    if state in ("down", "drained", "draining") or state.startswith("drain"):
+        run_command(["scontrol", "update", f"nodename={node}", "state=resume"])
+    return f"node {node} is {state}"
+
+
 def run(command: list[str], *, input_text: str | None = None, timeout_s: float = 30.0,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, input=input_text, capture_output=True, text=True,
@@ -220,15 +233,7 @@ class LocalFactory:
                     raise RuntimeError(f"{' '.join(command)}: {result.stdout}{result.stderr}")
 
     def _slurmd_health(self) -> str | None:
-        result = run(["sinfo", "-h", "-N", "-n", NODE, "-o", "%T"], timeout_s=10)
-        state = result.stdout.strip()
-        if result.returncode != 0 or not state:
-            return result.stderr.strip() or "node not reported yet"
-        if state.startswith(("idle", "mixed", "allocated", "completing")):
-            return None
-        if state in ("down", "drained", "draining") or state.startswith("drain"):
-            run(["scontrol", "update", f"nodename={NODE}", "state=resume"])
-        return f"node {NODE} is {state}"
+        return slurm_node_health(run, NODE)
 
     def _slurm_rest_headers(self) -> dict[str, str]:
         return {"X-SLURM-USER-NAME": JOB_USER, "X-SLURM-USER-TOKEN": self.secrets.slurm_token(JOB_USER, 300)}

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stack.process import StackError, Supervised, log_tail, process_start_time
-from stack.services import Service, command_check, http_check, port_check
+from stack.services import Service, command_check, http_check, port_check, slurm_node_health
 from stack.settings import HOST, JOB_USER, REST_USER, SLURM_ACCOUNT, StackPaths, short_hostname, write_private
 
 SUITE = "trixie"
@@ -398,15 +398,7 @@ class Slurm24:
 
     # ------------------------------------------------------------------ health
     def _slurmd_health(self) -> str | None:
-        result = self.run(["sinfo", "-h", "-N", "-n", NODE, "-o", "%T"], timeout_s=10)
-        state = result.stdout.strip()
-        if result.returncode != 0 or not state:
-            return result.stderr.strip() or "node not reported yet"
-        if state.startswith(("idle", "mixed", "allocated", "completing")):
-            return None
-        if state in ("down", "drained", "draining") or state.startswith("drain"):
-            self.run(["scontrol", "update", f"nodename={NODE}", "state=resume"])
-        return f"node {NODE} is {state}"
+        return slurm_node_health(self.run, NODE)
 
     def _rest_health(self) -> str | None:
         headers = {"X-SLURM-USER-NAME": JOB_USER, "X-SLURM-USER-TOKEN": self.token(JOB_USER, 300)}
