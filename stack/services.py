@@ -161,12 +161,22 @@ class LocalFactory:
         values = self._slurm_values()
         templates = REPO / "stack" / "templates"
         ensure_dir(SLURM_ETC)
-        for name in ("slurm.conf", "cgroup.conf", "gres.conf"):
-            (SLURM_ETC / name).write_text((templates / name).read_text().format_map(values))
-        slurmdbd_conf = SLURM_ETC / "slurmdbd.conf"
-        write_private(slurmdbd_conf, (templates / "slurmdbd.conf").read_text().format_map(values))
+        # slurmd, slurmctld and slurmdbd each prepare this while slurmrestd may be starting and reading it:
+        # a file is replaced in one rename, never seen empty, and only when its content changes
         slurm = pwd.getpwnam("slurm")
-        os.chown(slurmdbd_conf, slurm.pw_uid, slurm.pw_gid)
+        for name in ("slurm.conf", "cgroup.conf", "gres.conf", "slurmdbd.conf"):
+            target = SLURM_ETC / name
+            content = (templates / name).read_text().format_map(values)
+            if target.exists() and target.read_text() == content:
+                continue
+            staged = target.with_name(f".{name}.new")
+            if name == "slurmdbd.conf":  # holds the database password
+                write_private(staged, content)
+                os.chown(staged, slurm.pw_uid, slurm.pw_gid)
+            else:
+                staged.write_text(content)
+                staged.chmod(0o644)
+            staged.replace(target)
         ensure_dir(self.paths.state / "slurm", "slurm")
         ensure_dir(self.paths.state / "slurm" / "ctld", "slurm", 0o700)
         ensure_dir(self.paths.state / "slurm" / "d", "root", 0o700)
