@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
-from stack.manager import Stack, print_status
+from stack.manager import Stack, print_status, report_up
 from stack.process import StackError
 
 
@@ -26,13 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         except StackError as error:
             print(f"factory stack up: {error}", file=sys.stderr)
             return 1
-        total = time.monotonic() - began
-        if args.json:
-            print(json.dumps({"total_s": round(total, 2), "services": {
-                o.service: {"seconds": round(o.seconds, 2), "started": o.started} for o in outcomes}}))
-        else:
-            started = sum(o.started for o in outcomes)
-            print(f"stack up in {total:.1f} s ({started} started, {len(outcomes) - started} already running)")
+        report_up(outcomes, time.monotonic() - began, args.json, "stack")
         return 0
     if args.action == "down":
         swept = stack.down(progress=quiet)

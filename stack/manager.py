@@ -54,6 +54,16 @@ class Outcome:
     started: bool  # False when it was already running and healthy
 
 
+def report_up(outcomes: list[Outcome], total_s: float, as_json: bool, label: str, suffix: str = "") -> None:
+    """What ``up`` prints, for the stack and the second Slurm cluster alike."""
+    if as_json:
+        print(json.dumps({"total_s": round(total_s, 2), "services": {
+            o.service: {"seconds": round(o.seconds, 2), "started": o.started} for o in outcomes}}))
+    else:
+        started = sum(o.started for o in outcomes)
+        print(f"{label} up in {total_s:.1f} s ({started} started, {len(outcomes) - started} already running){suffix}")
+
+
 class Stack:
     def __init__(self, paths: StackPaths | None = None) -> None:
         self.paths = paths or StackPaths.from_env()

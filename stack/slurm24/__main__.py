@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from stack.manager import report_up
 from stack.process import StackError
 from stack.slurm24.cluster import Slurm24
 
@@ -23,15 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = (lambda _line: None) if args.json else print
     try:
         if args.action == "up":
-            outcomes = cluster.up(progress=quiet)
-            total = time.monotonic() - began
-            if args.json:
-                print(json.dumps({"total_s": round(total, 2), "services": {
-                    o.service: {"seconds": round(o.seconds, 2), "started": o.started} for o in outcomes}}))
-            else:
-                started = sum(o.started for o in outcomes)
-                print(f"slurm24 up in {total:.1f} s ({started} started, {len(outcomes) - started} already running); "
-                      f"clients: {cluster.info_file}")
+            report_up(cluster.up(progress=quiet), time.monotonic() - began, args.json, "slurm24",
+                      f"; clients: {cluster.info_file}")
             return 0
         if args.action in ("down", "purge"):
             stray = cluster.purge() if args.action == "purge" else cluster.down(progress=quiet)

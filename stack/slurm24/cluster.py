@@ -28,9 +28,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from stack.manager import Outcome
 from stack.process import StackError, Supervised, log_tail, process_start_time
 from stack.services import Service, command_check, http_check, port_check, slurm_node_health
 from stack.settings import HOST, JOB_USER, REST_USER, SLURM_ACCOUNT, StackPaths, short_hostname, write_private
@@ -68,13 +68,6 @@ def mount_points() -> list[str]:
     """Every mount point of this mount namespace, in mount order."""
     lines = Path("/proc/self/mountinfo").read_text().splitlines()
     return [_unescape_mount_path(line.split()[4]) for line in lines]
-
-
-@dataclass
-class Outcome:
-    service: str
-    seconds: float
-    started: bool  # False when it was already running and healthy
 
 
 class Slurm24:

@@ -24,7 +24,13 @@ from operators.slurm.rest import RestTransport
 from operators.slurm.script import BatchJob, render
 from stack.services import http_get
 from stack.slurm24.cluster import Slurm24
-from tests.integration.test_slurm_transports import Cluster, wait_for
+from tests.integration.test_slurm_transports import (  # noqa: F401 - the 22.05 cases, collected here with this module's cluster
+    Cluster,
+    test_cancelling_a_running_job_ends_it_cancelled_within_seconds,
+    test_exit_3_is_failed_with_exit_code_3,
+    test_find_active_returns_exactly_the_running_job_by_its_comment,
+    wait_for,
+)
 
 NEWEST_24_11 = "v0.0.42"
 
@@ -138,12 +144,6 @@ def test_a_job_that_exits_0_is_accounted_completed(slurm24: dict[str, Any], requ
     assert record.user == slurm24["job_user"]
 
 
-def test_exit_3_is_failed_with_exit_code_3(cluster: Cluster24):
-    job_id = cluster.submit(cluster.job([["bash", "-c", "exit 3"]]))
-    record = cluster.final(job_id)
-    assert (record.state, record.exit_code) == ("FAILED", 3), record
-
-
 def test_a_job_killed_by_a_signal_reads_128_plus_n(cluster: Cluster24):
     """v0.0.40+: return_code unset, signal.id 9; the transport says 137 like sacct's ``0:9``."""
     job_id = cluster.submit(cluster.job([["bash", "-c", "kill -9 $PPID"]]))
@@ -152,29 +152,10 @@ def test_a_job_killed_by_a_signal_reads_128_plus_n(cluster: Cluster24):
     assert cluster.transport.status(job_id).exit_code == 137
 
 
-def test_cancelling_a_running_job_ends_it_cancelled_within_seconds(cluster: Cluster24):
-    job_id = cluster.submit(cluster.job([["sleep", "60"]]))
-    cluster.status(job_id, {"RUNNING"})
-    cancelled_at = time.monotonic()
-    cluster.transport.cancel(job_id)
-    record = cluster.final(job_id, timeout_s=15)
-    assert record.state == "CANCELLED", record
-    assert time.monotonic() - cancelled_at < 10, "the job outlived its cancel by more than 10 s"
-
-
 def test_cancelling_an_unknown_job_fails_naming_it(cluster: Cluster24):
     """v0.0.42 answers HTTP 200 with the error inside ``status``: it must not read as success."""
     with pytest.raises(SlurmError, match=r"job/1: Invalid job id specified"):
         cluster.transport.cancel(1)
-
-
-def test_find_active_returns_exactly_the_running_job_by_its_comment(cluster: Cluster24):
-    job = cluster.job([["sleep", "60"]])
-    job_id = cluster.submit(job)
-    cluster.status(job_id, {"RUNNING"})
-    assert [status.job_id for status in cluster.transport.find_active(job.comment)] == [job_id]
-    listed = cluster.transport.jobs()[job_id]
-    assert (listed.state, listed.comment, listed.workdir) == ("RUNNING", job.comment, job.workdir)
 
 
 def test_a_job_that_may_not_start_yet_is_pending_with_reason_begintime(cluster: Cluster24):
