@@ -274,6 +274,10 @@ class SlurmJobOperator(BaseOperator):
         workdir = record.get("workdir") or ""
         log = self._log_path({"workdir": workdir, "job_id": job_id})
         if event.get("state") in ("UNREACHABLE", "WATCH_FAILED", "RESTART_LIMIT"):
+            try:  # a requeueable job keeps its credentials for restarts: no task is left to use them
+                transport.remove(f"{workdir}/job.env")
+            except SlurmError as error:  # one try only: the controller or login node may be what is gone
+                self.log.warning("Could not remove %s/job.env: %s", workdir, error)
             raise AirflowException(f"Slurm job {job_id}: {event['state']}: {event.get('error')}")
         accounting = self._final(transport, breaker, job_id, self._since(record))
         if accounting is None:

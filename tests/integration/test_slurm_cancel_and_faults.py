@@ -252,6 +252,7 @@ def test_a_job_requeued_more_often_than_max_restarts_fails_the_task_and_is_cance
     # 22.05's accounting keeps showing the REQUEUED row of a job cancelled while pending: ask the controller
     assert wait_for("the controller to list the job CANCELLED", lambda: controller_state(job_id)
                     if controller_state(job_id) == "CANCELLED" else None, timeout_s=30) == "CANCELLED"
+    assert not Path(workdir, "job.env").exists(), "a requeueable job's credentials outlived the failed task"
 
 
 def test_slurmrestd_gone_past_the_unreachable_limit_fails_the_task_and_leaves_the_job(airflow, runs):
