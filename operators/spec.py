@@ -1,87 +1,182 @@
-"""The pipeline spec (``pipelines/<name>/pipeline.yaml``): load, check, and describe mistakes.
+"""The pipeline spec (``pipelines/<name>/pipeline.yaml``, ``apiVersion: aifactory/v1``): load and check.
 
-A mistake names the file, the field and what is allowed, and nothing is built from a bad spec.
-Imports no Airflow and no heavy library, so DAG parsing stays cheap.
+Strict: unknown keys, wrong types, unsafe values and requests the site cannot meet are errors that
+name the file, the line, the field and what is allowed; nothing is built from a bad spec. The field
+reference is pipelines/README.md. Imports no Airflow and no heavy library: DAG parsing stays cheap.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from operators.sites.catalogue import SITES_DIR, Site, SiteError, load_site
+from operators.sites.request import account_directive, check_request
+from operators.typed_yaml import TypedReader, Walltime, compose
 
 API_VERSION = "aifactory/v1"
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+=,-]*$")  # no shell metacharacters, spaces or newlines
+REPO = Path(__file__).resolve().parents[1]
+PIPELINES_DIR = REPO / "pipelines"
+CONTRACTS_DIR = REPO / "data_contracts"
+
+Launcher = Literal["plain", "srun", "torchrun"]
+ServingTarget = Literal["v2"]
+NotifyOn = Literal["failure", "success", "retry"]
+
+# Values that end up in #SBATCH lines, command lines and URLs: nothing a shell or Slurm would read twice.
+SAFE = {"pattern": r"[A-Za-z0-9_.:/@+=,-]+",
+        "pattern_help": "letters, digits and _.:/@+=,- only; no spaces, quotes, shell metacharacters or newlines"}
+NAME = {"pattern": r"[a-z][a-z0-9_]{0,62}", "pattern_help": "lower-case letters, digits and _, starting with a letter"}
+MODEL_NAME = {"pattern": r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", "pattern_help": "letters, digits and _.- only"}
+RELATIVE = {"pattern": r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*",
+            "pattern_help": "a relative path inside the pipeline folder or dataset: no leading /, no '..', "
+                            "letters, digits and _.- only"}
+SLURM_NAME = {"pattern": r"[A-Za-z0-9][A-Za-z0-9_-]*", "pattern_help": "letters, digits, _ and - only"}
+ENVIRONMENT = {"pattern": r"[a-z][a-z0-9_-]{0,62}|(/[A-Za-z0-9_.-]+)+",
+               "pattern_help": "the name of a Python environment the site's connection provides "
+                               "(e.g. job-runtime) or an absolute path on the cluster"}
+MEMORY = {"pattern": r"[1-9]\d*[KMGT]?", "pattern_help": "memory per node such as 512M or 4G"}
+EMAIL = {"pattern": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+", "pattern_help": "an e-mail address"}
+CRON = {"pattern": r"@(hourly|daily|weekly|monthly|yearly)|([0-9*/,-]+|[A-Z]{3}(-[A-Z]{3})?)( ([0-9*/,-]+|[A-Z]{3}"
+                   r"(-[A-Z]{3})?)){4}",
+        "pattern_help": "five cron fields (e.g. '0 3 * * 1') or @hourly, @daily, @weekly, @monthly, @yearly"}
+
+
+DEFAULT_TIME = Walltime("00:30:00")
 
 
 class SpecError(ValueError):
-    """A spec mistake: ``file: field: what is wrong (allowed: ...)``."""
+    """A spec mistake: ``file:line: field: what is wrong (allowed: ...)``; ``errors`` lists every one."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    repository: str
-    path: str
-    revision: str
-    test_path: str
-    name: str
+class Dataset:
+    """Where the versioned data lives: a DVC repository, the file in it, the revision to train on."""
+
+    name: str = field(metadata=NAME)
+    repository: str  # may name ${ENVIRONMENT_VARIABLES}: checked once expanded
+    path: str = field(metadata=RELATIVE)
+    revision: str = field(metadata=SAFE)
+    test_path: str = field(metadata=RELATIVE)  # the held-out split, same repository and revision
 
 
 @dataclass(frozen=True)
-class ResourcesSpec:
-    cpus: int = 1
-    memory: str = "1G"
-    time: str = "00:30:00"
-    partition: str | None = None
-    gpus: int = 0
+class Resources:
+    """One job's request: nodes x tasks per node, each task with its CPUs; GPUs and memory per node."""
+
+    nodes: int = field(default=1, metadata={"min": 1})
+    tasks_per_node: int = field(default=1, metadata={"min": 1})
+    gpus_per_node: int = field(default=0, metadata={"min": 0})
+    cpus_per_task: int = field(default=1, metadata={"min": 1})
+    memory: str = field(default="1G", metadata=MEMORY)
+    time: Walltime = DEFAULT_TIME
+    partition: str | None = field(default=None, metadata=SLURM_NAME)
+    qos: str | None = field(default=None, metadata=SLURM_NAME)
+    account: str | None = field(default=None, metadata=SAFE)  # the project to charge; else the connection's
 
 
 @dataclass(frozen=True)
-class TrainingSpec:
-    script: str
-    params: dict[str, Any] = field(default_factory=dict)
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+class Container:
+    """An image run with the site's container runtime (Apptainer/Singularity, Pyxis/enroot, CSCS CE)."""
+
+    image: str = field(metadata=SAFE)  # e.g. /p/project/x/pytorch.sif, docker://..., or a CSCS EDF name
 
 
 @dataclass(frozen=True)
-class EvaluationSpec:
-    script: str
+class Training:
+    script: str = field(metadata=RELATIVE)
+    params: dict[str, Any] = field(default_factory=dict, metadata={"keys": r"^[A-Za-z_][A-Za-z0-9_]*$"})
+    environment: str | None = field(default=None, metadata=ENVIRONMENT)
+    container: Container | None = None
+    launcher: Launcher = "plain"
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    script: str = field(metadata=RELATIVE)
+    metrics: list[str] = field(metadata={"pattern": r"[a-z][a-z0-9_]*", "pattern_help": "a metric name"})
     primary_metric: str
-    thresholds: dict[str, float] = field(default_factory=dict)
-    min_improvement: float = 0.0
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    thresholds: dict[str, float] = field(default_factory=dict, metadata={"keys": r"^[a-z][a-z0-9_]*$"})
+    compare_with_champion: bool = True  # the champion scored on the same test set in the same job
+    min_improvement: float = field(default=0.0, metadata={"min": 0})
+    environment: str | None = field(default=None, metadata=ENVIRONMENT)
+    container: Container | None = None
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True)
-class RegistrySpec:
-    model_name: str
+class Aliases:
+    challenger: str = field(default="challenger", metadata=MODEL_NAME)  # every registered version
+    champion: str = field(default="champion", metadata=MODEL_NAME)  # the version that passed the gate
 
 
 @dataclass(frozen=True)
-class ServingSpec:
-    model_name: str
-    allowed_outputs: list[Any] | None = None
+class Registry:
+    model_name: str = field(metadata=MODEL_NAME)
+    aliases: Aliases = field(default_factory=Aliases)
+    tags: dict[str, str] = field(default_factory=dict, metadata={"keys": r"^[A-Za-z][A-Za-z0-9_.-]*$"})
+
+
+@dataclass(frozen=True)
+class Smoke:
+    inputs: list[list[float]] | None = None  # rows of features; default: the model's logged input example
+    allowed_outputs: list[Any] | None = None  # every prediction must be one of these
+
+
+@dataclass(frozen=True)
+class Serving:
+    model_name: str = field(metadata=MODEL_NAME)
+    target: ServingTarget = "v2"  # Open Inference Protocol V2 (MLServer, Triton, KServe)
+    connection: str = field(default="factory_inference", metadata=SAFE)
+    smoke: Smoke = field(default_factory=Smoke)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str | None = field(default=None, metadata=CRON)
+    dataset_version: bool = False  # run when the dataset registry gets a new version
+
+
+@dataclass(frozen=True)
+class Submission:
+    connection: str | None = field(default=None, metadata=SAFE)  # default: the site's, else factory_slurm_<site>
+
+
+@dataclass(frozen=True)
+class Notifications:
+    email: list[str] = field(default_factory=list, metadata=EMAIL)
+    events: list[NotifyOn] = field(default_factory=lambda: ["failure"])
 
 
 @dataclass(frozen=True)
 class PipelineSpec:
-    name: str
+    apiVersion: Literal["aifactory/v1"]  # the YAML key, as in Kubernetes-style files
+    kind: Literal["Pipeline"]
+    name: str = field(metadata=NAME)
     description: str
-    owners: list[str]
-    dataset: DatasetSpec
-    contract: str
-    site: str
-    training: TrainingSpec
-    evaluation: EvaluationSpec
-    registry: RegistrySpec
-    serving: ServingSpec
-    folder: Path
-    schedule: str | None = None
+    owners: list[str] = field(metadata=EMAIL)
+    dataset: Dataset
+    contract: str = field(metadata=NAME)
+    site: str = field(metadata=NAME)
+    training: Training
+    evaluation: Evaluation
+    registry: Registry
+    serving: Serving
+    submission: Submission = field(default_factory=Submission)
+    schedule: Schedule | None = None
+    notifications: Notifications = field(default_factory=Notifications)
+    folder: Path = field(init=False, default=Path(), repr=False, compare=False)
+    file: Path = field(init=False, default=Path(), repr=False, compare=False)
+    lines: dict[str, int] = field(init=False, default_factory=dict, repr=False, compare=False)
+    site_facts: Site | None = field(init=False, default=None, repr=False, compare=False)
 
     @property
     def dag_id(self) -> str:
@@ -89,109 +184,24 @@ class PipelineSpec:
 
     @property
     def contract_file(self) -> Path:
-        return self.folder.parent.parent / "data_contracts" / f"{self.contract}.yaml"
+        return CONTRACTS_DIR / f"{self.contract}.yaml"
 
+    @property
+    def connection(self) -> str:
+        """The Airflow connection that submits this pipeline's jobs to its site."""
+        if self.submission.connection:
+            return self.submission.connection
+        site = self.site_facts
+        named = [method.connection for method in (site.submission or {}).values() if method.connection] if site else []
+        return named[0] if named else f"factory_slurm_{self.site}"
 
-def _require_mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """A dataclass from a mapping; unknown keys, missing keys and wrong nesting are errors."""
-    raw = _require_mapping(raw, where)
-    known = {f.name: f for f in fields(cls) if f.name != "folder"}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(known))})")
-    missing = [name for name, spec_field in known.items() if name not in raw
-               and spec_field.default is MISSING and spec_field.default_factory is MISSING]
-    if missing:
-        raise SpecError(f"{where}.{missing[0]}: required field is missing")
-    nested = NESTED.get(cls, {})
-    values = {name: _build(nested[name], value, f"{where}.{name}") if name in nested else value
-              for name, value in raw.items()}
-    return cls(**values, **({"folder": Path()} if cls is PipelineSpec else {}))
-
-
-def _check_safe(value: Any, where: str) -> None:
-    if not isinstance(value, str) or not SAFE_VALUE.match(value):
-        raise SpecError(f"{where}: {value!r} is not allowed (letters, digits and _.:/@+=,- only; "
-                        "no spaces, quotes, shell metacharacters or newlines)")
-
-
-def _check_relative(value: str, where: str) -> None:
-    _check_safe(value, where)
-    if value.startswith("/") or ".." in Path(value).parts:
-        raise SpecError(f"{where}: {value!r} must be a path inside the pipeline folder (no '/' start, no '..')")
-
-
-def _check_resources(resources: ResourcesSpec, where: str) -> None:
-    for name in ("cpus", "gpus"):
-        value = getattr(resources, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (name == "cpus" and value < 1):
-            raise SpecError(f"{where}.{name}: {value!r} must be a whole number >= {1 if name == 'cpus' else 0}")
-    if not re.fullmatch(r"\d+[KMGT]?", str(resources.memory)):
-        raise SpecError(f"{where}.memory: {resources.memory!r} must look like 512M or 4G")
-    if not re.fullmatch(r"(\d+-)?\d{1,2}:\d{2}:\d{2}|\d+", str(resources.time)):
-        raise SpecError(f"{where}.time: {resources.time!r} must be minutes or [D-]HH:MM:SS")
-    if resources.partition is not None:
-        _check_safe(resources.partition, f"{where}.partition")
-
-
-NESTED: dict[type, dict[str, type]] = {
-    PipelineSpec: {"dataset": DatasetSpec, "training": TrainingSpec, "evaluation": EvaluationSpec,
-                   "registry": RegistrySpec, "serving": ServingSpec},
-    TrainingSpec: {"resources": ResourcesSpec},
-    EvaluationSpec: {"resources": ResourcesSpec},
-}
-
-
-def load_spec(path: Path) -> PipelineSpec:
-    """Load and check one ``pipeline.yaml``; every error message starts with the file."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
-    try:
-        raw = dict(_require_mapping(raw, "spec"))
-        if raw.pop("apiVersion", None) != API_VERSION:
-            raise SpecError(f"apiVersion: must be {API_VERSION!r}")
-        spec = _build(PipelineSpec, raw, "spec")
-        _validate(spec)
-    except SpecError as error:
-        raise SpecError(f"{path}: {error}") from None
-    object.__setattr__(spec, "folder", path.parent)
-    return spec
-
-
-def _validate(spec: PipelineSpec) -> None:
-    if not isinstance(spec.name, str) or not NAME_PATTERN.match(spec.name):
-        raise SpecError(f"spec.name: {spec.name!r} must match {NAME_PATTERN.pattern}")
-    for key in ("repository", "path", "revision", "test_path", "name"):
-        _check_safe(expand(getattr(spec.dataset, key)), f"spec.dataset.{key}")
-    _check_safe(spec.contract, "spec.contract")
-    _check_safe(spec.site, "spec.site")
-    _check_relative(spec.training.script, "spec.training.script")
-    _check_relative(spec.evaluation.script, "spec.evaluation.script")
-    _check_resources(spec.training.resources, "spec.training.resources")
-    _check_resources(spec.evaluation.resources, "spec.evaluation.resources")
-    if not isinstance(spec.training.params, dict):
-        raise SpecError("spec.training.params: expected a mapping of parameter names to values")
-    for metric, bound in spec.evaluation.thresholds.items():
-        if not isinstance(bound, int | float) or isinstance(bound, bool):
-            raise SpecError(f"spec.evaluation.thresholds.{metric}: {bound!r} must be a number")
-    _check_safe(spec.registry.model_name, "spec.registry.model_name")
-    _check_safe(spec.serving.model_name, "spec.serving.model_name")
-    if not isinstance(spec.owners, list) or not spec.owners:
-        raise SpecError("spec.owners: list at least one owner")
+    @property
+    def repository(self) -> str:
+        return expand(self.dataset.repository)
 
 
 def expand(value: str) -> str:
     """``${FACTORY_STATE}`` and other environment variables in repository URLs."""
-    if not isinstance(value, str):
-        return value
     expanded = os.path.expandvars(value)
     unresolved = re.findall(r"\$\{?(\w+)", expanded)
     if unresolved:
@@ -199,5 +209,121 @@ def expand(value: str) -> str:
     return expanded
 
 
-def discover(pipelines_dir: Path) -> list[Path]:
+def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None) -> PipelineSpec:
+    """Load and check one ``pipeline.yaml``; ``SpecError.errors`` lists every mistake found after reading.
+
+    ``site`` retargets the spec to another site of the catalogue (``factory render --site``), checked alike.
+    """
+    reader = TypedReader(path, SpecError, "spec")
+    root = compose(path, SpecError, "spec", f"apiVersion: {API_VERSION}, kind: Pipeline, name: ...")
+    spec = reader.read_record(PipelineSpec, root, "")
+    object.__setattr__(spec, "folder", path.parent)
+    object.__setattr__(spec, "file", path)
+    object.__setattr__(spec, "lines", reader.lines)
+    if site is not None:
+        object.__setattr__(spec, "site", site)
+    problems: list[tuple[str, str]] = []
+    site = _site(spec, sites_dir, problems)
+    object.__setattr__(spec, "site_facts", site)
+    _check(spec, site, problems)
+    if problems:
+        errors = [f"{path}:{reader.line_of(where)}: {where}: {message}" for where, message in problems]
+        raise SpecError("\n".join(errors), errors)
+    return spec
+
+
+def _site(spec: PipelineSpec, sites_dir: Path, problems: list[tuple[str, str]]) -> Site | None:
+    try:
+        return load_site(spec.site, sites_dir)
+    except SiteError as error:
+        problems.append(("site", str(error)))
+        return None
+
+
+def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]]) -> None:
+    """What types cannot say: names match files, files exist, the site can run the jobs asked of it."""
+    def problem(where: str, message: str) -> None:
+        problems.append((where, message))
+
+    if spec.name != spec.folder.name:
+        problem("name", f"{spec.name!r} must match the pipeline's folder name {spec.folder.name!r}")
+    try:
+        repository = expand(spec.dataset.repository)
+    except SpecError as error:
+        problem("dataset.repository", str(error))
+    else:
+        if not re.fullmatch(SAFE["pattern"], repository):
+            problem("dataset.repository", f"{repository!r} is not allowed ({SAFE['pattern_help']})")
+    if not spec.contract_file.exists():
+        known = ", ".join(sorted(file.stem for file in CONTRACTS_DIR.glob("*.yaml"))) or "none"
+        problem("contract", f"no data contract {spec.contract!r} in {CONTRACTS_DIR} (known: {known})")
+    for step in ("training", "evaluation"):
+        job = getattr(spec, step)
+        script = spec.folder / job.script
+        if not script.is_file():
+            problem(f"{step}.script", f"{job.script!r} does not exist in {spec.folder}")
+        if job.environment is not None and job.container is not None:
+            problem(f"{step}.container", "give either environment (a Python environment on the cluster) or "
+                                         "container (an image), not both")
+        _check_launch(spec, site, step, problem)
+    evaluation = spec.evaluation
+    if evaluation.primary_metric not in evaluation.metrics:
+        problem("evaluation.primary_metric", f"{evaluation.primary_metric!r} is not one of evaluation.metrics "
+                                             f"(allowed: {', '.join(evaluation.metrics)})")
+    for metric in evaluation.thresholds:
+        if metric not in evaluation.metrics:
+            problem(f"evaluation.thresholds.{metric}", f"{metric!r} is not one of evaluation.metrics "
+                                                        f"(allowed: {', '.join(evaluation.metrics)})")
+    if spec.registry.aliases.challenger == spec.registry.aliases.champion:
+        problem("registry.aliases.champion", "must differ from the challenger alias")
+    if spec.schedule is not None and spec.schedule.cron and spec.schedule.dataset_version:
+        problem("schedule", "give either cron or dataset_version: true, not both")
+    if spec.notifications.events and not spec.notifications.email and "notifications" in spec.lines:
+        problem("notifications.email", "list at least one address to notify")
+    if not spec.owners:
+        problem("owners", "list at least one owner (an e-mail address)")
+
+
+def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any) -> None:
+    job = getattr(spec, step)
+    resources: Resources = job.resources
+    launcher = getattr(job, "launcher", "plain")
+    where = f"{step}.resources"
+    if launcher == "plain" and (resources.nodes > 1 or resources.tasks_per_node > 1):
+        problem(f"{step}.launcher" if step == "training" else where,
+                f"launcher plain runs one process, but {resources.nodes} node(s) x {resources.tasks_per_node} "
+                "task(s) per node are requested (allowed: srun or torchrun for more than one process)")
+    if site is None:
+        return
+    if job.container is not None and not site.containers.runtimes:
+        runtimes = "unknown" if site.containers.runtimes is None else "none"
+        problem(f"{step}.container", f"{site.title} has no known container runtime (runtimes: {runtimes} in "
+                                     f"{site.file}); use environment instead")
+    if launcher == "torchrun" and site.gpu_request.style == "gpus-per-task" and resources.gpus_per_node:
+        problem(f"{step}.launcher", f"{site.title} gives one GPU per task (--gpus-per-task): use launcher srun, "
+                                    "one rank per task, instead of torchrun")
+    cpus = resources.cpus_per_task * (resources.tasks_per_node if launcher == "torchrun" else 1)
+    for message in check_request(site, nodes=resources.nodes, gpus_per_node=resources.gpus_per_node,
+                                 cpus_per_task=cpus, memory=resources.memory, time_limit=resources.time,
+                                 partition=resources.partition, qos=resources.qos):
+        problem(where, message)
+    if resources.account is not None:
+        try:
+            account_directive(site, resources.account)
+        except SiteError as error:
+            problem(f"{where}.account", str(error))
+
+
+def discover(pipelines_dir: Path = PIPELINES_DIR) -> list[Path]:
     return sorted(pipelines_dir.glob("*/pipeline.yaml"))
+
+
+def load_all(pipelines_dir: Path = PIPELINES_DIR, sites_dir: Path = SITES_DIR) -> tuple[list[PipelineSpec], list[str]]:
+    """Every spec in the folder and every error of the bad ones (a bad spec does not hide the others')."""
+    specs, errors = [], []
+    for path in discover(pipelines_dir):
+        try:
+            specs.append(load_spec(path, sites_dir))
+        except SpecError as error:
+            errors.extend(error.errors)
+    return specs, errors

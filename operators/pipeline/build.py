@@ -6,9 +6,10 @@ from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Asset, Param
 
 from operators.pipeline import tasks
+from operators.pipeline.jobs import RunRefs, job_options, step_commands, step_files, step_json_files
 from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
 from operators.slurm.operators import SlurmJobOperator
 from operators.spec import PipelineSpec
@@ -32,52 +33,62 @@ def _python(cls: type[PythonOperator], task_id: str, function, spec: PipelineSpe
     return cls(task_id=task_id, python_callable=function, op_kwargs={"spec": spec}, **kwargs)
 
 
+def _schedule(spec: PipelineSpec) -> Any:
+    """Cron, a new dataset version (an Airflow Asset the dataset registry updates), or manual runs only."""
+    if spec.schedule is None:
+        return None
+    if spec.schedule.dataset_version:
+        return [Asset(name=f"dataset:{spec.dataset.name}", uri=f"dvc://{spec.dataset.name}/{spec.dataset.path}")]
+    return spec.schedule.cron
+
+
+def _notifier(spec: PipelineSpec) -> dict[str, Any]:
+    """E-mail on the events the spec lists, through Airflow's SMTP connection ``smtp_default``."""
+    if not spec.notifications.email:
+        return {}
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    callbacks = {}
+    for event in spec.notifications.events:
+        callbacks[f"on_{event}_callback"] = SmtpNotifier(
+            to=spec.notifications.email, subject=f"[{spec.dag_id}] {{{{ ti.task_id }}}}: {event}",
+            html_content=f"Pipeline {spec.name}, run {{{{ run_id }}}}, task {{{{ ti.task_id }}}}: {event}.")
+    return callbacks
+
+
+def _slurm_step(spec: PipelineSpec, step: str) -> SlurmJobOperator:
+    refs = RunRefs(run_id=f"{{{{ {RUN}['run_id'] }}}}", train_inputs=f"{{{{ {RUN}['train_inputs'] }}}}",
+                   test_inputs=f"{{{{ {RUN}['test_inputs'] }}}}", params=f"{{{{ {RUN}['params'] }}}}")
+    return SlurmJobOperator(
+        task_id=step, slurm_conn_id=spec.connection, files=step_files(spec, step),
+        json_files=step_json_files(step, refs), env={"MLFLOW_RUN_ID": refs.run_id},
+        env_connections=(tasks.MLFLOW_CONN, tasks.S3_CONN), commands=step_commands(spec, step, refs),
+        **job_options(spec, step, spec.site_facts))
+
+
 def build_dag(spec: PipelineSpec) -> DAG:
-    resources_train, resources_eval = spec.training.resources, spec.evaluation.resources
     with DAG(
         dag_id=spec.dag_id,
         description=spec.description,
-        schedule=spec.schedule,
+        schedule=_schedule(spec),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
         render_template_as_native_obj=True,
-        tags=["pipeline", spec.name, spec.site],
-        default_args={"owner": ",".join(spec.owners), "retries": 0},
+        tags=["pipeline", spec.name, f"site:{spec.site}"],
+        default_args={"owner": ",".join(spec.owners), "retries": 0, **_notifier(spec)},
         params={
             "revision": Param(spec.dataset.revision, type="string",
                               description="dataset revision (tag or commit) in the dataset registry"),
             "train_params": Param({}, type="object", description="overrides of training.params for this run"),
         },
-        doc_md=f"**{spec.name}**: {spec.description}\n\nSpec: `{spec.folder / 'pipeline.yaml'}`",
+        doc_md=f"**{spec.name}**: {spec.description}\n\nSpec: `{spec.file}`; site `{spec.site}` through "
+               f"connection `{spec.connection}`. See the jobs with `./factory render {spec.name}`.",
     ) as dag:
         pin = _python(PythonOperator, "pin_dataset", tasks.pin_dataset, spec)
         validate = _python(ValidateDataOperator, "validate_data", tasks.validate_data, spec)
         start = _python(MlflowRunOperator, "start_run", tasks.start_run, spec)
-        train = SlurmJobOperator(
-            task_id="train", slurm_conn_id=spec.site,
-            files={"train.py": str(spec.folder / spec.training.script)},
-            json_files={"inputs.json": f"{{{{ {RUN}['train_inputs'] }}}}",
-                        "params.json": f"{{{{ {RUN}['params'] }}}}"},
-            env={"MLFLOW_RUN_ID": f"{{{{ {RUN}['run_id'] }}}}"},
-            env_connections=(tasks.MLFLOW_CONN, tasks.S3_CONN),
-            commands=[["python", "-m", "operators.jobs.fetch", "inputs.json", "data"],
-                      ["python", "train.py", "--data-dir", "data", "--params", "params.json"]],
-            cpus=resources_train.cpus, memory=resources_train.memory, time_limit=resources_train.time,
-            partition=resources_train.partition, gpus=resources_train.gpus)
-        evaluate = SlurmJobOperator(
-            task_id="evaluate", slurm_conn_id=spec.site,
-            files={"evaluate.py": str(spec.folder / spec.evaluation.script)},
-            json_files={"inputs.json": f"{{{{ {RUN}['test_inputs'] }}}}"},
-            env={"MLFLOW_RUN_ID": f"{{{{ {RUN}['run_id'] }}}}"},
-            env_connections=(tasks.MLFLOW_CONN, tasks.S3_CONN),
-            commands=[["python", "-m", "operators.jobs.fetch", "inputs.json", "data"],
-                      ["python", "evaluate.py", "--data-dir", "data",
-                       "--challenger", f"runs:/{{{{ {RUN}['run_id'] }}}}/model",
-                       "--champion", f"models:/{spec.registry.model_name}@champion",
-                       "--output", "evaluation.json"]],
-            cpus=resources_eval.cpus, memory=resources_eval.memory, time_limit=resources_eval.time,
-            partition=resources_eval.partition, gpus=resources_eval.gpus)
+        train, evaluate = _slurm_step(spec, "train"), _slurm_step(spec, "evaluate")
         decide = _python(PythonOperator, "gate", tasks.gate, spec)
         register = _python(RegisterModelOperator, "register", tasks.register, spec)
         push = _python(PythonOperator, "push_to_inference", tasks.push_to_inference, spec)

@@ -20,7 +20,6 @@ from operators.spec import PipelineSpec
 
 S3_CONN = "factory_s3"
 MLFLOW_CONN = "factory_mlflow"
-INFERENCE_CONN = "factory_inference"
 REPORTS_BUCKET = "reports"
 
 
@@ -111,6 +110,10 @@ def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         challenger = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
         champion = {k.removeprefix("champion_test_"): v for k, v in metrics.items()
                     if k.startswith("champion_test_")} or None
+        missing = [name for name in spec.evaluation.metrics if name not in challenger]
+        if missing:
+            raise ValueError(f"{spec.file}: evaluation.metrics lists {', '.join(missing)}, but the evaluation job "
+                             f"logged only {', '.join(sorted(challenger)) or 'no test metric'} (as test_<metric>)")
         decision = decide(challenger, champion, spec.evaluation.thresholds, spec.evaluation.primary_metric,
                           spec.evaluation.min_improvement)
         for job, role in ((train_job, "train"), (evaluate_job, "evaluate")):
@@ -140,22 +143,23 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         run_tags = client.get_run(run["run_id"]).data.tags
         tags = {key: value for key, value in run_tags.items()
                 if key.split(".")[0] in {"dataset", "validation", "code", "airflow", "slurm", "gate"}}
-        previous = _champion_version(client, name)
-        version = mlflow.register_model(f"runs:/{run['run_id']}/model", name, tags=tags)
-        client.set_registered_model_alias(name, "challenger", version.version)
+        aliases = spec.registry.aliases
+        previous = _champion_version(client, name, aliases.champion)
+        version = mlflow.register_model(f"runs:/{run['run_id']}/model", name, tags={**tags, **spec.registry.tags})
+        client.set_registered_model_alias(name, aliases.challenger, version.version)
         if decision["promote"]:
-            client.set_registered_model_alias(name, "champion", version.version)
+            client.set_registered_model_alias(name, aliases.champion, version.version)
         client.set_model_version_tag(name, version.version, "gate.promoted", str(decision["promote"]))
     ModelVersionLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/models/{name}/versions/{version.version}")
     return {"model": name, "version": version.version, "promoted": decision["promote"],
             "previous_champion": previous}
 
 
-def _champion_version(client, name: str) -> str | None:
+def _champion_version(client, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, "champion").version
+        return client.get_model_version_by_alias(name, alias).version
     except MlflowException:
         return None
 
@@ -173,7 +177,7 @@ def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     if not registered["promoted"]:
         raise AirflowSkipException(f"{registered['model']} v{registered['version']} was not promoted: "
                                    f"champion v{registered['previous_champion']} keeps serving")
-    connection = BaseHook.get_connection(INFERENCE_CONN)
+    connection = BaseHook.get_connection(spec.serving.connection)
     extra = connection.extra_dejson
     client = V2Client(f"{connection.schema or 'http'}://{connection.host}:{connection.port}")
     with tempfile.TemporaryDirectory() as tmp, mlflow_tracking(MLFLOW_CONN):
@@ -186,4 +190,5 @@ def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
             s3.upload_file(str(path), extra.get("bucket", "model-repository"),
                            f"{spec.serving.model_name}/{registered['version']}/model/{path.relative_to(model_dir)}")
         return push_version(client, model_dir, Path(extra["model_repository"]), spec.serving.model_name,
-                            str(registered["version"]), spec.serving.allowed_outputs)
+                            str(registered["version"]), spec.serving.smoke.allowed_outputs,
+                            spec.serving.smoke.inputs)

@@ -44,11 +44,19 @@ def install_version(model_dir: Path, repository: Path, model: str, version: str)
 
 
 def push_version(client: V2Client, model_dir: Path, repository: Path, model: str, version: str,
-                 allowed_outputs: list[Any] | None) -> dict[str, Any]:
+                 allowed_outputs: list[Any] | None, inputs: list[list[float]] | None = None) -> dict[str, Any]:
+    """``inputs``: the spec's smoke rows, in the column order of the model's input example."""
     example_file = model_dir / "serving_input_example.json"
     if not example_file.exists():
         raise PushError(f"{model} v{version}: the model has no serving input example to smoke-test with")
-    request = smoke_request(json.loads(example_file.read_text()))
+    example = json.loads(example_file.read_text())
+    if inputs is not None:
+        columns = example["dataframe_split"].get("columns")
+        if columns is not None and any(len(row) != len(columns) for row in inputs):
+            raise PushError(f"{model} v{version}: serving.smoke.inputs rows must have {len(columns)} values "
+                            f"(the model's columns: {', '.join(columns)})")
+        example = {"dataframe_split": {**({"columns": columns} if columns else {}), "data": inputs}}
+    request = smoke_request(example)
     target = install_version(model_dir, repository, model, version)
     try:
         client.load(model)

@@ -11,9 +11,9 @@ from operators.sites.catalogue import (
     format_walltime,
     load_catalogue,
     load_site,
-    walltime_seconds,
 )
 from operators.sites.request import account_directive, check_request, gpu_directives
+from operators.typed_yaml import walltime_seconds
 
 __all__ = [
     "API_VERSION",

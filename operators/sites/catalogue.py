@@ -8,12 +8,11 @@ library, because specs are checked against their site while the DAG processor pa
 from __future__ import annotations
 
 import re
-import types
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NewType, NoReturn, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, NoReturn, get_args
 
-import yaml
+from operators.typed_yaml import TypedReader, Walltime, compose
 
 API_VERSION = "aifactory/v1"
 SITES_DIR = Path(__file__).resolve().parents[2] / "sites"
@@ -25,9 +24,6 @@ Runtime = Literal["apptainer", "singularity", "pyxis-enroot", "cscs-container-en
 Method = Literal["ssh", "slurmrestd", "local", "unicore", "firecrest"]
 BillingUnit = Literal["core-hours", "gpu-hours", "node-hours", "none"]
 
-# Read from the YAML text as written: unquoted 24:00:00 is a base-60 integer to YAML 1.1.
-Walltime = NewType("Walltime", str)
-
 MARK_LABELS: dict[str, str] = {"observed": "(obs.)", "unverified": "(?)", "unknown": "unknown"}
 SITE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 NAME_KEY = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # partitions; also safe inside an #SBATCH line
@@ -35,8 +31,6 @@ QOS_KEY = r"^[A-Za-z0-9_-]*(<[a-z_]+>)?[A-Za-z0-9_-]*$"  # acc_<group>: one plac
 PATH_KEY = r"^[A-Za-z0-9_<>-]+(\.[A-Za-z0-9_<>-]+)*$"  # a dotted field path in `unverified`
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+=,-]+$")  # no shell metacharacters, spaces or newlines
 DIRECTIVE = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.:/@+,-]+)?$")
-NULL_TAG = "tag:yaml.org,2002:null"
-_SCALARS = yaml.constructor.SafeConstructor()
 
 
 class SiteError(ValueError):
@@ -186,23 +180,6 @@ class Site:
         return {**data, "file": str(self.file)}
 
 
-def walltime_seconds(text: str) -> int:
-    """Slurm's time formats: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``."""
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")
-    days, first, second, third = match.groups()
-    if days is None and third is None:  # M or M:S
-        hours, minutes, seconds = 0, int(first), int(second or 0)
-        too_big = seconds > 59
-    else:  # H:M:S, D-H, D-H:M, D-H:M:S
-        hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
-        too_big = minutes > 59 or seconds > 59
-    if too_big:
-        raise ValueError(f"{text!r}: minutes and seconds must be below 60")
-    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
-
-
 def format_walltime(seconds: int) -> str:
     """``3 d``, ``24 h``, ``30 min``: how people read limits, in messages and the table."""
     if seconds >= 2 * 86400 and seconds % 86400 == 0:
@@ -214,134 +191,9 @@ def format_walltime(seconds: int) -> str:
     return f"{seconds} s"
 
 
-def _describe(hint: Any) -> str:
-    """What a field expects, in words, for error messages."""
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = [_describe(option) for option in get_args(hint) if option is not type(None)]
-        return " or ".join([*options, "null"])
-    if origin is Literal:
-        return "one of " + ", ".join(str(arg) for arg in get_args(hint))
-    if hint is Walltime:
-        return "a Slurm time such as 24:00:00 or 2-00:00:00"
-    if origin is list:
-        return f"a list of {_describe(get_args(hint)[0]).removeprefix('a ')}"
-    if origin is dict or is_dataclass(hint):
-        return "a mapping"
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(hint, str(hint))
-
-
-def _kind_of(value: Any) -> str:
-    names = {bool: "true/false", int: "a whole number", float: "a number", str: "text"}
-    return names.get(type(value), type(value).__name__)
-
-
-class _Reader:
-    """Builds dataclasses from YAML nodes, keeping each field's line and every null it met."""
-
-    def __init__(self, file: Path) -> None:
-        self.file = file
-        self.lines: dict[str, int] = {}
-        self.nulls: list[str] = []
-
-    def fail(self, node: yaml.Node, where: str, message: str) -> NoReturn:
-        raise SiteError(f"{self.file}:{node.start_mark.line + 1}: {where}: {message}")
-
-    def read(self, hint: Any, node: yaml.Node, where: str, meta: Any, expected: str = "") -> Any:
-        """The value of one field; ``expected`` describes the declared type (``... or null``)."""
-        self.lines.setdefault(where, node.start_mark.line + 1)  # mapping entries keep their key's line
-        expected = expected or _describe(hint)
-        origin = get_origin(hint)
-        if origin in (Union, types.UnionType):
-            if node.tag == NULL_TAG:
-                self.nulls.append(where)
-                return None
-            (inner,) = [option for option in get_args(hint) if option is not type(None)]
-            return self.read(inner, node, where, meta, expected)
-        if node.tag == NULL_TAG:
-            self.fail(node, where, f"must not be null (expected {expected})")
-        if is_dataclass(hint):
-            return self.read_record(hint, node, where)
-        if origin is dict:
-            return self.read_mapping(hint, node, where, meta)
-        if origin is list:
-            if not isinstance(node, yaml.SequenceNode):
-                self.fail(node, where, f"expected {expected}")
-            (item,) = get_args(hint)
-            return [self.read(item, child, f"{where}.{index}", {}) for index, child in enumerate(node.value)]
-        if not isinstance(node, yaml.ScalarNode):
-            got = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
-            self.fail(node, where, f"expected {expected}, got {got}")
-        if hint is Walltime:
-            try:
-                walltime_seconds(node.value)
-            except ValueError as error:
-                self.fail(node, where, str(error))
-            return node.value
-        value = _SCALARS.construct_object(node)
-        if origin is Literal:
-            if value not in get_args(hint):
-                self.fail(node, where, f"{value!r} is not allowed (allowed: {', '.join(get_args(hint))})")
-            return value
-        wanted = (int, float) if hint is float else hint
-        if not isinstance(value, wanted) or (isinstance(value, bool) and hint is not bool):
-            self.fail(node, where, f"expected {expected}, got {_kind_of(value)} {value!r}")
-        minimum = meta.get("min") if meta else None
-        if minimum is not None and value < minimum:
-            self.fail(node, where, f"{value!r} must be {'a whole number' if hint is int else 'a number'} "
-                                   f">= {minimum}")
-        return value
-
-    def read_mapping(self, hint: Any, node: yaml.Node, where: str, meta: Any) -> dict[str, Any]:
-        if not isinstance(node, yaml.MappingNode):
-            self.fail(node, where, "expected a mapping")
-        key_hint, value_hint = get_args(hint)
-        pattern = meta.get("keys") if meta else None
-        result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = self.read_key(key_node, where, result)
-            path = f"{where}.{key}"
-            if get_origin(key_hint) is Literal and key not in get_args(key_hint):
-                self.fail(key_node, path, f"{key!r} is not allowed (allowed: {', '.join(get_args(key_hint))})")
-            if pattern and not re.match(pattern, key):
-                self.fail(key_node, path, f"{key!r} is not a valid name (must match {pattern})")
-            self.lines[path] = key_node.start_mark.line + 1
-            result[key] = self.read(value_hint, value_node, path, {})
-        return result
-
-    def read_key(self, key_node: yaml.Node, where: str, seen: dict[str, Any]) -> str:
-        if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:merge":
-            self.fail(key_node, where or "site", "YAML merge keys (<<) are not supported: write the fields out")
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-            shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
-            self.fail(key_node, where or "site", f"keys must be text, got {shown!r}")
-        key = key_node.value
-        if key in seen:
-            self.fail(key_node, f"{where}.{key}" if where else key, "given twice")
-        return key
-
-    def read_record(self, cls: Any, node: yaml.Node, where: str) -> Any:
-        if not isinstance(node, yaml.MappingNode):
-            self.fail(node, where or "site", "expected a mapping")
-        hints = get_type_hints(cls)
-        known: dict[str, Field[Any]] = {spec.name: spec for spec in fields(cls) if spec.init}
-        values: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = self.read_key(key_node, where, values)
-            path = f"{where}.{key}" if where else key
-            if key not in known:
-                self.fail(key_node, path, f"unknown field (allowed: {', '.join(sorted(known))})")
-            self.lines[path] = key_node.start_mark.line + 1
-            values[key] = self.read(hints[key], value_node, path, known[key].metadata)
-        for name, spec in known.items():
-            if name not in values and spec.default is MISSING and spec.default_factory is MISSING:
-                path = f"{where}.{name}" if where else name
-                nullable = type(None) in get_args(hints[name])
-                advice = "; write null and mark it unknown if nobody knows it" if nullable else ""
-                line = self.lines.get(where, node.start_mark.line + 1)  # the line of the parent's key
-                raise SiteError(f"{self.file}:{line}: {path}: required field is missing "
-                                f"(expected {_describe(hints[name])}{advice})")
-        return cls(**values)
+class _SiteReader(TypedReader):
+    def missing_advice(self, hint: Any) -> str:
+        return "; write null and mark it unknown if nobody knows it" if type(None) in get_args(hint) else ""
 
 
 def load_site(name_or_path: str | Path, directory: Path = SITES_DIR) -> Site:
@@ -352,15 +204,8 @@ def load_site(name_or_path: str | Path, directory: Path = SITES_DIR) -> Site:
         if not path.exists():
             known = ", ".join(sorted(file.stem for file in directory.glob("*.yaml")))
             raise SiteError(f"no site {str(name_or_path)!r} in {directory} (known: {known})")
-    reader = _Reader(path)
-    try:
-        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        raise SiteError(f"{path}: not valid YAML: {error}") from None
-    except OSError as error:
-        raise SiteError(f"{path}: cannot read: {error.strerror}") from None
-    if root is None:
-        raise SiteError(f"{path}:1: site: the file is empty (expected apiVersion: {API_VERSION}, kind: Site, ...)")
+    reader = _SiteReader(path, SiteError, "site")
+    root = compose(path, SiteError, "site", f"apiVersion: {API_VERSION}, kind: Site, ...")
     site = reader.read_record(Site, root, "")
     _check_consistency(site, reader, path)
     object.__setattr__(site, "file", path)
@@ -384,7 +229,7 @@ def load_catalogue(directory: Path = SITES_DIR) -> dict[str, Site]:
     return sites
 
 
-def _check_consistency(site: Site, reader: _Reader, path: Path) -> None:
+def _check_consistency(site: Site, reader: TypedReader, path: Path) -> None:
     """What types cannot say: names match, markings point at real fields, nulls are marked unknown."""
 
     def fail(where: str, message: str) -> NoReturn:

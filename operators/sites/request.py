@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from operators.sites.catalogue import SAFE_VALUE, Site, SiteError, format_walltime, walltime_seconds
+from operators.sites.catalogue import SAFE_VALUE, Site, SiteError, format_walltime
+from operators.typed_yaml import walltime_seconds
 
 MEMORY = re.compile(r"^\d+[KMGT]?$")
 

@@ -19,7 +19,7 @@ from operators.slurm.breaker import CircuitBreaker
 from operators.slurm.hooks import SlurmHook
 from operators.slurm.model import JobAccounting, SlurmError, SlurmUnavailable
 from operators.slurm.reconciler import TaskIdentity
-from operators.slurm.script import BatchJob, env_file_text, render
+from operators.slurm.script import JOB_OPTIONS, BatchJob, ContainerRun, Launcher, batch_job, env_file_text, render
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.triggers import SlurmJobTrigger, SlurmReconcileTrigger
 from operators.slurm.watcher import ClusterWatcher, PollSettings
@@ -83,7 +83,11 @@ class SlurmJobOperator(BaseOperator):
                  job_name: str | None = None, cpus: int = 1, memory: str = "1G", time_limit: str = "00:30:00",
                  partition: str | None = None, gpus: int = 0, poll_interval_s: float = 2.0,
                  signal: str | None = "B:USR2@300", requeue: bool = False, max_restarts: int = 3,
-                 unreachable_limit_s: float = 600.0, deferrable: bool = True, **kwargs: Any) -> None:
+                 unreachable_limit_s: float = 600.0, deferrable: bool = True, nodes: int = 1,
+                 tasks_per_node: int = 1, procs_per_node: int = 1, qos: str | None = None,
+                 account: str | None = None, gpu_directives: Sequence[str] | None = None,
+                 launcher: Launcher = "plain", container: ContainerRun | None = None,
+                 environment: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.commands = commands
         self.slurm_conn_id = slurm_conn_id
@@ -98,6 +102,10 @@ class SlurmJobOperator(BaseOperator):
         self.signal, self.requeue, self.max_restarts = signal, requeue, max_restarts
         self.unreachable_limit_s = unreachable_limit_s
         self.deferrable = deferrable
+        self.nodes, self.tasks_per_node, self.procs_per_node = nodes, tasks_per_node, procs_per_node
+        self.qos, self.account = qos, account
+        self.gpu_directives = tuple(gpu_directives) if gpu_directives is not None else None
+        self.launcher, self.container, self.environment = launcher, container, environment
         self._submitted: tuple[SlurmTransport, int] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -121,6 +129,11 @@ class SlurmJobOperator(BaseOperator):
         """Deterministic per task and map index, the same for every try: how a retry finds its job."""
         return str(TaskIdentity(ti.dag_id, ti.run_id, ti.task_id, ti.map_index))
 
+    def batch_job(self, settings: dict[str, Any], workdir: str, comment: str, name: str) -> BatchJob:
+        """The job this task submits, from the connection's settings; ``factory render`` shows the same."""
+        return batch_job(name=name, workdir=workdir, comment=comment, settings=settings,
+                         **{option: getattr(self, option) for option in JOB_OPTIONS})
+
     # ------------------------------------------------------------------ task semantics
     def execute(self, context: Context) -> Any:
         hook = SlurmHook(self.slurm_conn_id)
@@ -130,15 +143,9 @@ class SlurmJobOperator(BaseOperator):
         if found is not None:
             return found
         workdir = self._workdir(context, site)
-        runtime = site.get("job_runtime")
-        commands = [[f"{runtime}/bin/python", *command[1:]] if runtime and command[0] == "python" else command
-                    for command in self.commands]
         ti = context["ti"]
-        job = BatchJob(
-            name=self.job_name or safe_path_part(f"{ti.dag_id}.{ti.task_id}")[:64],
-            account=site.get("account"), partition=self.partition, cpus=self.cpus, memory=self.memory,
-            time=self.time_limit, gpus=self.gpus, workdir=workdir, commands=commands,
-            env_file=f"{workdir}/job.env", comment=self.task_identity(ti), signal=self.signal, requeue=self.requeue)
+        job = self.batch_job(site, workdir, self.task_identity(ti),
+                             self.job_name or safe_path_part(f"{ti.dag_id}.{ti.task_id}")[:64])
         script = render(job)
         env = dict(self.env)
         for conn_id in self.env_connections:

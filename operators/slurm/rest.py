@@ -112,8 +112,12 @@ def rest_job_fields(job: BatchJob) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "name": job.name, "current_working_directory": job.workdir, "standard_output": job.output,
         "cpus_per_task": job.cpus, "memory_per_node": job.memory_mb, "time_limit": job.time_minutes,
-        "tasks": 1, "comment": job.comment, "requeue": job.requeue,
+        "tasks": job.nodes * job.tasks_per_node, "comment": job.comment, "requeue": job.requeue,
     }
+    if job.nodes > 1 or job.tasks_per_node > 1:
+        fields.update(minimum_nodes=job.nodes, maximum_nodes=job.nodes, tasks_per_node=job.tasks_per_node)
+    if job.qos:
+        fields["qos"] = job.qos
     if job.signal:
         fields["signal"] = job.signal
     if job.account:
@@ -121,6 +125,9 @@ def rest_job_fields(job: BatchJob) -> dict[str, Any]:
     if job.partition:
         fields["partition"] = job.partition
     if job.gpus:
+        if job.gpu_directives is not None and list(job.gpu_directives) != [f"--gres=gpu:{job.gpus}"]:
+            raise SlurmError(f"slurmrestd: this client asks for GPUs as --gres=gpu:N only, not "
+                             f"{' '.join(job.gpu_directives)}: use the ssh or local transport for this site")
         fields["gres"] = f"gpu:{job.gpus}"
     return fields
 

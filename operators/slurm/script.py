@@ -6,6 +6,32 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+Launcher = Literal["plain", "srun", "torchrun"]
+RUNTIMES = ("apptainer", "singularity", "pyxis-enroot", "cscs-container-engine")
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """How a site runs a command in an image: a command prefix (Apptainer) or srun options (Pyxis, CSCS CE)."""
+
+    runtime: str  # one of RUNTIMES
+    image: str
+    gpu_flag: str | None = None  # --nv (NVIDIA) or --rocm (AMD) for Apptainer/Singularity
+
+    def prefix(self, workdir: str) -> list[str]:
+        if self.runtime in ("apptainer", "singularity"):
+            return [self.runtime, "exec", *([self.gpu_flag] if self.gpu_flag else []), "--bind", workdir, self.image]
+        return []
+
+    def srun_options(self, workdir: str) -> list[str]:
+        if self.runtime == "pyxis-enroot":
+            return [f"--container-image={self.image}", f"--container-mounts={workdir}",
+                    f"--container-workdir={workdir}"]
+        if self.runtime == "cscs-container-engine":
+            return [f"--environment={self.image}"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -25,6 +51,13 @@ class BatchJob:
     signal: str | None = "B:USR2@300"
     requeue: bool = False
     extra_directives: list[str] = field(default_factory=list)
+    nodes: int = 1
+    tasks_per_node: int = 1  # Slurm tasks; a torchrun launcher is one task per node with procs_per_node workers
+    qos: str | None = None
+    gpu_directives: tuple[str, ...] | None = None  # the site's way to ask for GPUs; default --gres=gpu:N
+    launcher: Launcher = "plain"  # how the last command starts: in the batch shell, under srun, or torchrun
+    procs_per_node: int = 1  # torchrun workers per node
+    container: ContainerRun | None = None
 
     @property
     def output(self) -> str:
@@ -45,6 +78,45 @@ class BatchJob:
         days, _, clock = self.time.rpartition("-")
         hours, minutes, seconds = (int(part) for part in clock.split(":"))
         return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+
+
+def with_runtime(commands: list[list[str]], python_env: str | None) -> list[list[str]]:
+    """``python`` in a command becomes the job environment's interpreter (not in containers: theirs)."""
+    if not python_env:
+        return commands
+    return [[f"{python_env}/bin/python", *command[1:]] if command[0] == "python" else command for command in commands]
+
+
+def python_environment(environment: str | None, default_runtime: str | None) -> str | None:
+    """A spec's ``environment``: an absolute path on the cluster, or a name beside the connection's runtime."""
+    if environment and environment.startswith("/"):
+        return environment
+    if environment and default_runtime:
+        return str(Path(default_runtime).parent / environment)
+    return default_runtime
+
+
+# SlurmJobOperator's arguments that shape the job; pipelines pass them, ``factory render`` uses them alike
+JOB_OPTIONS = ("commands", "cpus", "memory", "time_limit", "partition", "gpus", "signal", "requeue", "nodes",
+               "tasks_per_node", "procs_per_node", "qos", "account", "gpu_directives", "launcher", "container",
+               "environment")
+
+
+def batch_job(*, name: str, workdir: str, comment: str, settings: dict, commands: list[list[str]], cpus: int = 1,
+              memory: str = "1G", time_limit: str = "00:30:00", partition: str | None = None, gpus: int = 0,
+              signal: str | None = "B:USR2@300", requeue: bool = False, nodes: int = 1, tasks_per_node: int = 1,
+              procs_per_node: int = 1, qos: str | None = None, account: str | None = None,
+              gpu_directives: tuple[str, ...] | None = None, launcher: Launcher = "plain",
+              container: ContainerRun | None = None, environment: str | None = None) -> BatchJob:
+    """The batch job for a connection's ``settings`` (account, job runtime) and the job options."""
+    python_env = None if container else python_environment(environment, settings.get("job_runtime"))
+    return BatchJob(
+        name=name, account=account or settings.get("account"), partition=partition, cpus=cpus, memory=memory,
+        time=time_limit, gpus=gpus, workdir=workdir, commands=with_runtime(commands, python_env),
+        env_file=f"{workdir}/job.env", comment=comment, signal=signal, requeue=requeue, nodes=nodes,
+        tasks_per_node=tasks_per_node, procs_per_node=procs_per_node, qos=qos,
+        gpu_directives=tuple(gpu_directives) if gpu_directives is not None else None, launcher=launcher,
+        container=container)
 
 
 class UnsafeScriptError(ValueError):
@@ -78,6 +150,44 @@ def signal_name(signal: str) -> str:
     return name
 
 
+def gpu_request(job: BatchJob) -> list[str]:
+    if not job.gpus:
+        return []
+    return list(job.gpu_directives) if job.gpu_directives is not None else [f"--gres=gpu:{job.gpus}"]
+
+
+def _task_directives(job: BatchJob) -> list[str]:
+    if job.launcher == "plain" and job.nodes == 1 and job.tasks_per_node == 1:
+        return ["--ntasks=1"]
+    directives = [f"--nodes={job.nodes}"]
+    if not any(directive.startswith("--ntasks-per-node=") for directive in gpu_request(job)):
+        directives.append(f"--ntasks-per-node={job.tasks_per_node}")
+    return directives
+
+
+# torchrun's rendezvous: the first node of the allocation, a port per job so jobs sharing a node never meet
+RENDEZVOUS = ['head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+              "rdzv_port=$((29500 + SLURM_JOB_ID % 1000))"]
+
+
+def launch_line(job: BatchJob, command: list[str], launched: bool) -> str:
+    """One command as the script runs it: in a container if asked, the launched one under srun/torchrun."""
+    container = job.container
+    argv = [*(container.prefix(job.workdir) if container else []), *command]
+    needs_srun = launched and (job.launcher != "plain" or (container is not None and container.srun_options("")))
+    if not needs_srun:
+        return shlex.join(argv)
+    srun = ["srun", "--kill-on-bad-exit=1", f"--nodes={job.nodes}", f"--ntasks-per-node={job.tasks_per_node}",
+            f"--cpus-per-task={job.cpus}", *(container.srun_options(job.workdir) if container else [])]
+    if job.launcher != "torchrun":
+        return shlex.join([*srun, *argv])
+    python_at = len(argv) - len(command)
+    torchrun = [*argv[:python_at + 1], "-m", "torch.distributed.run", f"--nnodes={job.nodes}",
+                f"--nproc-per-node={job.procs_per_node}", "--rdzv-backend=c10d"]
+    return (f"{shlex.join([*srun, *torchrun])} --rdzv-id=\"$SLURM_JOB_ID\" --rdzv-endpoint=\"$head_node:$rdzv_port\" "
+            f"{shlex.join(command[1:])}")
+
+
 def render(job: BatchJob) -> str:
     directives = [
         f"--job-name={job.name}",
@@ -86,14 +196,15 @@ def render(job: BatchJob) -> str:
         f"--cpus-per-task={job.cpus}",
         f"--mem={job.memory}",
         f"--time={job.time}",
-        "--ntasks=1",
+        *_task_directives(job),
     ]
     if job.account:
         directives.append(f"--account={job.account}")
     if job.partition:
         directives.append(f"--partition={job.partition}")
-    if job.gpus:
-        directives.append(f"--gres=gpu:{job.gpus}")
+    if job.qos:
+        directives.append(f"--qos={job.qos}")
+    directives += gpu_request(job)
     if job.comment:
         directives.append(f"--comment={job.comment}")
     if job.signal:
@@ -104,6 +215,10 @@ def render(job: BatchJob) -> str:
         if any(character in directive for character in "\n\r\0"):
             raise UnsafeScriptError(f"#SBATCH {directive!r}: a line break or NUL would end the directive "
                                     "and run the rest as a command")
+        try:
+            directive.encode()
+        except UnicodeEncodeError:
+            raise UnsafeScriptError(f"#SBATCH {directive!r}: not valid Unicode text") from None
     for command in job.commands:
         for argument in command:
             if "\0" in argument:
@@ -135,8 +250,10 @@ def render(job: BatchJob) -> str:
             'run() { "$@" & child=$!; while true; do wait "$child" && status=0 || status=$?; '
             'kill -0 "$child" 2>/dev/null || break; done; child=; return "$status"; }',
         ]
-        lines += [f"run {shlex.join(command)}" for command in job.commands]
-    else:
-        lines += [shlex.join(command) for command in job.commands]
+    if job.launcher == "torchrun":
+        lines += RENDEZVOUS
+    last = len(job.commands) - 1
+    lines += [f"{'run ' if job.signal else ''}{launch_line(job, command, index == last)}"
+              for index, command in enumerate(job.commands)]
     lines.append('echo "job $SLURM_JOB_ID finished $(date -Is)"')
     return "\n".join(lines) + "\n"

@@ -1,0 +1,218 @@
+"""``factory lint|render|plan``: check reviewed config, show the batch script and the plan of a pipeline.
+
+Exit codes (every command): 0 success; 1 the config has errors (each names file, line, field and the
+allowed values); 2 bad command-line arguments or an unknown pipeline or site. ``--json`` prints one JSON
+document on stdout for scripts; errors then go into it rather than to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from operators.sites.catalogue import SITES_DIR, SiteError, load_catalogue, load_site
+from operators.spec import CONTRACTS_DIR, PIPELINES_DIR, PipelineSpec, SpecError, discover, load_spec
+
+ERROR_SHAPE = re.compile(r"^(?P<file>[^:\n]+?\.ya?ml)(?::(?P<line>\d+))?: "
+                         r"(?:(?P<field>[A-Za-z0-9_.<>-]+): )?(?P<message>.*)$", re.DOTALL)
+
+
+class UsageError(Exception):
+    """Exit 2: the command line names something that does not exist."""
+
+
+def error_record(text: str) -> dict[str, Any]:
+    """``file:line: field: message`` as JSON fields (line and field may be absent)."""
+    match = ERROR_SHAPE.match(text)
+    if not match:
+        return {"file": None, "line": None, "field": None, "message": text}
+    line = match.group("line")
+    return {"file": match.group("file"), "line": int(line) if line else None, "field": match.group("field"),
+            "message": match.group("message")}
+
+
+def lint(pipelines_dir: Path, contracts_dir: Path, sites_dir: Path) -> dict[str, Any]:
+    """Every spec, contract and site file; a bad file never hides the errors of the others."""
+    from operators.contracts.validate import ContractError, load_contract
+
+    errors: list[str] = []
+    try:
+        sites = load_catalogue(sites_dir)
+    except SiteError as error:
+        sites = {}
+        errors.extend(error.errors)
+    contracts = sorted(contracts_dir.glob("*.yaml"))
+    for path in contracts:
+        try:
+            load_contract(path)
+        except ContractError as error:
+            errors.append(str(error))
+    specs = discover(pipelines_dir)
+    for path in specs:
+        try:
+            load_spec(path, sites_dir)
+        except SpecError as error:
+            errors.extend(error.errors)
+    return {"ok": not errors, "checked": {"pipelines": len(specs), "contracts": len(contracts), "sites": len(sites)},
+            "errors": [error_record(error) for error in errors]}
+
+
+def _spec_file(pipeline: str, pipelines_dir: Path) -> Path:
+    path = Path(pipeline)
+    if path.is_dir():
+        path = path / "pipeline.yaml"
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = pipelines_dir / pipeline / "pipeline.yaml"
+    if re.fullmatch(r"[a-z][a-z0-9_]*", pipeline) and candidate.exists():
+        return candidate
+    known = ", ".join(spec.parent.name for spec in discover(pipelines_dir)) or "none"
+    raise UsageError(f"no pipeline {pipeline!r} in {pipelines_dir} (known: {known})")
+
+
+def load(pipeline: str, pipelines_dir: Path, sites_dir: Path, site: str | None) -> PipelineSpec:
+    if site is not None:
+        try:
+            load_site(site, sites_dir)
+        except SiteError as error:
+            raise UsageError(str(error)) from None
+    return load_spec(_spec_file(pipeline, pipelines_dir), sites_dir, site=site)
+
+
+def render_step(spec: PipelineSpec, step: str) -> str:
+    from operators.pipeline.jobs import preview
+    from operators.slurm.script import render
+
+    return render(preview(spec, step, spec.site_facts))
+
+
+def plan(spec: PipelineSpec) -> list[dict[str, str]]:
+    """The DAG's tasks in order, each with what it will do, in words a reviewer checks against the spec."""
+    from operators.pipeline.jobs import job_options
+
+    dataset, evaluation, registry, serving = spec.dataset, spec.evaluation, spec.registry, spec.serving
+    site = spec.site_facts
+
+    def slurm(step: str) -> str:
+        job = spec.training if step == "train" else spec.evaluation
+        options = job_options(spec, step, site)
+        resources = job.resources
+        where = f"a container ({job.container.image}, {options['container'].runtime})" if job.container else \
+            f"environment {job.environment or 'job-runtime'}"
+        launcher = getattr(job, "launcher", "plain")
+        request = (f"{resources.nodes} node(s) x {resources.tasks_per_node} task(s), {resources.cpus_per_task} CPU(s) "
+                   f"per task, {resources.gpus_per_node} GPU(s) per node, {resources.memory} per node, "
+                   f"time limit {resources.time}, partition {options['partition'] or 'the cluster default'}")
+        return (f"Slurm job on {site.title} through connection {spec.connection}: {job.script} with launcher "
+                f"{launcher} in {where}; {request}. Stages the pinned data from S3 into the job folder.")
+
+    thresholds = ", ".join(f"{name} >= {bound}" for name, bound in evaluation.thresholds.items()) or "none"
+    champion = (f"the challenger must beat {registry.aliases.champion} by at least {evaluation.min_improvement} on "
+                f"{evaluation.primary_metric}, both scored on the same test split in the same job"
+                if evaluation.compare_with_champion else "no champion comparison")
+    smoke = serving.smoke
+    return [
+        {"task": "pin_dataset", "does": f"resolve revision {dataset.revision} of {dataset.path} and "
+                                        f"{dataset.test_path} in {dataset.repository} to a commit and md5"},
+        {"task": "validate_data", "does": f"validate the pinned data against data_contracts/{spec.contract}.yaml; "
+                                          "publish the report to S3; nothing reaches Slurm if it fails"},
+        {"task": "start_run", "does": "create the MLflow run the jobs log into (params, dataset inputs, code version)"},
+        {"task": "train", "does": slurm("train")},
+        {"task": "evaluate", "does": slurm("evaluate") + f" Scores {', '.join(evaluation.metrics)}."},
+        {"task": "gate", "does": f"thresholds {thresholds}; {champion}"},
+        {"task": "register", "does": f"register {registry.model_name} with alias {registry.aliases.challenger}; "
+                                     f"alias {registry.aliases.champion} if the gate passed"
+                                     + (f"; tags {json.dumps(registry.tags)}" if registry.tags else "")},
+        {"task": "push_to_inference", "does": f"{serving.target} target via connection {serving.connection}: load "
+                                              f"{serving.model_name}, smoke-test with "
+                                              f"{'the spec inputs' if smoke.inputs else 'the model input example'}"
+                                              + (f", outputs in {smoke.allowed_outputs}" if smoke.allowed_outputs
+                                                 else "") + "; skipped if not promoted"},
+    ]
+
+
+def schedule_words(spec: PipelineSpec) -> str:
+    if spec.schedule is None:
+        return "manual runs only"
+    if spec.schedule.dataset_version:
+        return f"on each new version of dataset {spec.dataset.name}"
+    return f"cron {spec.schedule.cron}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--pipelines", type=Path, default=PIPELINES_DIR, help=f"spec folder (default {PIPELINES_DIR})")
+    common.add_argument("--sites", type=Path, default=SITES_DIR, help=f"site catalogue (default {SITES_DIR})")
+    common.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser = argparse.ArgumentParser(prog="factory", description="Check and preview pipelines.",
+                                     epilog="exit codes: 0 ok, 1 errors in the config, 2 bad arguments or names")
+    commands = parser.add_subparsers(dest="command", required=True)
+    lint_cmd = commands.add_parser("lint", parents=[common], help="check pipeline specs, data contracts and sites")
+    lint_cmd.add_argument("--contracts", type=Path, default=CONTRACTS_DIR, help=f"default {CONTRACTS_DIR}")
+    render_cmd = commands.add_parser("render", parents=[common], help="the sbatch script a pipeline's step submits")
+    render_cmd.add_argument("pipeline", help="a pipeline name, folder or pipeline.yaml")
+    render_cmd.add_argument("--site", help="render for another site of the catalogue (retarget preview)")
+    render_cmd.add_argument("--step", choices=("train", "evaluate"), default="train")
+    plan_cmd = commands.add_parser("plan", parents=[common], help="the pipeline's tasks and what each will do")
+    plan_cmd.add_argument("pipeline", help="a pipeline name, folder or pipeline.yaml")
+    plan_cmd.add_argument("--site", help="plan for another site of the catalogue")
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except UsageError as error:
+        _fail(args, [str(error)], "usage")
+        return 2
+
+
+def _fail(args: argparse.Namespace, errors: list[str], kind: str = "config") -> None:
+    if args.json:
+        print(json.dumps({"ok": False, "kind": kind, "errors": [error_record(error) for error in errors]}, indent=2))
+    else:
+        for error in errors:
+            print(f"factory {args.command}: {error}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.pipelines.is_dir():
+        raise UsageError(f"--pipelines {args.pipelines}: no such folder")
+    if args.command == "lint":
+        result = lint(args.pipelines, args.contracts, args.sites)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            for error in result["errors"]:
+                where = ":".join(str(part) for part in (error["file"], error["line"]) if part is not None)
+                field = f"{error['field']}: " if error["field"] else ""
+                print(f"{where}: {field}{error['message']}", file=sys.stderr)
+            checked = result["checked"]
+            print(f"factory lint: {checked['pipelines']} pipeline(s), {checked['contracts']} contract(s), "
+                  f"{checked['sites']} site(s): {len(result['errors']) or 'no'} error(s)")
+        return 0 if result["ok"] else 1
+    try:
+        spec = load(args.pipeline, args.pipelines, args.sites, args.site)
+    except SpecError as error:
+        _fail(args, error.errors)
+        return 1
+    if args.command == "render":
+        script = render_step(spec, args.step)
+        if args.json:
+            print(json.dumps({"ok": True, "pipeline": spec.name, "site": spec.site, "step": args.step,
+                              "connection": spec.connection, "script": script}, indent=2))
+        else:
+            print(script, end="")
+        return 0
+    steps = plan(spec)
+    if args.json:
+        print(json.dumps({"ok": True, "pipeline": spec.name, "dag_id": spec.dag_id, "site": spec.site,
+                          "connection": spec.connection, "schedule": schedule_words(spec),
+                          "owners": spec.owners, "tasks": steps}, indent=2))
+    else:
+        print(f"{spec.dag_id}: {spec.description}\nsite {spec.site} ({spec.site_facts.title}) via connection "
+              f"{spec.connection}; schedule: {schedule_words(spec)}; owners: {', '.join(spec.owners)}\n")
+        for number, step in enumerate(steps, 1):
+            print(f"{number}. {step['task']}: {step['does']}")
+    return 0

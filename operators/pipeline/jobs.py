@@ -1,0 +1,106 @@
+"""A pipeline's Slurm steps (train, evaluate) for a site: files, commands and the site's spelling of the request.
+
+One place for the DAG (which passes these to ``SlurmJobOperator``) and ``factory render``/``plan`` (which
+show the batch script the task will submit). Imports no Airflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from operators.sites.catalogue import Site
+from operators.sites.request import account_directive, gpu_directives
+from operators.slurm.script import BatchJob, ContainerRun, batch_job
+from operators.spec import Container, Evaluation, PipelineSpec, Training
+
+STEPS = ("train", "evaluate")
+
+
+@dataclass(frozen=True)
+class RunRefs:
+    """How a step refers to values only known when the run starts: Jinja in the DAG, placeholders in renders."""
+
+    run_id: str
+    train_inputs: Any
+    test_inputs: Any
+    params: Any
+
+
+PLACEHOLDERS = RunRefs(run_id="<mlflow-run-id>", train_inputs="<pinned train split>",
+                       test_inputs="<pinned test split>", params="<training.params + run overrides>")
+
+
+def step_spec(spec: PipelineSpec, step: str) -> Training | Evaluation:
+    return {"train": spec.training, "evaluate": spec.evaluation}[step]
+
+
+def container_run(site: Site, container: Container | None, gpus_per_node: int) -> ContainerRun | None:
+    """The site's first container runtime; ``--nv``/``--rocm`` by GPU maker for Apptainer/Singularity."""
+    if container is None:
+        return None
+    runtime = (site.containers.runtimes or [None])[0]
+    if runtime is None:  # the spec check refuses this; a clear error if called anyway
+        raise ValueError(f"{site.title} has no known container runtime")
+    model = site.node.gpu_model.upper()
+    gpu_flag = ("--rocm" if "AMD" in model else "--nv" if "NVIDIA" in model else None) if gpus_per_node else None
+    return ContainerRun(runtime=runtime, image=container.image, gpu_flag=gpu_flag)
+
+
+def job_options(spec: PipelineSpec, step: str, site: Site) -> dict[str, Any]:
+    """SlurmJobOperator arguments for one step on one site (everything but files and connections)."""
+    job = step_spec(spec, step)
+    resources = job.resources
+    launcher = getattr(job, "launcher", "plain")
+    torchrun = launcher == "torchrun"  # one Slurm task per node that starts tasks_per_node workers
+    account = account_directive(site, resources.account).removeprefix("--account=") if resources.account else None
+    return {
+        "nodes": resources.nodes,
+        "tasks_per_node": 1 if torchrun else resources.tasks_per_node,
+        "procs_per_node": resources.tasks_per_node if torchrun else 1,
+        "cpus": resources.cpus_per_task * (resources.tasks_per_node if torchrun else 1),
+        "memory": resources.memory, "time_limit": str(resources.time),
+        "partition": resources.partition or site.default_partition(),
+        "qos": resources.qos, "account": account, "gpus": resources.gpus_per_node,
+        "gpu_directives": tuple(gpu_directives(site, resources.gpus_per_node)) if resources.gpus_per_node else None,
+        "launcher": launcher, "container": container_run(site, job.container, resources.gpus_per_node),
+        "environment": job.environment,
+    }
+
+
+def step_files(spec: PipelineSpec, step: str) -> dict[str, str]:
+    """The step's script, staged under its own name into the job folder (with every file beside it)."""
+    script = spec.folder / step_spec(spec, step).script
+    files = {path.name: str(path) for path in sorted(script.parent.glob("*.py")) if path.name != "__init__.py"}
+    return {**files, script.name: str(script)}
+
+
+def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str]]:
+    job = step_spec(spec, step)
+    script = (spec.folder / job.script).name
+    fetch = ["python", "-m", "operators.jobs.fetch", "inputs.json", "data"]
+    if step == "train":
+        return [fetch, ["python", script, "--data-dir", "data", "--params", "params.json"]]
+    champion = f"models:/{spec.registry.model_name}@{spec.registry.aliases.champion}"
+    return [fetch, ["python", script, "--data-dir", "data", "--challenger", f"runs:/{refs.run_id}/model",
+                    *(["--champion", champion] if spec.evaluation.compare_with_champion else []),
+                    "--output", "evaluation.json"]]
+
+
+def step_json_files(step: str, refs: RunRefs) -> dict[str, Any]:
+    if step == "train":
+        return {"inputs.json": refs.train_inputs, "params.json": refs.params}
+    return {"inputs.json": refs.test_inputs}
+
+
+def preview(spec: PipelineSpec, step: str, site: Site) -> BatchJob:
+    """The job as ``factory render`` shows it: the run's values and the connection's folders as placeholders."""
+    options = job_options(spec, step, site)
+    if options["account"] is None:  # the connection's account at run time; the site's example here
+        project = site.account.default or site.account.example or "<project>"
+        options["account"] = site.account.template.replace("{project}", project)
+    workdir = f"<job_workdir>/{spec.dag_id}/<run_id>/{step}.-1.try1"
+    settings = {"job_runtime": "<environments>/job-runtime"}
+    return batch_job(name=f"{spec.dag_id}.{step}"[:64], workdir=workdir, settings=settings,
+                     comment=f"airflow:{spec.dag_id}/<run_id>/{step}/-1",
+                     commands=step_commands(spec, step, PLACEHOLDERS), **options)

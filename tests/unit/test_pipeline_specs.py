@@ -1,0 +1,200 @@
+"""Pipeline specs: the examples load and render for every site (golden files); every case of the malformed
+corpus fails with file, line, field and allowed values, in the loader, in ``factory lint`` and as a DAG
+import error; ``factory render|plan`` exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from operators.pipeline.cli import render_step
+from operators.sites import SITES_DIR
+from operators.spec import PIPELINES_DIR, SpecError, load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+CORPUS = yaml.safe_load((FIXTURES / "malformed_specs.yaml").read_text())
+BASE = FIXTURES / "specs" / "base"
+GOLDEN = REPO / "tests" / "golden" / "sbatch"
+EXAMPLES = sorted(path.parent.name for path in PIPELINES_DIR.glob("*/pipeline.yaml"))
+FIXTURE_SPECS = ("gpu_container", "cpu_container")
+RENDERED = [*EXAMPLES, *FIXTURE_SPECS]
+SITE_NAMES = sorted(path.stem for path in SITES_DIR.glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def state(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACTORY_STATE", "/var/lib/aifactory")
+
+
+def materialise(case: dict[str, Any], root: Path) -> Path:
+    """One corpus case as ``root/<id>/pipeline.yaml`` beside the base's scripts."""
+    folder = root / case["id"]
+    shutil.copytree(BASE, folder)
+    if "text" in case:
+        text = case["text"]
+    else:
+        text = (BASE / "pipeline.yaml").read_text().replace("name: base\n", f"name: {case.get('rename', case['id'])}\n")
+        for old, new in case["edit"]:
+            assert text.count(old) == 1, f"corpus case {case['id']}: {old!r} must occur once in the base spec"
+            text = text.replace(old, new)
+    (folder / "pipeline.yaml").write_text(text)
+    return folder / "pipeline.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("malformed")
+    for case in CORPUS:
+        materialise(case, root)
+    return root
+
+
+def test_examples_load_with_their_site() -> None:
+    assert {"breast_cancer", "breast_cancer_ddp"} <= set(EXAMPLES)
+    spec = load_spec(PIPELINES_DIR / "breast_cancer" / "pipeline.yaml")
+    assert spec.site == "local" and spec.site_facts is not None and spec.site_facts.title == "local cluster"
+    assert spec.connection == "factory_slurm_local"  # the catalogue's first submission with a connection
+    assert spec.training.resources.memory == "1G" and spec.evaluation.thresholds["roc_auc"] == 0.95
+    assert spec.contract_file.exists() and (spec.folder / spec.training.script).exists()
+    ddp = load_spec(PIPELINES_DIR / "breast_cancer_ddp" / "pipeline.yaml")
+    assert ddp.training.launcher == "torchrun" and ddp.training.resources.tasks_per_node == 2
+
+
+def test_the_base_of_the_corpus_is_valid() -> None:
+    assert load_spec(BASE / "pipeline.yaml").name == "base"
+
+
+def test_corpus_covers_what_the_issue_lists() -> None:
+    ids = {case["id"] for case in CORPUS}
+    for needed in ("wrong_type_nodes", "unknown_nested_key", "missing_section", "negative_cpus",
+                   "shell_metacharacters", "newline_in_value", "path_traversal", "too_many_gpus_on_jupiter"):
+        assert needed in ids
+    assert len(ids) == len(CORPUS) >= 45
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[case["id"] for case in CORPUS])
+def test_each_malformed_spec_is_refused_with_a_teaching_message(case: dict[str, Any], tmp_path: Path) -> None:
+    path = materialise(case, tmp_path)
+    with pytest.raises(SpecError) as raised:
+        load_spec(path)
+    errors = raised.value.errors
+    assert any(re.search(case["expect"], error) for error in errors), f"expected {case['expect']!r} in {errors}"
+    assert all(error.startswith(f"{path}:") for error in errors), errors  # every message names the file and line
+    assert all(re.match(rf"{re.escape(str(path))}:\d+: \S+: ", error) for error in errors), errors
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FACTORY_STATE": "/var/lib/aifactory"}
+    return subprocess.run([sys.executable, "-m", "operators.pipeline", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+
+
+def test_factory_lint_reports_every_case_of_the_corpus(corpus_dir: Path) -> None:
+    result = run_cli("lint", "--json", "--pipelines", str(corpus_dir))
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["checked"]["pipelines"] == len(CORPUS)
+    texts = [f"{Path(error['file']).name}:{error['line']}: {error['field']}: {error['message']}"
+             for error in report["errors"]]
+    for case in CORPUS:
+        mine = [text for error, text in zip(report["errors"], texts, strict=True)
+                if Path(error["file"]).parent.name == case["id"]]
+        assert any(re.search(case["expect"], text) for text in mine), f"{case['id']}: {case['expect']!r} not in {mine}"
+    assert all(isinstance(error["line"], int) and error["field"] for error in report["errors"]), report["errors"]
+    human = run_cli("lint", "--pipelines", str(corpus_dir))
+    assert human.returncode == 1 and "Traceback" not in human.stderr
+    assert "too_many_gpus_on_jupiter/pipeline.yaml:20: training.resources: JUPITER nodes have 4 GPUs" in human.stderr
+
+
+def test_factory_lint_passes_on_the_repository() -> None:
+    result = run_cli("lint")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\d+ pipeline\(s\), \d+ contract\(s\), 10 site\(s\): no error", result.stdout)
+
+
+def test_render_and_plan_exit_codes(corpus_dir: Path) -> None:
+    assert run_cli("render", "no_such_pipeline").returncode == 2
+    unknown_site = run_cli("render", "breast_cancer", "--site", "atlantis", "--json")
+    assert unknown_site.returncode == 2
+    assert "no site 'atlantis'" in json.loads(unknown_site.stdout)["errors"][0]["message"]
+    bad = run_cli("render", str(corpus_dir / "negative_cpus"))
+    assert bad.returncode == 1 and "cpus_per_task: -2 must be a whole number >= 1" in bad.stderr
+    assert run_cli("lint", "--pipelines", "/no/such/folder").returncode == 2
+    rendered = json.loads(run_cli("render", "breast_cancer", "--json").stdout)
+    assert rendered["connection"] == "factory_slurm_local" and rendered["script"].startswith("#!/bin/bash\n")
+    plan = run_cli("plan", "breast_cancer_ddp", "--json")
+    assert plan.returncode == 0, plan.stderr
+    tasks = json.loads(plan.stdout)["tasks"]
+    assert [task["task"] for task in tasks] == ["pin_dataset", "validate_data", "start_run", "train", "evaluate",
+                                                "gate", "register", "push_to_inference"]
+    assert "launcher torchrun" in tasks[3]["does"] and "1 node(s) x 2 task(s)" in tasks[3]["does"]
+
+
+def golden_text(pipeline: str, site: str) -> str:
+    """The train step's script for the site, or the lint errors that stop it there (also golden)."""
+    folder = FIXTURES / "specs" / pipeline if pipeline in FIXTURE_SPECS else PIPELINES_DIR / pipeline
+    try:
+        spec = load_spec(folder / "pipeline.yaml", site=site)
+    except SpecError as error:
+        text = "".join(f"# factory render refuses this: {message.split(': ', 1)[1]}\n" for message in error.errors)
+    else:
+        text = render_step(spec, "train")
+    return text.replace(str(REPO), "<repo>")  # the same on every clone
+
+
+@pytest.mark.parametrize("site", SITE_NAMES)
+@pytest.mark.parametrize("pipeline", RENDERED)
+def test_sbatch_golden_files(pipeline: str, site: str) -> None:
+    """Regenerate after an intended change with FACTORY_UPDATE_GOLDEN=1 and review the diff."""
+    golden = GOLDEN / pipeline / f"{site}.sh"
+    text = golden_text(pipeline, site)
+    if os.environ.get("FACTORY_UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert golden.exists(), f"{golden} is missing: run with FACTORY_UPDATE_GOLDEN=1 and review it"
+    assert text == golden.read_text()
+
+
+def test_golden_files_show_each_site_s_spelling() -> None:
+    jupiter = (GOLDEN / "gpu_container" / "jupiter.sh").read_text()
+    assert "#SBATCH --gres=gpu:2" in jupiter and "apptainer exec --nv" in jupiter
+    assert "--rdzv-endpoint=\"$head_node:$rdzv_port\"" in jupiter and "#SBATCH --nodes=2" in jupiter
+    lumi = (GOLDEN / "gpu_container" / "lumi.sh").read_text()
+    assert "#SBATCH --gpus-per-node=2" in lumi and "singularity exec --rocm" in lumi
+    assert "srun --kill-on-bad-exit=1 --nodes=1 --ntasks-per-node=1 --cpus-per-task=8 --environment=" in (
+        GOLDEN / "cpu_container" / "alps.sh").read_text()  # CSCS Container Engine: only through srun
+    assert "refuses this" in (GOLDEN / "gpu_container" / "local.sh").read_text()  # no container runtime
+    assert "use launcher srun" in (GOLDEN / "gpu_container" / "alps.sh").read_text()
+    assert "#SBATCH --partition=cpu" in (GOLDEN / "breast_cancer" / "local.sh").read_text()
+
+
+def test_a_bad_spec_is_a_dag_import_error_and_nothing_is_scheduled(tmp_path: Path) -> None:
+    """Real Airflow parsing of dags/pipelines.py: the import error names file, line and field; no DAG is built."""
+    pipelines = tmp_path / "pipelines"
+    shutil.copytree(PIPELINES_DIR / "breast_cancer", pipelines / "breast_cancer")
+    bad = materialise(next(case for case in CORPUS if case["id"] == "too_many_gpus_on_jupiter"), pipelines)
+    home = tmp_path / "airflow"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    env.update(PYTHONPATH=str(REPO), FACTORY_STATE="/var/lib/aifactory", FACTORY_PIPELINES_DIR=str(pipelines),
+               AIRFLOW_HOME=str(home), AIRFLOW_CONFIG=str(REPO / "airflow.cfg"),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/a.db",
+               AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"))
+    code = ("import json; from airflow.dag_processing.dagbag import DagBag\n"
+            f"bag = DagBag(dag_folder={str(REPO / 'dags' / 'pipelines.py')!r})\n"
+            "print(json.dumps({'dags': sorted(bag.dags), 'errors': bag.import_errors}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert parsed["dags"] == []
+    (message,) = parsed["errors"].values()
+    assert f"{bad}:20: training.resources: JUPITER nodes have 4 GPUs (NVIDIA GH200); 8 GPUs per node" in message
