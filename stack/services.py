@@ -537,7 +537,8 @@ class LocalFactory:
             "cluster": CLUSTER, "node": NODE, "job_user": JOB_USER, "account": SLURM_ACCOUNT,
             "jobs_dir": str(self.paths.jobs),
             "model_repository": str(self.paths.model_repository),
-            "venvs": {name: str(self.paths.venv(name)) for name in ("orchestrator", "job-runtime", "serving")},
+            "venvs": {name: str(self.paths.venv(name))
+                      for name in ("orchestrator", "job-runtime", "serving", "torch-runtime")},
             "s3": {"endpoint_url": f"http://{HOST}:{PORTS['s3']}", "access_key": self.secrets["s3_access_key"],
                    "secret_key": self.secrets["s3_secret_key"], "buckets": list(BUCKETS)},
             "mlflow": {"url": f"http://{HOST}:{PORTS['mlflow']}", "username": MLFLOW_USER,

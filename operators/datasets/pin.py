@@ -5,14 +5,14 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from operators.spec import DatasetSpec, expand
+from operators.spec import Dataset, expand
 
 
 class DatasetError(RuntimeError):
     """A dataset revision or file cannot be resolved; the message names repository, revision, path."""
 
 
-def pin_dataset(dataset: DatasetSpec, revision: str | None = None) -> dict[str, Any]:
+def pin_dataset(dataset: Dataset, revision: str | None = None) -> dict[str, Any]:
     """Repository + revision → commit, and for the data and its test split: md5, size and S3 URL."""
     import dvc.api
     from dvc.api import DVCFileSystem

@@ -165,8 +165,10 @@ def _task_directives(job: BatchJob) -> list[str]:
     return directives
 
 
-# torchrun's rendezvous: the first node of the allocation, a port per job so jobs sharing a node never meet
+# torchrun's rendezvous: the first node of the allocation at the address Slurm itself reaches it by
+# (NodeAddr: node names need not resolve), a port per job so jobs sharing a node never meet
 RENDEZVOUS = ['head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+              'head_addr=$(scontrol show node "$head_node" | sed -n \'s/.*NodeAddr=\\([^ ]*\\).*/\\1/p\')',
               "rdzv_port=$((29500 + SLURM_JOB_ID % 1000))"]
 
 
@@ -184,8 +186,8 @@ def launch_line(job: BatchJob, command: list[str], launched: bool) -> str:
     python_at = len(argv) - len(command)
     torchrun = [*argv[:python_at + 1], "-m", "torch.distributed.run", f"--nnodes={job.nodes}",
                 f"--nproc-per-node={job.procs_per_node}", "--rdzv-backend=c10d"]
-    return (f"{shlex.join([*srun, *torchrun])} --rdzv-id=\"$SLURM_JOB_ID\" --rdzv-endpoint=\"$head_node:$rdzv_port\" "
-            f"{shlex.join(command[1:])}")
+    rendezvous = '--rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="${head_addr:-$head_node}:$rdzv_port"'
+    return f"{shlex.join([*srun, *torchrun])} {rendezvous} {shlex.join(command[1:])}"
 
 
 def render(job: BatchJob) -> str:

@@ -168,7 +168,7 @@ def test_sbatch_golden_files(pipeline: str, site: str) -> None:
 def test_golden_files_show_each_site_s_spelling() -> None:
     jupiter = (GOLDEN / "gpu_container" / "jupiter.sh").read_text()
     assert "#SBATCH --gres=gpu:2" in jupiter and "apptainer exec --nv" in jupiter
-    assert "--rdzv-endpoint=\"$head_node:$rdzv_port\"" in jupiter and "#SBATCH --nodes=2" in jupiter
+    assert "--rdzv-endpoint=\"${head_addr:-$head_node}:$rdzv_port\"" in jupiter and "#SBATCH --nodes=2" in jupiter
     lumi = (GOLDEN / "gpu_container" / "lumi.sh").read_text()
     assert "#SBATCH --gpus-per-node=2" in lumi and "singularity exec --rocm" in lumi
     assert "srun --kill-on-bad-exit=1 --nodes=1 --ntasks-per-node=1 --cpus-per-task=8 --environment=" in (

@@ -63,7 +63,7 @@ def test_directive_values_either_stay_one_line_or_are_refused(tmp_path_factory, 
     try:
         script = render(job(tmp, name=text, comment=text, partition=text or None, env_file=None))
     except UnsafeScriptError:
-        assert any(c in text for c in "\n\r\0") or not text.encode(errors="replace").decode() == text
+        assert any(c in text for c in "\n\r\0") or text.encode(errors="replace").decode() != text
         return
     directive_lines = [line for line in script.splitlines() if line.startswith("#SBATCH ")]
     assert len(directive_lines) == script.count("#SBATCH ")  # none split across lines

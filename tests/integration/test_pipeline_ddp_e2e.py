@@ -1,0 +1,77 @@
+"""The second example pipeline end to end from its spec: a PyTorch MLP trained by torchrun with 2 workers
+(DistributedDataParallel, gloo on CPU) under srun on the local Slurm cluster, then evaluated, registered
+in MLflow and served by MLServer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stack.airflow_api import AirflowAPI
+
+DAG = "pipeline_breast_cancer_ddp"
+MODEL = "breast-cancer-mlp"
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(stack_info):
+    import os
+
+    os.environ["MLFLOW_TRACKING_USERNAME"] = stack_info["mlflow"]["username"]
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = stack_info["mlflow"]["password"]
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=stack_info["mlflow"]["url"])
+
+
+def xcom(airflow: AirflowAPI, run_id: str, task: str):
+    return airflow.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task}/xcomEntries/return_value")["value"]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(airflow: AirflowAPI) -> str:
+    run_id = airflow.trigger(DAG, {"revision": "breast-cancer-v1", "train_params": {}})
+    run = airflow.wait_for_run(DAG, run_id, timeout_s=900)
+    assert run["state"] == "success", airflow.task_states(DAG, run_id)
+    return run_id
+
+
+def test_torchrun_trains_with_two_workers_in_one_slurm_job(ddp_run, airflow, mlflow_client):
+    train = xcom(airflow, ddp_run, "train")
+    assert train["state"] == "COMPLETED" and train["exit_code"] == 0
+    script = (Path(train["workdir"]) / "job.sh").read_text()
+    assert "-m torch.distributed.run --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d" in script
+    assert script.count("srun --kill-on-bad-exit=1 --nodes=1 --ntasks-per-node=1 --cpus-per-task=2") == 1
+    assert "/venvs/torch-runtime/bin/python" in script  # the spec's environment
+    steps = subprocess.run(["sacct", "-j", str(train["job_id"]), "-n", "-P", "-o", "JobID,JobName,State,NTasks"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    python_steps = [line for line in steps if "|python" in line]  # the srun step that ran torchrun
+    assert python_steps and python_steps[0].split("|")[2] == "COMPLETED", steps
+    run_id = xcom(airflow, ddp_run, "start_run")["run_id"]
+    run = mlflow_client.get_run(run_id)
+    assert run.data.params["world_size"] == "2" and run.data.params["backend"] == "gloo"
+    assert run.data.metrics["test_roc_auc"] > 0.95
+
+
+def test_version_is_registered_with_spec_tags_and_served(ddp_run, airflow, mlflow_client, stack_info):
+    from operators.serving.push import smoke_request
+    from operators.serving.v2 import V2Client
+
+    registered = xcom(airflow, ddp_run, "register")
+    version = mlflow_client.get_model_version(MODEL, registered["version"])
+    assert version.tags["framework"] == "pytorch" and version.tags["sector"] == "health"  # registry.tags
+    assert version.tags["airflow.dag_id"] == DAG
+    assert mlflow_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
+    # seeded training: a re-run on the same stack scores the same as its champion, which passes min_improvement 0
+    assert registered["promoted"], xcom(airflow, ddp_run, "gate")
+    assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == registered["version"]
+    assert airflow.task_states(DAG, ddp_run)["push_to_inference"] == "success"
+    folder = Path(stack_info["model_repository"]) / MODEL / str(registered["version"])
+    example = json.loads((folder / "model" / "serving_input_example.json").read_text())
+    answer = V2Client(stack_info["mlserver"]["url"]).infer(MODEL, smoke_request(example),
+                                                           version=str(registered["version"]),
+                                                           parameters={"content_type": "pd"})
+    assert set(answer["outputs"][0]["data"]) <= {0, 1} and len(answer["outputs"][0]["data"]) >= 1
