@@ -1,4 +1,4 @@
-"""The three lock files stay consistent with what the issue and the runtime need."""
+"""The four lock files stay consistent with what the issues and the runtime need."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def pins(lock: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def locks() -> dict[str, dict[str, str]]:
-    return {name: pins(name) for name in ("orchestrator", "job-runtime", "serving")}
+    return {name: pins(name) for name in ("orchestrator", "job-runtime", "serving", "torch-runtime")}
 
 
 def test_orchestrator_has_the_stack_it_needs(locks):
@@ -33,7 +33,7 @@ def test_orchestrator_has_the_stack_it_needs(locks):
 
 
 def test_job_runtime_and_serving_have_no_airflow(locks):
-    for env in ("job-runtime", "serving"):
+    for env in ("job-runtime", "serving", "torch-runtime"):
         assert not [name for name in locks[env] if name.startswith("apache-airflow")], env
 
 
@@ -56,6 +56,16 @@ def test_models_written_by_jobs_load_in_serving(locks):
 
 
 def test_locks_are_generated_from_their_inputs():
-    for env in ("orchestrator", "job-runtime", "serving"):
+    for env in ("orchestrator", "job-runtime", "serving", "torch-runtime"):
         header = (REQUIREMENTS / f"{env}.lock").read_text().splitlines()[:3]
         assert any(f"{env}.in" in line for line in header), f"{env}.lock was not compiled from {env}.in"
+
+
+def test_torch_runtime_is_the_job_runtime_plus_torch_s_cpu_build(locks):
+    """No multi-GB CUDA build: the CPU wheel from /opt/wheels; shared packages as the job runtime has them."""
+    torch = locks["torch-runtime"]
+    assert torch["torch"] == "2.13.0+cpu"
+    assert not [name for name in torch if name.startswith(("nvidia-", "triton"))]
+    job = locks["job-runtime"]
+    assert set(job) <= set(torch)
+    assert {name: (job[name], torch[name]) for name in job if job[name] != torch[name]} == {}
