@@ -198,3 +198,25 @@ def test_a_bad_spec_is_a_dag_import_error_and_nothing_is_scheduled(tmp_path: Pat
     assert parsed["dags"] == []
     (message,) = parsed["errors"].values()
     assert f"{bad}:20: training.resources: JUPITER nodes have 4 GPUs (NVIDIA GH200); 8 GPUs per node" in message
+
+
+def test_the_dag_carries_the_spec_s_schedule_notifications_and_site(tmp_path: Path) -> None:
+    """Built with real Airflow (no mlflow, great_expectations or dvc import): what the spec says is what runs."""
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from operators.pipeline.build import build_dag
+
+    dag = build_dag(load_spec(PIPELINES_DIR / "breast_cancer" / "pipeline.yaml"))
+    notifier = dag.default_args["on_failure_callback"]
+    assert isinstance(notifier, SmtpNotifier) and notifier.to == ["mlops@aifactory.local"]
+    assert "on_success_callback" not in dag.default_args
+    assert type(dag.timetable).__name__ == "NullTimetable" and "site:local" in dag.tags
+    train = dag.get_task("train")
+    assert train.slurm_conn_id == "factory_slurm_local" and train.partition == "cpu"  # the site's default
+    assert set(train.files) == {"train.py", "evaluate.py"}
+    ddp = build_dag(load_spec(PIPELINES_DIR / "breast_cancer_ddp" / "pipeline.yaml")).get_task("train")
+    assert (ddp.launcher, ddp.tasks_per_node, ddp.procs_per_node, ddp.cpus) == ("torchrun", 1, 2, 2)
+    assert ddp.environment == "torch-runtime" and "mlp_model.py" in ddp.files
+    case = {"id": "scheduled", "edit": [["  cron: \"0 3 * * 1\"", "  dataset_version: true"]]}
+    scheduled = build_dag(load_spec(materialise(case, tmp_path)))
+    assert "dataset:breast_cancer" in str(scheduled.timetable.asset_condition)
