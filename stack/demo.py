@@ -1,4 +1,4 @@
-"""``./factory demo``: run the main job on the local stack and say where to look.
+"""``./factory demo [--pipeline NAME] [--json]``: run a pipeline on the local stack and say where to look.
 
 The main job is the example pipeline ``pipelines/breast_cancer``: pin the dataset version,
 validate it against its contract, train and evaluate on Slurm, register in MLflow, push to
@@ -7,6 +7,7 @@ the inference server, then ask the served model for a prediction.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -15,52 +16,82 @@ from pathlib import Path
 from stack.airflow_api import AirflowAPI
 from stack.settings import StackPaths
 
-MAIN_DAG = "pipeline_breast_cancer"
+MAIN_PIPELINE = "breast_cancer"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when the run succeeded, 1 when it failed (its task states say where), 2 for bad arguments."""
+    parser = argparse.ArgumentParser(prog="factory demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", default=MAIN_PIPELINE, help=f"a pipeline in pipelines/ (default {MAIN_PIPELINE})")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    args = parser.parse_args(argv)
+    say = (lambda _text: None) if args.json else print
+    dag_id = f"pipeline_{args.pipeline}"
+    from operators.spec import PIPELINES_DIR, discover
+
+    known = [path.parent.name for path in discover(PIPELINES_DIR)]
+    if args.pipeline not in known:
+        print(f"factory demo: no pipeline {args.pipeline!r} in {PIPELINES_DIR} (known: {', '.join(known)})",
+              file=sys.stderr)
+        return 2
     paths = StackPaths.from_env()
     info = json.loads(paths.info_file.read_text())
     airflow = AirflowAPI(info["airflow"]["url"], info["airflow"]["username"], info["airflow"]["password"])
     began = time.monotonic()
-    airflow.wait_for_dag(MAIN_DAG)
-    run_id = airflow.trigger(MAIN_DAG)
-    print(f"triggered {MAIN_DAG} run {run_id}; waiting ...")
-    run = airflow.wait_for_run(MAIN_DAG, run_id)
-    states = airflow.task_states(MAIN_DAG, run_id)
+    try:
+        airflow.wait_for_dag(dag_id)
+    except Exception as error:  # the API's own words: not parsed (yet), or an import error
+        print(f"factory demo: no DAG {dag_id} ({error}); see ./factory lint", file=sys.stderr)
+        return 2
+    run_id = airflow.trigger(dag_id)
+    say(f"triggered {dag_id} run {run_id}; waiting ...")
+    run = airflow.wait_for_run(dag_id, run_id)
+    states = airflow.task_states(dag_id, run_id)
     for task_id, state in states.items():
-        print(f"  {task_id:<20} {state}")
-    print(f"{MAIN_DAG} {run['state']} in {time.monotonic() - began:.1f} s\n")
-    if run["state"] == "success":
-        show_served_model(airflow, run_id, info)
-    print(f"""Where to look:
-  Airflow UI        {info['airflow']['url']}/dags/{MAIN_DAG}  (user admin, password in {paths.info_file})
-  MLflow UI         {info['mlflow']['url']}/#/models  (user {info['mlflow']['username']}, same file)
-  Reports           {info['airflow']['url']}/factory/reports/validation/  (validation task: "Validation report")
-  Inference (V2)    {info['mlserver']['url']}/v2/repository/index  (POST)
-  Slurm             sacct -X -o JobID,JobName,User,State,Elapsed,MaxRSS; REST at {info['slurmrestd']['url']}
-  Logs              {paths.logs}
+        say(f"  {task_id:<20} {state}")
+    seconds = round(time.monotonic() - began, 1)
+    say(f"{dag_id} {run['state']} in {seconds:.1f} s\n")
+    served = show_served_model(airflow, dag_id, run_id, info, say) if run["state"] == "success" else None
+    links = {"airflow": f"{info['airflow']['url']}/dags/{dag_id}", "mlflow": f"{info['mlflow']['url']}/#/models",
+             "reports": f"{info['airflow']['url']}/factory/reports/validation/",
+             "inference": f"{info['mlserver']['url']}/v2/repository/index", "slurmrestd": info["slurmrestd"]["url"],
+             "logs": str(paths.logs)}
+    if args.json:
+        print(json.dumps({"dag_id": dag_id, "run_id": run_id, "state": run["state"], "seconds": seconds,
+                          "tasks": states, "served": served, "links": links}, indent=2))
+    else:
+        print(f"""Where to look:
+  Airflow UI        {links['airflow']}  (user admin, password in {paths.info_file})
+  MLflow UI         {links['mlflow']}  (user {info['mlflow']['username']}, same file)
+  Reports           {links['reports']}  (validation task: "Validation report")
+  Inference (V2)    {links['inference']}  (POST)
+  Slurm             sacct -X -o JobID,JobName,User,State,Elapsed,MaxRSS; REST at {links['slurmrestd']}
+  Logs              {links['logs']}
 Stop everything:    ./factory stack down""")
     return 0 if run["state"] == "success" else 1
 
 
-def show_served_model(airflow: AirflowAPI, run_id: str, info: dict) -> None:
+def show_served_model(airflow: AirflowAPI, dag_id: str, run_id: str, info: dict, say) -> dict:
     """Ask the inference server for a prediction from the version this run pushed."""
     from operators.serving.push import smoke_request
     from operators.serving.v2 import V2Client
 
-    registered = airflow.get(f"/dags/{MAIN_DAG}/dagRuns/{run_id}/taskInstances/register/xcomEntries/return_value")
+    registered = airflow.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/register/xcomEntries/return_value")
     version = registered["value"]
-    print(f"registered {version['model']} version {version['version']} "
-          f"({'promoted to champion' if version['promoted'] else 'not promoted'})")
+    say(f"registered {version['model']} version {version['version']} "
+        f"({'promoted to champion' if version['promoted'] else 'not promoted'})")
     folder = Path(info["model_repository"]) / version["model"] / str(version["version"])
     example = folder / "model" / "serving_input_example.json"
+    served = {"model": version["model"], "version": str(version["version"]), "promoted": version["promoted"],
+              "predictions": None}
     if version["promoted"] and example.exists():
         answer = V2Client(info["mlserver"]["url"]).infer(
             version["model"], smoke_request(json.loads(example.read_text())), version=str(version["version"]),
             parameters={"content_type": "pd"})
-        print(f"served by {info['mlserver']['url']}: predictions {answer['outputs'][0]['data']} for the "
-              "model's input example\n")
+        served["predictions"] = answer["outputs"][0]["data"]
+        say(f"served by {info['mlserver']['url']}: predictions {served['predictions']} for the "
+            "model's input example\n")
+    return served
 
 
 if __name__ == "__main__":

@@ -33,10 +33,19 @@ def xcom(airflow: AirflowAPI, run_id: str, task: str):
 
 @pytest.fixture(scope="module")
 def ddp_run(airflow: AirflowAPI) -> str:
-    run_id = airflow.trigger(DAG, {"revision": "breast-cancer-v1", "train_params": {}})
-    run = airflow.wait_for_run(DAG, run_id, timeout_s=900)
-    assert run["state"] == "success", airflow.task_states(DAG, run_id)
-    return run_id
+    """Run through ``factory demo --pipeline breast_cancer_ddp --json``, as a user would."""
+    import os
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "stack.demo", "--pipeline", "breast_cancer_ddp", "--json"],
+                            capture_output=True, text=True, cwd=repo, timeout=900,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["state"] == "success", (report["tasks"], result.stderr[-2000:])
+    assert set(report["tasks"].values()) == {"success"} and report["dag_id"] == DAG
+    assert report["served"]["model"] == MODEL and set(report["served"]["predictions"]) <= {0, 1}
+    return report["run_id"]
 
 
 def test_torchrun_trains_with_two_workers_in_one_slurm_job(ddp_run, airflow, mlflow_client):
