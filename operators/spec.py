@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from operators.sites.catalogue import SITES_DIR, Site, SiteError, load_site
-from operators.sites.request import account_directive, check_request
-from operators.typed_yaml import TypedReader, Walltime, compose
+from operators.sites.request import account_value, check_request
+from operators.typed_yaml import ConfigError, TypedReader, Walltime, compose
 
 API_VERSION = "aifactory/v1"
 REPO = Path(__file__).resolve().parents[1]
@@ -48,12 +48,8 @@ CRON = {"pattern": r"@(hourly|daily|weekly|monthly|yearly)|([0-9*/,-]+|[A-Z]{3}(
 DEFAULT_TIME = Walltime("00:30:00")
 
 
-class SpecError(ValueError):
-    """A spec mistake: ``file:line: field: what is wrong (allowed: ...)``; ``errors`` lists every one."""
-
-    def __init__(self, message: str, errors: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.errors = errors or [message]
+class SpecError(ConfigError):
+    """A mistake in a pipeline spec."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +76,13 @@ class Resources:
     partition: str | None = field(default=None, metadata=SLURM_NAME)
     qos: str | None = field(default=None, metadata=SLURM_NAME)
     account: str | None = field(default=None, metadata=SAFE)  # the project to charge; else the connection's
+
+    def slurm_tasks(self, launcher: str) -> tuple[int, int, int]:
+        """Slurm tasks per node, processes each task starts, CPUs per Slurm task: torchrun is one Slurm
+        task per node that starts ``tasks_per_node`` workers, so that task holds all their CPUs."""
+        if launcher == "torchrun":
+            return 1, self.tasks_per_node, self.cpus_per_task * self.tasks_per_node
+        return self.tasks_per_node, 1, self.cpus_per_task
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,11 @@ class Evaluation:
     environment: str | None = field(default=None, metadata=ENVIRONMENT)
     container: Container | None = None
     resources: Resources = field(default_factory=Resources)
+
+    @property
+    def launcher(self) -> Launcher:
+        """Evaluation runs one process; not a field of the spec."""
+        return "plain"
 
 
 @dataclass(frozen=True)
@@ -195,10 +203,6 @@ class PipelineSpec:
         named = [method.connection for method in (site.submission or {}).values() if method.connection] if site else []
         return named[0] if named else f"factory_slurm_{self.site}"
 
-    @property
-    def repository(self) -> str:
-        return expand(self.dataset.repository)
-
 
 def expand(value: str) -> str:
     """``${FACTORY_STATE}`` and other environment variables in repository URLs."""
@@ -209,10 +213,12 @@ def expand(value: str) -> str:
     return expanded
 
 
-def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None) -> PipelineSpec:
+def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
+              sites: dict[str, Site | SiteError] | None = None) -> PipelineSpec:
     """Load and check one ``pipeline.yaml``; ``SpecError.errors`` lists every mistake found after reading.
 
     ``site`` retargets the spec to another site of the catalogue (``factory render --site``), checked alike.
+    ``sites`` caches site files (and their errors) across the specs of one parse, so each is read once.
     """
     reader = TypedReader(path, SpecError, "spec")
     root = compose(path, SpecError, "spec", f"apiVersion: {API_VERSION}, kind: Pipeline, name: ...")
@@ -223,21 +229,25 @@ def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None) 
     if site is not None:
         object.__setattr__(spec, "site", site)
     problems: list[tuple[str, str]] = []
-    site = _site(spec, sites_dir, problems)
-    object.__setattr__(spec, "site_facts", site)
-    _check(spec, site, problems)
+    facts = _site(spec.site, sites_dir, {} if sites is None else sites)
+    if isinstance(facts, SiteError):
+        problems.append(("site", str(facts)))
+        facts = None
+    object.__setattr__(spec, "site_facts", facts)
+    _check(spec, facts, problems)
     if problems:
         errors = [f"{path}:{reader.line_of(where)}: {where}: {message}" for where, message in problems]
         raise SpecError("\n".join(errors), errors)
     return spec
 
 
-def _site(spec: PipelineSpec, sites_dir: Path, problems: list[tuple[str, str]]) -> Site | None:
-    try:
-        return load_site(spec.site, sites_dir)
-    except SiteError as error:
-        problems.append(("site", str(error)))
-        return None
+def _site(name: str, sites_dir: Path, sites: dict[str, Site | SiteError]) -> Site | SiteError:
+    if name not in sites:
+        try:
+            sites[name] = load_site(name, sites_dir)
+        except SiteError as error:
+            sites[name] = error
+    return sites[name]
 
 
 def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]]) -> None:
@@ -287,7 +297,7 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
 def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any) -> None:
     job = getattr(spec, step)
     resources: Resources = job.resources
-    launcher = getattr(job, "launcher", "plain")
+    launcher = job.launcher
     where = f"{step}.resources"
     if launcher == "plain" and (resources.nodes > 1 or resources.tasks_per_node > 1):
         problem(f"{step}.launcher" if step == "training" else where,
@@ -302,14 +312,14 @@ def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any
     if launcher == "torchrun" and site.gpu_request.style == "gpus-per-task" and resources.gpus_per_node:
         problem(f"{step}.launcher", f"{site.title} gives one GPU per task (--gpus-per-task): use launcher srun, "
                                     "one rank per task, instead of torchrun")
-    cpus = resources.cpus_per_task * (resources.tasks_per_node if launcher == "torchrun" else 1)
+    cpus = resources.slurm_tasks(launcher)[2]
     for message in check_request(site, nodes=resources.nodes, gpus_per_node=resources.gpus_per_node,
                                  cpus_per_task=cpus, memory=resources.memory, time_limit=resources.time,
                                  partition=resources.partition, qos=resources.qos):
         problem(where, message)
     if resources.account is not None:
         try:
-            account_directive(site, resources.account)
+            account_value(site, resources.account)
         except SiteError as error:
             problem(f"{where}.account", str(error))
 
@@ -320,10 +330,10 @@ def discover(pipelines_dir: Path = PIPELINES_DIR) -> list[Path]:
 
 def load_all(pipelines_dir: Path = PIPELINES_DIR, sites_dir: Path = SITES_DIR) -> tuple[list[PipelineSpec], list[str]]:
     """Every spec in the folder and every error of the bad ones (a bad spec does not hide the others')."""
-    specs, errors = [], []
+    specs, errors, sites = [], [], {}
     for path in discover(pipelines_dir):
         try:
-            specs.append(load_spec(path, sites_dir))
+            specs.append(load_spec(path, sites_dir, sites=sites))
         except SpecError as error:
             errors.extend(error.errors)
     return specs, errors

@@ -21,6 +21,15 @@ import yaml
 # Read from the YAML text as written: unquoted 24:00:00 is a base-60 integer to YAML 1.1.
 Walltime = NewType("Walltime", str)
 
+class ConfigError(ValueError):
+    """A mistake in a reviewed file: ``file:line: field: what is wrong (allowed: ...)``; ``errors`` lists
+    every one when several were found."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
+
+
 NULL_TAG = "tag:yaml.org,2002:null"
 # libyaml's parser gives the same nodes and marks as PyYAML's, ~10x faster: specs are read at parse time
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

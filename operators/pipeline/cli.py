@@ -52,9 +52,10 @@ def lint(pipelines_dir: Path, contracts_dir: Path, sites_dir: Path) -> dict[str,
         except ContractError as error:
             errors.append(str(error))
     specs = discover(pipelines_dir)
+    known: dict[str, Any] = dict(sites)  # each spec's site is read once, with the catalogue
     for path in specs:
         try:
-            load_spec(path, sites_dir)
+            load_spec(path, sites_dir, sites=known)
         except SpecError as error:
             errors.extend(error.errors)
     return {"ok": not errors, "checked": {"pipelines": len(specs), "contracts": len(contracts), "sites": len(sites)},
@@ -103,7 +104,7 @@ def plan(spec: PipelineSpec) -> list[dict[str, str]]:
         resources = job.resources
         where = f"a container ({job.container.image}, {options['container'].runtime})" if job.container else \
             f"environment {job.environment or 'job-runtime'}"
-        launcher = getattr(job, "launcher", "plain")
+        launcher = job.launcher
         request = (f"{resources.nodes} node(s) x {resources.tasks_per_node} task(s), {resources.cpus_per_task} CPU(s) "
                    f"per task, {resources.gpus_per_node} GPU(s) per node, {resources.memory} per node, "
                    f"time limit {resources.time}, partition {options['partition'] or 'the cluster default'}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from operators.sites.catalogue import Site
-from operators.sites.request import account_directive, gpu_directives
+from operators.sites.request import account_value, gpu_directives
 from operators.slurm.script import BatchJob, ContainerRun, batch_job
 from operators.spec import Container, Evaluation, PipelineSpec, Training
 
@@ -51,14 +51,12 @@ def job_options(spec: PipelineSpec, step: str, site: Site) -> dict[str, Any]:
     """SlurmJobOperator arguments for one step on one site (everything but files and connections)."""
     job = step_spec(spec, step)
     resources = job.resources
-    launcher = getattr(job, "launcher", "plain")
-    torchrun = launcher == "torchrun"  # one Slurm task per node that starts tasks_per_node workers
-    account = account_directive(site, resources.account).removeprefix("--account=") if resources.account else None
+    launcher = job.launcher
+    tasks_per_node, procs_per_node, cpus = resources.slurm_tasks(launcher)
+    account = account_value(site, resources.account) if resources.account else None
     return {
         "nodes": resources.nodes,
-        "tasks_per_node": 1 if torchrun else resources.tasks_per_node,
-        "procs_per_node": resources.tasks_per_node if torchrun else 1,
-        "cpus": resources.cpus_per_task * (resources.tasks_per_node if torchrun else 1),
+        "tasks_per_node": tasks_per_node, "procs_per_node": procs_per_node, "cpus": cpus,
         "memory": resources.memory, "time_limit": str(resources.time),
         "partition": resources.partition or site.default_partition(),
         "qos": resources.qos, "account": account, "gpus": resources.gpus_per_node,

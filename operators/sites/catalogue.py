@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args
+from typing import Any, Literal, get_args
 
-from operators.typed_yaml import TypedReader, Walltime, compose
+from operators.typed_yaml import ConfigError, TypedReader, Walltime, compose
 
 API_VERSION = "aifactory/v1"
 SITES_DIR = Path(__file__).resolve().parents[2] / "sites"
@@ -33,12 +33,8 @@ SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+=,-]+$")  # no shell metacharacters, 
 DIRECTIVE = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.:/@+,-]+)?$")
 
 
-class SiteError(ValueError):
-    """A catalogue mistake: ``file:line: field: what is wrong (allowed: ...)``; ``errors`` lists every one."""
-
-    def __init__(self, message: str, errors: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.errors = errors or [message]
+class SiteError(ConfigError):
+    """A mistake in a site file of the catalogue."""
 
 
 @dataclass(frozen=True)
@@ -231,9 +227,7 @@ def load_catalogue(directory: Path = SITES_DIR) -> dict[str, Site]:
 
 def _check_consistency(site: Site, reader: TypedReader, path: Path) -> None:
     """What types cannot say: names match, markings point at real fields, nulls are marked unknown."""
-
-    def fail(where: str, message: str) -> NoReturn:
-        raise SiteError(f"{path}:{reader.lines.get(where, 1)}: {where}: {message}")
+    fail = reader.fail_at
 
     if site.name != path.stem:
         fail("name", f"{site.name!r} must match the file name {path.stem!r}")

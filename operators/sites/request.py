@@ -152,6 +152,11 @@ def gpu_directives(site: Site, gpus_per_node: int) -> list[str]:
 
 def account_directive(site: Site, project: str | None = None) -> str:
     """``--account=...`` in the site's syntax (Jean Zay: ``<proj>@h100``); the site's default if none given."""
+    return f"--account={account_value(site, project)}"
+
+
+def account_value(site: Site, project: str | None = None) -> str:
+    """The account as the site spells it for ``project`` (checked against the site's pattern)."""
     account = site.account
     project = project if project is not None else account.default
     if project is None:
@@ -163,4 +168,4 @@ def account_directive(site: Site, project: str | None = None) -> str:
         example = f", e.g. {account.example}" if account.example else ""
         raise SiteError(f"account: {project!r} is not shaped like {site.title} accounts "
                         f"(must match {account.pattern}{example})")
-    return f"--account={account.template.replace('{project}', project)}"
+    return account.template.replace("{project}", project)

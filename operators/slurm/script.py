@@ -25,6 +25,11 @@ class ContainerRun:
             return [self.runtime, "exec", *([self.gpu_flag] if self.gpu_flag else []), "--bind", workdir, self.image]
         return []
 
+    @property
+    def needs_srun(self) -> bool:
+        """Pyxis and the CSCS Container Engine start containers only as srun options."""
+        return self.runtime in ("pyxis-enroot", "cscs-container-engine")
+
     def srun_options(self, workdir: str) -> list[str]:
         if self.runtime == "pyxis-enroot":
             return [f"--container-image={self.image}", f"--container-mounts={workdir}",
@@ -176,7 +181,7 @@ def launch_line(job: BatchJob, command: list[str], launched: bool) -> str:
     """One command as the script runs it: in a container if asked, the launched one under srun/torchrun."""
     container = job.container
     argv = [*(container.prefix(job.workdir) if container else []), *command]
-    needs_srun = launched and (job.launcher != "plain" or (container is not None and container.srun_options("")))
+    needs_srun = launched and (job.launcher != "plain" or (container is not None and container.needs_srun))
     if not needs_srun:
         return shlex.join(argv)
     srun = ["srun", "--kill-on-bad-exit=1", f"--nodes={job.nodes}", f"--ntasks-per-node={job.tasks_per_node}",
