@@ -47,6 +47,22 @@ def own_ancestors() -> set[int]:
     return pids
 
 
+def wait_healthy(service: Service, process: Supervised | None, log_file: Path, label: str = "") -> None:
+    """Until the service's health check passes; its process dying or the start timeout fails with its log."""
+    name = f"{label}{service.name}"
+    deadline = time.monotonic() + service.start_timeout_s
+    reason = "not checked"
+    while time.monotonic() < deadline:
+        if process is not None and process.pid() is None:
+            raise StackError(f"{name} exited while starting (log {log_file}):\n{log_tail(log_file)}")
+        reason = service.health()
+        if reason is None:
+            return
+        time.sleep(0.25)
+    raise StackError(f"{name} not healthy after {service.start_timeout_s:.0f} s: {reason}\n"
+                     f"--- last lines of {log_file} ---\n{log_tail(log_file)}")
+
+
 @dataclass
 class Outcome:
     service: str
@@ -81,19 +97,7 @@ class Stack:
 
     # ------------------------------------------------------------------ up
     def _wait_healthy(self, service: Service, process: Supervised | None) -> None:
-        deadline = time.monotonic() + service.start_timeout_s
-        reason = "not checked"
-        while time.monotonic() < deadline:
-            if process is not None and process.pid() is None:
-                raise StackError(f"{service.name} exited while starting (log {process.log_file}):\n"
-                                 f"{log_tail(process.log_file)}")
-            reason = service.health()
-            if reason is None:
-                return
-            time.sleep(0.25)
-        log = self.supervised(service.name).log_file
-        raise StackError(f"{service.name} not healthy after {service.start_timeout_s:.0f} s: {reason}\n"
-                         f"--- last lines of {log} ---\n{log_tail(log)}")
+        wait_healthy(service, process, self.supervised(service.name).log_file)
 
     def _run_oneshot(self, service: Service) -> None:
         log = self.supervised(service.name).log_file

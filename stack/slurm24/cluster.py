@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from stack.manager import Outcome
-from stack.process import StackError, Supervised, log_tail, process_start_time
+from stack.manager import Outcome, wait_healthy
+from stack.process import StackError, Supervised, process_start_time
 from stack.services import Service, command_check, http_check, port_check, slurm_node_health
 from stack.settings import HOST, JOB_USER, REST_USER, SLURM_ACCOUNT, StackPaths, short_hostname, write_private
 
@@ -426,18 +426,7 @@ class Slurm24:
         ]
 
     def _wait_healthy(self, service: Service, process: Supervised) -> None:
-        deadline = time.monotonic() + service.start_timeout_s
-        reason = "not checked"
-        while time.monotonic() < deadline:
-            if process.pid() is None:
-                raise StackError(f"slurm24 {service.name} exited while starting (log {process.log_file}):\n"
-                                 f"{log_tail(process.log_file)}")
-            reason = service.health()
-            if reason is None:
-                return
-            time.sleep(0.25)
-        raise StackError(f"slurm24 {service.name} not healthy after {service.start_timeout_s:.0f} s: {reason}\n"
-                         f"--- last lines of {process.log_file} ---\n{log_tail(process.log_file)}")
+        wait_healthy(service, process, process.log_file, label="slurm24 ")
 
     # ------------------------------------------------------------------ up / down / status
     def up(self, progress: Callable[[str], None] = say) -> list[Outcome]:

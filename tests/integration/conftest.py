@@ -78,3 +78,15 @@ def airflow(stack_info, request):
 @pytest.fixture
 def job_python(stack_info) -> str:
     return os.path.join(stack_info["venvs"]["job-runtime"], "bin", "python")
+
+
+@pytest.fixture(scope="module")
+def registry_client(stack_info):
+    """An MLflow client of the stack's registry, logged in (the pipeline end-to-end tests)."""
+    import os
+
+    os.environ["MLFLOW_TRACKING_USERNAME"] = stack_info["mlflow"]["username"]
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = stack_info["mlflow"]["password"]
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=stack_info["mlflow"]["url"])

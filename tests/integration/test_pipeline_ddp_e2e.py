@@ -16,17 +16,6 @@ DAG = "pipeline_breast_cancer_ddp"
 MODEL = "breast-cancer-mlp"
 
 
-@pytest.fixture(scope="module")
-def mlflow_client(stack_info):
-    import os
-
-    os.environ["MLFLOW_TRACKING_USERNAME"] = stack_info["mlflow"]["username"]
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = stack_info["mlflow"]["password"]
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=stack_info["mlflow"]["url"])
-
-
 def xcom(airflow: AirflowAPI, run_id: str, task: str):
     return airflow.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task}/xcomEntries/return_value")["value"]
 
@@ -48,7 +37,7 @@ def ddp_run(airflow: AirflowAPI) -> str:
     return report["run_id"]
 
 
-def test_torchrun_trains_with_two_workers_in_one_slurm_job(ddp_run, airflow, mlflow_client):
+def test_torchrun_trains_with_two_workers_in_one_slurm_job(ddp_run, airflow, registry_client):
     train = xcom(airflow, ddp_run, "train")
     assert train["state"] == "COMPLETED" and train["exit_code"] == 0
     script = (Path(train["workdir"]) / "job.sh").read_text()
@@ -60,23 +49,23 @@ def test_torchrun_trains_with_two_workers_in_one_slurm_job(ddp_run, airflow, mlf
     python_steps = [line for line in steps if "|python" in line]  # the srun step that ran torchrun
     assert python_steps and python_steps[0].split("|")[2] == "COMPLETED", steps
     run_id = xcom(airflow, ddp_run, "start_run")["run_id"]
-    run = mlflow_client.get_run(run_id)
+    run = registry_client.get_run(run_id)
     assert run.data.params["world_size"] == "2" and run.data.params["backend"] == "gloo"
     assert run.data.metrics["test_roc_auc"] > 0.95
 
 
-def test_version_is_registered_with_spec_tags_and_served(ddp_run, airflow, mlflow_client, stack_info):
+def test_version_is_registered_with_spec_tags_and_served(ddp_run, airflow, registry_client, stack_info):
     from operators.serving.push import smoke_request
     from operators.serving.v2 import V2Client
 
     registered = xcom(airflow, ddp_run, "register")
-    version = mlflow_client.get_model_version(MODEL, registered["version"])
+    version = registry_client.get_model_version(MODEL, registered["version"])
     assert version.tags["framework"] == "pytorch" and version.tags["sector"] == "health"  # registry.tags
     assert version.tags["airflow.dag_id"] == DAG
-    assert mlflow_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
+    assert registry_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
     # seeded training: a re-run on the same stack scores the same as its champion, which passes min_improvement 0
     assert registered["promoted"], xcom(airflow, ddp_run, "gate")
-    assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == registered["version"]
+    assert registry_client.get_model_version_by_alias(MODEL, "champion").version == registered["version"]
     assert airflow.task_states(DAG, ddp_run)["push_to_inference"] == "success"
     folder = Path(stack_info["model_repository"]) / MODEL / str(registered["version"])
     example = json.loads((folder / "model" / "serving_input_example.json").read_text())

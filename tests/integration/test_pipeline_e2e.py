@@ -13,17 +13,6 @@ DAG = "pipeline_breast_cancer"
 MODEL = "breast-cancer-classifier"
 
 
-@pytest.fixture(scope="module")
-def mlflow_client(stack_info):
-    import os
-
-    os.environ["MLFLOW_TRACKING_USERNAME"] = stack_info["mlflow"]["username"]
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = stack_info["mlflow"]["password"]
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=stack_info["mlflow"]["url"])
-
-
 def run_pipeline(airflow: AirflowAPI, conf: dict | None = None) -> tuple[str, dict, dict[str, str]]:
     run_id = airflow.trigger(DAG, {"revision": "breast-cancer-v1", "train_params": {}, **(conf or {})})
     run = airflow.wait_for_run(DAG, run_id, timeout_s=600)
@@ -54,11 +43,11 @@ def champion_run(airflow):
     return run_id
 
 
-def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run, airflow, mlflow_client, stack_info):
+def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run, airflow, registry_client, stack_info):
     assert set(airflow.task_states(DAG, champion_run).values()) == {"success"}
     registered = xcom(airflow, champion_run, "register")
     assert registered["promoted"] is True
-    version = mlflow_client.get_model_version(MODEL, registered["version"])
+    version = registry_client.get_model_version(MODEL, registered["version"])
     pinned = xcom(airflow, champion_run, "pin_dataset")
     tags = version.tags
     assert tags["dataset.repository"] == pinned["repository"]
@@ -75,9 +64,9 @@ def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run
     assert len(tags["code.git_sha"].removesuffix("-dirty")) == 40
     assert tags["airflow.dag_id"] == DAG and tags["airflow.run_id"] == champion_run
     assert json.loads(tags["gate.reasons"])
-    assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == registered["version"]
-    assert mlflow_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
-    run = mlflow_client.get_run(version.run_id)
+    assert registry_client.get_model_version_by_alias(MODEL, "champion").version == registered["version"]
+    assert registry_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
+    run = registry_client.get_run(version.run_id)
     assert run.data.metrics["test_roc_auc"] > 0.95
     assert {"C", "max_iter", "seed"} <= set(run.data.params)
 
@@ -123,18 +112,18 @@ def test_contract_breaking_version_stops_before_slurm(champion_run, airflow):
     assert jobs_of_run(champion_run), "the accounting check must see the jobs of a good run"
 
 
-def test_worse_model_is_registered_but_not_promoted(champion_run, airflow, mlflow_client, stack_info):
+def test_worse_model_is_registered_but_not_promoted(champion_run, airflow, registry_client, stack_info):
     from operators.serving.v2 import V2Client
 
-    champion = mlflow_client.get_model_version_by_alias(MODEL, "champion").version
+    champion = registry_client.get_model_version_by_alias(MODEL, "champion").version
     run_id, run, states = run_pipeline(airflow, {"train_params": {"C": 0.00001}})
     assert run["state"] == "success", states
     assert states["push_to_inference"] == "skipped"
     registered = xcom(airflow, run_id, "register")
     assert registered["promoted"] is False
-    assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == champion
-    assert mlflow_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
-    reasons = json.loads(mlflow_client.get_model_version(MODEL, registered["version"]).tags["gate.reasons"])
+    assert registry_client.get_model_version_by_alias(MODEL, "champion").version == champion
+    assert registry_client.get_model_version_by_alias(MODEL, "challenger").version == registered["version"]
+    reasons = json.loads(registry_client.get_model_version(MODEL, registered["version"]).tags["gate.reasons"])
     assert any("below" in reason for reason in reasons)
     index = V2Client(stack_info["mlserver"]["url"]).repository_index()
     served = {entry.get("version") for entry in index if entry["name"] == MODEL and entry["state"] == "READY"}
