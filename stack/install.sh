@@ -14,7 +14,8 @@ JOB_USER=${FACTORY_JOB_USER:-hpcuser}
 REST_USER=slurmrest
 
 APT_PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin
-              mariadb-server openssh-server openssh-client python3-venv procps curl)
+              mariadb-server openssh-server openssh-client python3-venv procps curl
+              chromium chromium-driver)
 
 say() { printf '[install] %s\n' "$*"; }
 
