@@ -5,10 +5,15 @@ import shlex
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 
 @dataclass
@@ -73,6 +78,24 @@ def airflow(stack_info, request):
     if dag_id:
         api.wait_for_dag(dag_id)
     return api
+
+
+@pytest.fixture(scope="module")
+def browser(stack_info) -> Iterator[WebDriver]:
+    """A headless Chromium logged in to the Airflow UI as the stack's admin (UI and plugin pages).
+
+    Skips, naming the binary, when Debian's chromium or chromedriver is absent (stack/install.sh
+    installs both, so ``./factory test`` normally runs these tests).
+    """
+    from tests.integration.browser import missing_binaries, open_browser
+
+    if missing := missing_binaries():
+        pytest.skip(f"no headless browser: {', '.join(missing)} not installed (apt-get install chromium "
+                    "chromium-driver, as stack/install.sh does)")
+    config = stack_info["airflow"]
+    driver = open_browser(config["url"], config["username"], config["password"])
+    yield driver
+    driver.quit()
 
 
 @pytest.fixture
