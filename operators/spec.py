@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from operators.contracts.contract import CONTRACTS_DIR, Contract, ContractError, load_contract
 from operators.sites.catalogue import SITES_DIR, Site, SiteError, load_site
 from operators.sites.request import account_value, check_request
 from operators.typed_yaml import ConfigError, TypedReader, Walltime, compose
@@ -20,7 +21,6 @@ from operators.typed_yaml import ConfigError, TypedReader, Walltime, compose
 API_VERSION = "aifactory/v1"
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES_DIR = REPO / "pipelines"
-CONTRACTS_DIR = REPO / "data_contracts"
 
 Launcher = Literal["plain", "srun", "torchrun"]
 ServingTarget = Literal["v2"]
@@ -120,6 +120,29 @@ class Evaluation:
         return "plain"
 
 
+def _validation_resources() -> Resources:
+    return Resources(cpus_per_task=2, memory="4G", time=Walltime("01:00:00"))
+
+
+@dataclass(frozen=True)
+class DataValidation:
+    """The Slurm CPU job that validates data above the contract's ``validation.cluster_above``."""
+
+    resources: Resources = field(default_factory=_validation_resources)
+
+    @property
+    def launcher(self) -> Launcher:
+        return "plain"
+
+    @property
+    def environment(self) -> str:
+        return "job-runtime"  # has Great Expectations; the same code as on the worker
+
+    @property
+    def container(self) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Aliases:
     challenger: str = field(default="challenger", metadata=MODEL_NAME)  # every registered version
@@ -178,6 +201,7 @@ class PipelineSpec:
     evaluation: Evaluation
     registry: Registry
     serving: Serving
+    validation: DataValidation = field(default_factory=DataValidation)
     submission: Submission = field(default_factory=Submission)
     schedule: Schedule | None = None
     notifications: Notifications = field(default_factory=Notifications)
@@ -185,6 +209,7 @@ class PipelineSpec:
     file: Path = field(init=False, default=Path(), repr=False, compare=False)
     lines: dict[str, int] = field(init=False, default_factory=dict, repr=False, compare=False)
     site_facts: Site | None = field(init=False, default=None, repr=False, compare=False)
+    data_contract: Contract | None = field(init=False, default=None, repr=False, compare=False)
 
     @property
     def dag_id(self) -> str:
@@ -267,6 +292,16 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
     if not spec.contract_file.exists():
         known = ", ".join(sorted(file.stem for file in CONTRACTS_DIR.glob("*.yaml"))) or "none"
         problem("contract", f"no data contract {spec.contract!r} in {CONTRACTS_DIR} (known: {known})")
+    else:
+        try:
+            object.__setattr__(spec, "data_contract", load_contract(spec.contract_file))
+        except ContractError as error:
+            problem("contract", "the contract has errors (fix them first):\n  " + "\n  ".join(error.errors))
+        else:
+            if spec.data_contract.dataset != spec.dataset.name:
+                problem("contract", f"contract {spec.contract!r} is for dataset {spec.data_contract.dataset!r}, "
+                                    f"not {spec.dataset.name!r}")
+    _check_launch(spec, site, "validation", problem)
     for step in ("training", "evaluation"):
         job = getattr(spec, step)
         script = spec.folder / job.script

@@ -1,5 +1,7 @@
 """AI Factory pages inside the Airflow API server, behind Airflow's own login:
 
+- ``/factory/stewards``: the data stewards' page: validation runs across pipelines and datasets, with
+  Approve / Reject for runs that broke only warn rules and wait for a decision;
 - ``/factory/reports/<key>``: validation reports (GX Data Docs) from the reports bucket in S3;
 - ``/factory/slurm/<conn_id>/jobs/<job_id>``: a Slurm job's state and accounting.
 """
@@ -11,7 +13,8 @@ import mimetypes
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 REPORTS_BUCKET = "reports"
 S3_CONN = "factory_s3"
@@ -38,10 +41,15 @@ def report(key: str) -> Response:
 
 @app.get("/slurm/{conn_id}/jobs/{job_id}")
 def slurm_job(conn_id: str, job_id: int) -> Response:
+    from airflow.exceptions import AirflowNotFoundException
+
     from operators.slurm.hooks import SlurmHook
     from operators.slurm.model import SlurmError
 
-    transport = SlurmHook(conn_id).get_transport()
+    try:
+        transport = SlurmHook(conn_id).get_transport()
+    except AirflowNotFoundException:
+        raise HTTPException(status_code=404, detail=f"no Airflow connection {conn_id!r}") from None
     try:
         status = transport.jobs().get(job_id)
         record = transport.accounting([job_id]).get(job_id)
@@ -62,7 +70,116 @@ def slurm_job(conn_id: str, job_id: int) -> Response:
                     media_type="text/html")
 
 
+STATUS_COLOURS = {"passed": "#2e7d32", "approved": "#2e7d32", "warned": "#ef6c00", "failed": "#c62828",
+                  "rejected": "#c62828", "unreadable": "#c62828"}
+PAGE_STYLE = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;width:100%}"
+              "td,th{border:1px solid #ccc;padding:.35em;vertical-align:top;text-align:left}"
+              "th{background:#f3f3f3}.status{font-weight:bold;color:#fff;padding:.1em .4em;border-radius:3px}"
+              "form{display:inline}button{margin:.1em}.note{background:#fff8e1;padding:.5em;margin:.5em 0}")
+
+
+def _s3():
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=S3_CONN).get_conn()
+
+
+def _rules_cell(summary: dict) -> str:
+    if summary["status"] == "unreadable":
+        return html.escape(str(summary.get("error", "")))
+    items = []
+    for rule in summary.get("failed", []):
+        seen = rule.get("error") or rule.get("observed_value")
+        if seen is None and "unexpected_count" in rule:
+            seen = f"{rule['unexpected_count']} rows, e.g. {rule.get('unexpected_examples', [])[:3]}"
+        items.append(f"<li><b>{html.escape(rule['severity'])}</b> {html.escape(rule['rule'])}: "
+                     f"{html.escape(rule['description'])} <i>(observed {html.escape(str(seen))}; owner "
+                     f"{html.escape(rule['owner'])})</i></li>")
+    return f"<ul>{''.join(items)}</ul>" if items else "none"
+
+
+def _decision_cell(summary: dict, outcome: str) -> str:
+    decision = summary.get("decision")
+    if decision:
+        return html.escape(f"{decision['decision']} by {decision['by']} at {decision['at']}")
+    if outcome != "warned":
+        return "not needed" if outcome == "passed" else "-"
+    hidden = (f'<input type="hidden" name="dag_id" value="{html.escape(summary["dag_id"])}">'
+              f'<input type="hidden" name="run_id" value="{html.escape(summary["run_id"])}">')
+    return "".join(f'<form method="post" action="decide">{hidden}<input type="hidden" name="decision" '
+                   f'value="{choice}"><button type="submit" class="{choice.lower()}">{choice}</button></form>'
+                   for choice in ("Approve", "Reject"))
+
+
+@app.get("/stewards", response_class=HTMLResponse)
+def stewards(dataset: str | None = None, message: str | None = None) -> HTMLResponse:
+    from operators.contracts.validate import history, outcome
+
+    runs = history(_s3(), REPORTS_BUCKET, dataset, limit=100)
+    rows = []
+    for summary in runs:
+        status = outcome(summary)
+        rows.append(
+            f'<tr class="run" data-status="{status}" data-run-id="{html.escape(summary["run_id"])}">'
+            f'<td>{html.escape(summary["dataset"])}<br>{html.escape(summary["revision"])} '
+            f'<small>({html.escape(summary["commit"][:10])})</small></td>'
+            f'<td>{html.escape(summary["dag_id"])}<br><small>{html.escape(summary["run_id"])}</small></td>'
+            f'<td><span class="status" style="background:{STATUS_COLOURS.get(status, "#555")}">{status}</span>'
+            f'<br><small>{summary.get("rows", "?")} rows, {html.escape(summary.get("validated_on", ""))}, '
+            f'{html.escape(summary.get("validated_at", ""))}</small></td>'
+            f'<td>{_rules_cell(summary)}</td>'
+            f'<td><a href="reports/{html.escape(summary["report"]["index"])}">report</a></td>'
+            f'<td>{_decision_cell(summary, status)}</td></tr>')
+    note = f'<p class="note">{html.escape(message)}</p>' if message else ""
+    title = f"Data validation runs{f' of {html.escape(dataset)}' if dataset else ''}"
+    return HTMLResponse(
+        f"<html><head><title>{title}</title><style>{PAGE_STYLE}</style></head><body><h1>{title}</h1>{note}"
+        "<p>Newest first. Runs that broke only <b>warn</b> rules wait for a data steward: Approve trains on the "
+        "data, Reject stops the run. <b>error</b> rules stop the run on their own.</p><table><tr><th>dataset</th>"
+        "<th>pipeline run</th><th>status</th><th>broken rules</th><th>report</th><th>decision</th></tr>"
+        f"{''.join(rows) or '<tr><td colspan=6>no validation runs yet</td></tr>'}</table></body></html>")
+
+
+def _same_origin(request: Request) -> bool:
+    """Forms post with the login cookie: refuse posts from other sites (CSRF)."""
+    origin = request.headers.get("origin") or request.headers.get("referer") or ""
+    return origin.startswith(f"{request.url.scheme}://{request.url.netloc}")
+
+
+@app.post("/decide")
+def decide(request: Request, dag_id: str = Form(...), run_id: str = Form(...),
+           decision: str = Form(...)) -> RedirectResponse:
+    """Answer the run's steward_review task through Airflow's own API, as the logged-in user."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from airflow.configuration import conf
+
+    if decision not in ("Approve", "Reject"):
+        raise HTTPException(status_code=400, detail="decision must be Approve or Reject")
+    if not _same_origin(request):
+        raise HTTPException(status_code=403, detail="cross-site form post refused")
+    token = request.cookies.get("_token") or request.headers.get("authorization", "").removeprefix("Bearer ")
+    base = conf.get("api", "base_url", fallback="http://127.0.0.1:8080").rstrip("/")
+    path = (f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+            "/taskInstances/steward_review/-1/hitlDetails")
+    call = urllib.request.Request(f"{base}{path}", method="PATCH", data=json.dumps(
+        {"chosen_options": [decision], "params_input": {}}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(call, timeout=30):
+            message = f"{decision} sent for {dag_id} / {run_id}: the pipeline resumes in a few seconds."
+    except urllib.error.HTTPError as error:
+        detail = error.read()[:300].decode(errors="replace")
+        message = f"{decision} for {dag_id} / {run_id} was refused by Airflow (HTTP {error.code}): {detail}"
+    return RedirectResponse(f"stewards?{urllib.parse.urlencode({'message': message})}", status_code=303)
+
+
 class AIFactoryPlugin(AirflowPlugin):
     name = "ai_factory"
     fastapi_apps = [  # noqa: RUF012 (Airflow reads this class attribute)
         {"app": app, "url_prefix": "/factory", "name": "AI Factory reports and jobs"}]
+    external_views = [  # noqa: RUF012 (Airflow reads this class attribute)
+        {"name": "Data stewards", "href": "/factory/stewards", "destination": "nav", "category": "browse"}]

@@ -1,9 +1,11 @@
 """The local dataset registry: a bare git repository whose data is tracked by DVC in the stack's S3.
 
 Pipelines pin a dataset by git tag (``breast-cancer-v1``); the bytes live in ``s3://datasets/dvc``.
-A second tag, ``breast-cancer-v2-corrupt``, breaks the data contract on purpose so that validation
-can be shown to stop a bad dataset before training. The registry is built once per stack, into a
-temporary path that is renamed at the end, so a failed build never leaves a half-made repository.
+``breast-cancer-v2-corrupt`` breaks error rules of the data contract on purpose, so that validation
+can be shown to stop a bad dataset before training; ``breast-cancer-v3-shifted`` breaks only warn
+rules (a recalibrated scanner: mean_texture + 6), so that a data steward decides. The registry is
+built once per stack, into a temporary path that is renamed at the end, so a failed build never
+leaves a half-made repository.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from stack.settings import StackPaths
 REGISTRY_NAME = "dataset-registry.git"
 CLEAN_TAG = "breast-cancer-v1"
 CORRUPT_TAG = "breast-cancer-v2-corrupt"
-TAGS = (CLEAN_TAG, CORRUPT_TAG)
+SHIFTED_TAG = "breast-cancer-v3-shifted"
+TAGS = (CLEAN_TAG, CORRUPT_TAG, SHIFTED_TAG)
 DVC_REMOTE = ("storage", "s3://datasets/dvc")
 DATASET_DIR = "breast_cancer"
 
@@ -36,7 +39,7 @@ GIT_IDENTITY = {
     "GIT_CONFIG_NOSYSTEM": "1",
 }
 
-# Runs with the job-runtime python (the environment that owns scikit-learn); argv: clean dir, corrupt dir.
+# Runs with the job-runtime python (the environment that owns scikit-learn); argv: clean, corrupt, shifted dirs.
 MAKE_CSVS = """
 import sys
 from pathlib import Path
@@ -44,7 +47,7 @@ from pathlib import Path
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
-clean, corrupt = Path(sys.argv[1]), Path(sys.argv[2])
+clean, corrupt, shifted = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 frame = load_breast_cancer(as_frame=True).frame
 frame.columns = [name.strip().lower().replace(" ", "_") for name in frame.columns]
 frame = frame.rename(columns={"target": "diagnosis"})
@@ -56,6 +59,10 @@ broken = train.reset_index(drop=True)
 broken.loc[[0, 60, 120, 180, 240], "mean_radius"] = -1.0  # a radius cannot be negative
 broken.loc[[30, 150, 300], "diagnosis"] = 7  # only 0 (malignant) and 1 (benign) exist
 broken.to_csv(corrupt / "train.csv", index=False)
+
+recalibrated = train.reset_index(drop=True)
+recalibrated["mean_texture"] += 6.0  # still in range, but its mean and distribution moved
+recalibrated.to_csv(shifted / "train.csv", index=False)
 """
 
 
@@ -105,10 +112,12 @@ def _build(paths: StackPaths, registry: Path, s3_endpoint: str, access_key: str,
     bare = Path(tempfile.mkdtemp(prefix=f".{REGISTRY_NAME}.building-", dir=paths.data))
     try:
         with tempfile.TemporaryDirectory(prefix="dataset-registry-work-", dir=paths.data) as scratch:
-            work, corrupt = Path(scratch) / "work", Path(scratch) / "corrupt"
+            work, corrupt, shifted = Path(scratch) / "work", Path(scratch) / "corrupt", Path(scratch) / "shifted"
             (work / DATASET_DIR).mkdir(parents=True)
             corrupt.mkdir()
-            _run("generate the CSVs", [python, "-c", MAKE_CSVS, str(work / DATASET_DIR), str(corrupt)], work, env)
+            shifted.mkdir()
+            _run("generate the CSVs", [python, "-c", MAKE_CSVS, str(work / DATASET_DIR), str(corrupt), str(shifted)],
+                 work, env)
 
             _run("git init", ["git", "-c", "init.defaultBranch=main", "init", "-q"], work, env)
             _run("dvc init", [dvc, "init", "-q"], work, env)
@@ -130,6 +139,14 @@ def _build(paths: StackPaths, registry: Path, s3_endpoint: str, access_key: str,
                                    "Contract-breaking train split: negative mean_radius, diagnosis 7"], work, env)
             _run(f"git tag {CORRUPT_TAG}", ["git", "tag", CORRUPT_TAG], work, env)
             _run("dvc push v2", [dvc, "push"], work, push_env)
+
+            shutil.copyfile(shifted / "train.csv", work / train)
+            _run("dvc add shifted train.csv", [dvc, "add", train], work, env)
+            _run("git add", ["git", "add", "-A"], work, env)
+            _run("git commit v3", ["git", "commit", "-q", "-m",
+                                   "Train split after a scanner recalibration: mean_texture + 6"], work, env)
+            _run(f"git tag {SHIFTED_TAG}", ["git", "tag", SHIFTED_TAG], work, env)
+            _run("dvc push v3", [dvc, "push"], work, push_env)
 
             _run("git init --bare", ["git", "-c", "init.defaultBranch=main", "init", "-q", "--bare", str(bare)],
                  work, env)

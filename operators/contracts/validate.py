@@ -1,8 +1,9 @@
-"""Validate a pinned dataset version against its data contract with Great Expectations 1.x.
+"""Validate a pinned dataset version against its contract and publish the report: the one entry point
+the Airflow worker and the Slurm validation job (``python -m operators.contracts.job``) both call.
 
-The contract (``data_contracts/<dataset>.yaml``) is compiled to a GX expectation suite; GX runs
-it and builds Data Docs, which are published to S3 with a summary JSON. great_expectations is
-imported inside functions only (it costs ~6 s to import).
+Reports live in S3 under ``validation/<dataset>/<revision>/<run>/``: GX Data Docs, ``summary.json``
+and, once a steward answered, ``decision.json``. A run that could not read its data is recorded too,
+as ``unreadable``, never as a success. Imports boto3/pandas/GX lazily.
 """
 
 from __future__ import annotations
@@ -10,105 +11,25 @@ from __future__ import annotations
 import json
 import mimetypes
 import tempfile
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-import yaml
+from operators.contracts.contract import Contract, ContractError, load_contract
 
-TYPE_NAMES = {
-    "int": ["int64", "int32", "int16", "int8", "Int64"],
-    "float": ["float64", "float32", "int64", "int32"],
-    "str": ["object", "str", "string"],
-    "bool": ["bool", "boolean"],
-}
-COLUMN_KEYS = {"type", "nullable", "min", "max", "allowed", "unique", "description"}
-CONTRACT_KEYS = {"dataset", "owner", "row_count", "columns", "description"}
+PREFIX = "validation"
+ACCEPTED = {"passed", "approved"}
 
 
-class ContractError(ValueError):
-    """The contract file itself is wrong: names the file, the field and the allowed values."""
+def run_prefix(dataset: str, revision: str, run_id: str) -> str:
+    return f"{PREFIX}/{dataset}/{revision}/{run_id}"
 
 
-def load_contract(path: Path) -> dict[str, Any]:
-    try:
-        contract = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ContractError(f"{path}: no such contract") from None
-    if not isinstance(contract, dict):
-        raise ContractError(f"{path}: expected a mapping")
-    unknown = set(contract) - CONTRACT_KEYS
-    if unknown:
-        raise ContractError(f"{path}: unknown key(s) {sorted(unknown)} (allowed: {sorted(CONTRACT_KEYS)})")
-    for column, rules in (contract.get("columns") or {}).items():
-        bad = set(rules) - COLUMN_KEYS
-        if bad:
-            raise ContractError(f"{path}: columns.{column}: unknown key(s) {sorted(bad)} "
-                                f"(allowed: {sorted(COLUMN_KEYS)})")
-        if "type" in rules and rules["type"] not in TYPE_NAMES:
-            raise ContractError(f"{path}: columns.{column}.type: {rules['type']!r} "
-                                f"(allowed: {', '.join(TYPE_NAMES)})")
-    return contract
-
-
-def expectations(contract: dict[str, Any]) -> list[Any]:
-    """The GX expectations for a contract, each with a ``notes`` text a steward can read."""
-    import great_expectations.expectations as gxe
-
-    rules: list[Any] = []
-    rows = contract.get("row_count") or {}
-    if rows:
-        rules.append(gxe.ExpectTableRowCountToBeBetween(min_value=rows.get("min"), max_value=rows.get("max")))
-    for column, spec in (contract.get("columns") or {}).items():
-        rules.append(gxe.ExpectColumnToExist(column=column))
-        if "type" in spec:
-            rules.append(gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=TYPE_NAMES[spec["type"]]))
-        if spec.get("nullable") is False:
-            rules.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
-        if "min" in spec or "max" in spec:
-            rules.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=spec.get("min"),
-                                                           max_value=spec.get("max")))
-        if "allowed" in spec:
-            rules.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=spec["allowed"]))
-        if spec.get("unique"):
-            rules.append(gxe.ExpectColumnValuesToBeUnique(column=column))
-    return rules
-
-
-def validate_frame(frame, contract: dict[str, Any], docs_dir: Path, run_name: str) -> dict[str, Any]:
-    """Run the contract on a DataFrame; Data Docs land in ``docs_dir``. Returns a summary."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="file", project_root_dir=str(docs_dir))
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no bars in task logs
-    name = contract["dataset"]
-    asset = context.data_sources.add_pandas(f"{name}-source").add_dataframe_asset(name=f"{name}-data")
-    batch = asset.add_batch_definition_whole_dataframe(f"{name}-batch")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}-contract", expectations=expectations(contract)))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name}-validation", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{name}-checkpoint", validation_definitions=[definition],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs")], result_format="SUMMARY"))
-    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=gx.core.run_identifier.RunIdentifier(
-        run_name=run_name))
-    failed = []
-    for validation in result.run_results.values():
-        for outcome in validation.results:
-            if not outcome.success:
-                config = outcome.expectation_config
-                failed.append({"rule": config.type, "column": config.kwargs.get("column"),
-                               "observed": _observed(outcome.result)})
-    return {"success": bool(result.success), "rules": sum(len(v.results) for v in result.run_results.values()),
-            "failed": failed, "rows": len(frame)}
-
-
-def _observed(result: dict[str, Any]) -> Any:
-    for key in ("observed_value", "unexpected_count", "partial_unexpected_list"):
-        if key in result:
-            value = result[key]
-            return value[:5] if isinstance(value, list) else value
-    return None
+def dataset_version(pinned: dict[str, Any]) -> str:
+    """How errors and reports name the data: dataset, revision, commit and file."""
+    return f"dataset {pinned['name']} at {pinned['revision']} ({pinned['commit'][:10]}) {pinned['data']['path']}"
 
 
 def publish(local_dir: Path, s3_client, bucket: str, prefix: str) -> list[str]:
@@ -122,32 +43,125 @@ def publish(local_dir: Path, s3_client, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
-def validate_pinned(pinned: dict[str, Any], contract_path: Path, s3_client, reports_bucket: str,
-                    run_name: str) -> dict[str, Any]:
-    """Read the pinned data file from S3, validate it, publish Data Docs and the summary."""
-    import io
-    from urllib.parse import urlparse
+def put_json(s3_client, bucket: str, key: str, value: Any) -> None:
+    s3_client.put_object(Bucket=bucket, Key=key, Body=json.dumps(value, indent=2, default=str).encode(),
+                         ContentType="application/json")
 
-    import pandas as pd
 
-    contract = load_contract(contract_path)
-    where = f"{pinned['name']} at {pinned['revision']} ({pinned['commit'][:10]}) {pinned['data']['path']}"
+def get_json(s3_client, bucket: str, key: str) -> Any:
+    return json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def history(s3_client, bucket: str, dataset: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Validation runs, newest first, each a summary with its ``decision`` (or None). Reports written
+    before the contract format (no ``status``) are left out."""
+    prefix = f"{PREFIX}/{dataset}/" if dataset else f"{PREFIX}/"
+    found: dict[str, dict[str, Any]] = {}
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            folder, _, name = item["Key"].rpartition("/")
+            if name in ("summary.json", "decision.json"):
+                found.setdefault(folder, {})[name] = item
+    runs = sorted(((folder, files) for folder, files in found.items() if "summary.json" in files),
+                  key=lambda entry: entry[1]["summary.json"]["LastModified"], reverse=True)[:limit]
+    result = []
+    for folder, files in runs:
+        summary = get_json(s3_client, bucket, f"{folder}/summary.json")
+        if not {"status", "run_id", "dag_id"} <= set(summary):
+            continue
+        summary["decision"] = get_json(s3_client, bucket, f"{folder}/decision.json") if "decision.json" in files \
+            else None
+        summary["prefix"] = folder
+        result.append(summary)
+    return result
+
+
+def outcome(summary: dict[str, Any]) -> str:
+    """passed, failed, unreadable, warned (awaiting a steward), approved or rejected."""
+    decision = summary.get("decision")
+    if summary["status"] == "warned" and decision:
+        return "approved" if decision["decision"] == "approve" else "rejected"
+    return summary["status"]
+
+
+def baseline(s3_client, bucket: str, dataset: str, revision: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The drift baseline: histograms of the newest accepted run of another revision of the dataset."""
+    for summary in history(s3_client, bucket, dataset):
+        if summary["revision"] != revision and outcome(summary) in ACCEPTED and summary.get("profiles"):
+            return summary["profiles"], {"revision": summary["revision"], "run_id": summary["run_id"]}
+    return {}, None
+
+
+def record_decision(s3_client, bucket: str, prefix: str, decision: dict[str, Any]) -> None:
+    put_json(s3_client, bucket, f"{prefix}/decision.json", decision)
+
+
+def _download(s3_client, pinned: dict[str, Any], target: Path, where: str) -> None:
+    from botocore.exceptions import ClientError
+
+    from operators.jobs.fetch import md5_of
+
     url = urlparse(pinned["data"]["url"])
-    body = s3_client.get_object(Bucket=url.netloc, Key=url.path.lstrip("/"))["Body"].read()
     try:
-        frame = pd.read_csv(io.BytesIO(body))
-    except (ValueError, pd.errors.ParserError) as error:
-        raise ContractError(f"{where}: cannot be read as CSV: {error}") from None
-    if frame.empty:
-        raise ContractError(f"{where}: the dataset is empty")
-    prefix = f"validation/{pinned['name']}/{pinned['revision']}/{run_name}"
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = validate_frame(frame, contract, Path(tmp), run_name)
-        summary.update({"dataset": pinned["name"], "revision": pinned["revision"], "commit": pinned["commit"],
-                        "md5": pinned["data"]["md5"], "contract": str(contract_path.name)})
-        site = Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site"
-        publish(site, s3_client, reports_bucket, prefix)
-    s3_client.put_object(Bucket=reports_bucket, Key=f"{prefix}/summary.json",
-                         Body=json.dumps(summary, indent=2).encode(), ContentType="application/json")
-    summary["report"] = {"bucket": reports_bucket, "prefix": prefix, "index": f"{prefix}/index.html"}
+        s3_client.download_file(url.netloc, url.path.lstrip("/"), str(target))
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        missing = code in ("404", "NoSuchKey", "NotFound")
+        raise ContractError(f"{where}: the data file {pinned['data']['url']} is "
+                            f"{'missing from the store' if missing else f'unreadable ({code})'}") from None
+    actual = md5_of(target)
+    if actual != pinned["data"]["md5"]:
+        raise ContractError(f"{where}: the data file's md5 {actual} is not the pinned {pinned['data']['md5']}")
+
+
+def validate_pinned(pinned: dict[str, Any], contract: Contract | Path, s3_client, bucket: str, *, dag_id: str,
+                    run_id: str, where_run: str = "airflow worker") -> dict[str, Any]:
+    """Fetch the pinned file, validate it, publish Data Docs and ``summary.json``; returns the summary.
+
+    Unreadable data (missing, wrong format, empty) gives status ``unreadable`` with the reason.
+    """
+    from operators.contracts.engine import validate_file
+
+    if isinstance(contract, Path):
+        contract = load_contract(contract)
+    where = dataset_version(pinned)
+    prefix = run_prefix(pinned["name"], pinned["revision"], run_id)
+    began = time.monotonic()
+    profiles, previous = baseline(s3_client, bucket, pinned["name"], pinned["revision"])
+    identity = {"dataset": pinned["name"], "repository": pinned["repository"], "revision": pinned["revision"],
+                "commit": pinned["commit"], "path": pinned["data"]["path"], "md5": pinned["data"]["md5"],
+                "bytes": pinned["data"].get("size"), "contract": contract.file.name, "dag_id": dag_id,
+                "run_id": run_id, "validated_on": where_run, "baseline": previous,
+                "validated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    with tempfile.TemporaryDirectory(prefix="contract-") as tmp:
+        data = Path(tmp) / Path(pinned["data"]["path"]).name
+        try:
+            _download(s3_client, pinned, data, where)
+            summary = validate_file(data, contract, where, profiles, Path(tmp) / "docs", run_id)
+        except ContractError as error:
+            summary = {"status": "unreadable", "success": False, "error": str(error), "rules": [], "failed": [],
+                       "contract": contract.file.name}
+        summary.update(identity)
+        summary["seconds_total"] = round(time.monotonic() - began, 3)
+        site = Path(tmp) / "docs" / "gx" / "uncommitted" / "data_docs" / "local_site"
+        summary.pop("docs_index", None)
+        index = f"{prefix}/index.html" if site.is_dir() else f"{prefix}/summary.json"
+        summary["report"] = {"bucket": bucket, "prefix": prefix, "index": index}
+        if site.is_dir():
+            publish(site, s3_client, bucket, prefix)
+    put_json(s3_client, bucket, f"{prefix}/summary.json", summary)
     return summary
+
+
+def failure_message(summary: dict[str, Any], severity: str) -> str:
+    """The broken rules of one severity, each with its contract line and what was observed."""
+    parts = []
+    for rule in summary["failed"]:
+        if rule["severity"] != severity:
+            continue
+        seen = rule.get("error") or rule.get("observed_value")
+        if seen is None and "unexpected_count" in rule:
+            seen = f"{rule['unexpected_count']} of {rule.get('element_count')} rows, e.g. " \
+                   f"{rule.get('unexpected_examples', [])[:5]}"
+        parts.append(f"{rule['rule']} (line {rule['line']}: {rule['description']}): observed {seen}")
+    return "; ".join(parts)

@@ -1,16 +1,17 @@
-"""Build one Airflow DAG from one pipeline spec: validate → train → evaluate → gate → register → push."""
+"""Build one Airflow DAG from one pipeline spec: validate → (steward) → train → evaluate → gate → register → push."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pendulum
-from airflow.providers.standard.operators.python import PythonOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, Asset, Param
 
 from operators.pipeline import tasks
 from operators.pipeline.jobs import RunRefs, job_options, step_commands, step_files, step_json_files
 from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
+from operators.pipeline.review import StewardReviewOperator
 from operators.slurm.operators import SlurmJobOperator
 from operators.spec import PipelineSpec
 
@@ -56,11 +57,12 @@ def _notifier(spec: PipelineSpec) -> dict[str, Any]:
     return callbacks
 
 
-def _slurm_step(spec: PipelineSpec, step: str) -> SlurmJobOperator:
+def _slurm_step(spec: PipelineSpec, step: str, task_id: str | None = None) -> SlurmJobOperator:
     refs = RunRefs(run_id=f"{{{{ {RUN}['run_id'] }}}}", train_inputs=f"{{{{ {RUN}['train_inputs'] }}}}",
-                   test_inputs=f"{{{{ {RUN}['test_inputs'] }}}}", params=f"{{{{ {RUN}['params'] }}}}")
+                   test_inputs=f"{{{{ {RUN}['test_inputs'] }}}}", params=f"{{{{ {RUN}['params'] }}}}",
+                   pinned="{{ ti.xcom_pull(task_ids='pin_dataset') }}")
     return SlurmJobOperator(
-        task_id=step, slurm_conn_id=spec.connection, files=step_files(spec, step),
+        task_id=task_id or step, slurm_conn_id=spec.connection, files=step_files(spec, step),
         json_files=step_json_files(step, refs), env={"MLFLOW_RUN_ID": refs.run_id},
         env_connections=(tasks.MLFLOW_CONN, tasks.S3_CONN), commands=step_commands(spec, step, refs),
         **job_options(spec, step, spec.site_facts))
@@ -81,16 +83,26 @@ def build_dag(spec: PipelineSpec) -> DAG:
             "revision": Param(spec.dataset.revision, type="string",
                               description="dataset revision (tag or commit) in the dataset registry"),
             "train_params": Param({}, type="object", description="overrides of training.params for this run"),
+            "validate_on": Param("auto", enum=["auto", "worker", "cluster"],
+                                 description="where the data contract is checked: auto (by the contract's "
+                                             "validation.cluster_above), the Airflow worker, or a Slurm job"),
         },
         doc_md=f"**{spec.name}**: {spec.description}\n\nSpec: `{spec.file}`; site `{spec.site}` through "
                f"connection `{spec.connection}`. See the jobs with `./factory render {spec.name}`.",
     ) as dag:
         pin = _python(PythonOperator, "pin_dataset", tasks.pin_dataset, spec)
+        route = _python(BranchPythonOperator, "route_validation", tasks.route_validation, spec)
         validate = _python(ValidateDataOperator, "validate_data", tasks.validate_data, spec)
+        validate_on_cluster = _slurm_step(spec, "validate", "validate_data_on_cluster")
+        apply_contract = _python(ValidateDataOperator, "apply_contract", tasks.apply_contract, spec,
+                                 trigger_rule="none_failed_min_one_success")
+        review = StewardReviewOperator(task_id="steward_review", spec=spec, reports_bucket=tasks.REPORTS_BUCKET,
+                                       s3_conn_id=tasks.S3_CONN)
         start = _python(MlflowRunOperator, "start_run", tasks.start_run, spec)
         train, evaluate = _slurm_step(spec, "train"), _slurm_step(spec, "evaluate")
         decide = _python(PythonOperator, "gate", tasks.gate, spec)
         register = _python(RegisterModelOperator, "register", tasks.register, spec)
         push = _python(PythonOperator, "push_to_inference", tasks.push_to_inference, spec)
-        pin >> validate >> start >> train >> evaluate >> decide >> register >> push
+        pin >> route >> [validate, validate_on_cluster] >> apply_contract >> review
+        review >> start >> train >> evaluate >> decide >> register >> push
     return dag

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from operators.pipeline.jobs import STEPS
 from operators.sites.catalogue import SITES_DIR, SiteError, load_catalogue, load_site
 from operators.spec import CONTRACTS_DIR, PIPELINES_DIR, PipelineSpec, SpecError, discover, load_spec
 
@@ -37,7 +38,7 @@ def error_record(text: str) -> dict[str, Any]:
 
 def lint(pipelines_dir: Path, contracts_dir: Path, sites_dir: Path) -> dict[str, Any]:
     """Every spec, contract and site file; a bad file never hides the errors of the others."""
-    from operators.contracts.validate import ContractError, load_contract
+    from operators.contracts.contract import ContractError, load_contract
 
     errors: list[str] = []
     try:
@@ -50,7 +51,7 @@ def lint(pipelines_dir: Path, contracts_dir: Path, sites_dir: Path) -> dict[str,
         try:
             load_contract(path)
         except ContractError as error:
-            errors.append(str(error))
+            errors.extend(error.errors)
     specs = discover(pipelines_dir)
     known: dict[str, Any] = dict(sites)  # each spec's site is read once, with the catalogue
     for path in specs:
@@ -93,13 +94,14 @@ def render_step(spec: PipelineSpec, step: str) -> str:
 
 def plan(spec: PipelineSpec) -> list[dict[str, str]]:
     """The DAG's tasks in order, each with what it will do, in words a reviewer checks against the spec."""
-    from operators.pipeline.jobs import job_options
+    from operators.pipeline.jobs import job_options, step_spec
 
     dataset, evaluation, registry, serving = spec.dataset, spec.evaluation, spec.registry, spec.serving
+    contract = spec.data_contract
     site = spec.site_facts
 
     def slurm(step: str) -> str:
-        job = spec.training if step == "train" else spec.evaluation
+        job = step_spec(spec, step)
         options = job_options(spec, step, site)
         resources = job.resources
         where = f"a container ({job.container.image}, {options['container'].runtime})" if job.container else \
@@ -108,7 +110,8 @@ def plan(spec: PipelineSpec) -> list[dict[str, str]]:
         request = (f"{resources.nodes} node(s) x {resources.tasks_per_node} task(s), {resources.cpus_per_task} CPU(s) "
                    f"per task, {resources.gpus_per_node} GPU(s) per node, {resources.memory} per node, "
                    f"time limit {resources.time}, partition {options['partition'] or 'the cluster default'}")
-        return (f"Slurm job on {site.title} through connection {spec.connection}: {job.script} with launcher "
+        program = "the contract validation (python -m operators.contracts.job)" if step == "validate" else job.script
+        return (f"Slurm job on {site.title} through connection {spec.connection}: {program} with launcher "
                 f"{launcher} in {where}; {request}. Stages the pinned data from S3 into the job folder.")
 
     thresholds = ", ".join(f"{name} >= {bound}" for name, bound in evaluation.thresholds.items()) or "none"
@@ -119,8 +122,17 @@ def plan(spec: PipelineSpec) -> list[dict[str, str]]:
     return [
         {"task": "pin_dataset", "does": f"resolve revision {dataset.revision} of {dataset.path} and "
                                         f"{dataset.test_path} in {dataset.repository} to a commit and md5"},
-        {"task": "validate_data", "does": f"validate the pinned data against data_contracts/{spec.contract}.yaml; "
-                                          "publish the report to S3; nothing reaches Slurm if it fails"},
+        {"task": "route_validation", "does": f"data up to {contract.validation.cluster_above} is validated on the "
+                                             "Airflow worker, larger data by a Slurm job next to it"},
+        {"task": "validate_data", "does": f"validate the pinned data against data_contracts/{spec.contract}.yaml "
+                                          f"({len(contract.columns)} columns); publish Data Docs and summary.json "
+                                          "to S3"},
+        {"task": "validate_data_on_cluster", "does": slurm("validate") + " Same validation, in chunks."},
+        {"task": "apply_contract", "does": "a broken error rule (or unreadable data) fails the run before "
+                                           "anything trains; broken warn rules ask a data steward"},
+        {"task": "steward_review", "does": f"only when warn rules broke: a data steward approves or rejects "
+                                           f"(Airflow human-in-the-loop); after {contract.review.timeout} the "
+                                           f"answer is {contract.review.on_timeout}"},
         {"task": "start_run", "does": "create the MLflow run the jobs log into (params, dataset inputs, code version)"},
         {"task": "train", "does": slurm("train")},
         {"task": "evaluate", "does": slurm("evaluate") + f" Scores {', '.join(evaluation.metrics)}."},
@@ -157,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     render_cmd = commands.add_parser("render", parents=[common], help="the sbatch script a pipeline's step submits")
     render_cmd.add_argument("pipeline", help="a pipeline name, folder or pipeline.yaml")
     render_cmd.add_argument("--site", help="render for another site of the catalogue (retarget preview)")
-    render_cmd.add_argument("--step", choices=("train", "evaluate"), default="train")
+    render_cmd.add_argument("--step", choices=STEPS, default="train")
     plan_cmd = commands.add_parser("plan", parents=[common], help="the pipeline's tasks and what each will do")
     plan_cmd.add_argument("pipeline", help="a pipeline name, folder or pipeline.yaml")
     plan_cmd.add_argument("--site", help="plan for another site of the catalogue")

@@ -1,4 +1,4 @@
-"""A pipeline's Slurm steps (train, evaluate) for a site: files, commands and the site's spelling of the request.
+"""A pipeline's Slurm steps (validate, train, evaluate) for a site: files, commands, the site's request.
 
 One place for the DAG (which passes these to ``SlurmJobOperator``) and ``factory render``/``plan`` (which
 show the batch script the task will submit). Imports no Airflow.
@@ -12,9 +12,9 @@ from typing import Any
 from operators.sites.catalogue import Site
 from operators.sites.request import account_value, gpu_directives
 from operators.slurm.script import BatchJob, ContainerRun, batch_job
-from operators.spec import Container, Evaluation, PipelineSpec, Training
+from operators.spec import Container, DataValidation, Evaluation, PipelineSpec, Training
 
-STEPS = ("train", "evaluate")
+STEPS = ("validate", "train", "evaluate")  # validate: only for data above the contract's size threshold
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,17 @@ class RunRefs:
     train_inputs: Any
     test_inputs: Any
     params: Any
+    pinned: Any = None
+    airflow_run_id: str = "{{ run_id }}"
 
 
 PLACEHOLDERS = RunRefs(run_id="<mlflow-run-id>", train_inputs="<pinned train split>",
-                       test_inputs="<pinned test split>", params="<training.params + run overrides>")
+                       test_inputs="<pinned test split>", params="<training.params + run overrides>",
+                       pinned="<pinned dataset version>", airflow_run_id="<run_id>")
 
 
-def step_spec(spec: PipelineSpec, step: str) -> Training | Evaluation:
-    return {"train": spec.training, "evaluate": spec.evaluation}[step]
+def step_spec(spec: PipelineSpec, step: str) -> Training | Evaluation | DataValidation:
+    return {"validate": spec.validation, "train": spec.training, "evaluate": spec.evaluation}[step]
 
 
 def container_run(site: Site, container: Container | None, gpus_per_node: int) -> ContainerRun | None:
@@ -67,13 +70,19 @@ def job_options(spec: PipelineSpec, step: str, site: Site) -> dict[str, Any]:
 
 
 def step_files(spec: PipelineSpec, step: str) -> dict[str, str]:
-    """The step's script, staged under its own name into the job folder (with every file beside it)."""
+    """The step's script, staged under its own name into the job folder (with every file beside it);
+    the validation job gets the contract."""
+    if step == "validate":
+        return {"contract.yaml": str(spec.contract_file)}
     script = spec.folder / step_spec(spec, step).script
     files = {path.name: str(path) for path in sorted(script.parent.glob("*.py")) if path.name != "__init__.py"}
     return {**files, script.name: str(script)}
 
 
 def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str]]:
+    if step == "validate":
+        return [["python", "-m", "operators.contracts.job", "pinned.json", "contract.yaml", "--dag-id", spec.dag_id,
+                 "--run-id", refs.airflow_run_id]]
     job = step_spec(spec, step)
     script = (spec.folder / job.script).name
     fetch = ["python", "-m", "operators.jobs.fetch", "inputs.json", "data"]
@@ -86,6 +95,8 @@ def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str
 
 
 def step_json_files(step: str, refs: RunRefs) -> dict[str, Any]:
+    if step == "validate":
+        return {"pinned.json": refs.pinned}
     if step == "train":
         return {"inputs.json": refs.train_inputs, "params.json": refs.params}
     return {"inputs.json": refs.test_inputs}

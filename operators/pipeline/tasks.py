@@ -36,22 +36,60 @@ def pin_dataset(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     return pin(spec.dataset, revision)
 
 
-def validate_data(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
-    from airflow.sdk.exceptions import AirflowFailException
+def route_validation(spec: PipelineSpec, **context: Any) -> str:
+    """Small data is validated on this worker; data above the contract's threshold by a Slurm job. The run
+    parameter ``validate_on`` (worker or cluster) overrides the threshold."""
+    pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
+    size, threshold = pinned["data"].get("size") or 0, spec.data_contract.validation.cluster_above_bytes
+    chosen = context["params"].get("validate_on") or "auto"
+    on_cluster = size > threshold if chosen == "auto" else chosen == "cluster"
+    print(f"{pinned['data']['path']}: {size} bytes, threshold {spec.data_contract.validation.cluster_above}, "
+          f"validate_on {chosen}: validated {'by a Slurm job' if on_cluster else 'on the worker'}")
+    return "validate_data_on_cluster" if on_cluster else "validate_data"
 
+
+def validate_data(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     from operators.contracts.validate import validate_pinned
 
     pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
-    summary = validate_pinned(pinned, spec.contract_file, _s3(), REPORTS_BUCKET, context["run_id"])
-    ValidationReportLink.store(context, f"{airflow_base_url()}/factory/reports/{summary['report']['index']}")
-    if not summary["success"]:
-        failed = "; ".join(f"{f['rule']}({f['column'] or 'table'}): observed {f['observed']}"
-                           for f in summary["failed"])
+    summary = validate_pinned(pinned, spec.data_contract, _s3(), REPORTS_BUCKET, dag_id=spec.dag_id,
+                              run_id=context["run_id"])
+    ValidationReportLink.store(context, report_url(summary))
+    return _brief(summary)
+
+
+def report_url(summary: dict[str, Any]) -> str:
+    return f"{airflow_base_url()}/factory/reports/{summary['report']['index']}"
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """What later tasks need in XCom; the full summary (rules, profiles) stays in S3."""
+    keys = ("status", "success", "dataset", "revision", "commit", "md5", "rows", "counts", "report", "error",
+            "validated_on", "seconds_total")
+    return {key: summary.get(key) for key in keys}
+
+
+def apply_contract(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+    """The contract's policy on the published summary, wherever it was validated: errors stop the run
+    before anything trains; warnings go to a data steward (``steward_review``)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.contracts.validate import dataset_version, failure_message, get_json, run_prefix
+
+    pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
+    summary = get_json(_s3(), REPORTS_BUCKET, f"{run_prefix(pinned['name'], pinned['revision'], context['run_id'])}"
+                                              "/summary.json")
+    ValidationReportLink.store(context, report_url(summary))
+    report = f"Report: s3://{REPORTS_BUCKET}/{summary['report']['index']}"
+    if summary["status"] == "unreadable":
+        raise AirflowFailException(f"{summary['error']}. Nothing was submitted to Slurm. {report}")
+    if summary["status"] == "failed":
         raise AirflowFailException(
-            f"dataset {pinned['name']} {pinned['revision']} ({pinned['commit'][:10]}) breaks contract "
-            f"{spec.contract}: {failed}. Nothing was submitted to Slurm. Report: s3://{REPORTS_BUCKET}/"
-            f"{summary['report']['index']}")
-    return summary
+            f"{dataset_version(pinned)} breaks contract {spec.contract} ({spec.contract_file}): "
+            f"{failure_message(summary, 'error')}. Nothing was submitted to Slurm. {report}")
+    if summary["status"] == "warned":
+        print(f"warn rules broken, a data steward decides: {failure_message(summary, 'warn')}. {report}")
+    return _brief(summary)
 
 
 def code_version(folder: Path) -> str:
@@ -68,7 +106,7 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
 
     ti = context["ti"]
     pinned = ti.xcom_pull(task_ids="pin_dataset")
-    validation = ti.xcom_pull(task_ids="validate_data")
+    validation = ti.xcom_pull(task_ids="apply_contract")
     params = {**spec.training.params, **(context["params"].get("train_params") or {})}
     with mlflow_tracking(MLFLOW_CONN):
         from mlflow import MlflowClient
@@ -80,7 +118,8 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
             "dataset.name": pinned["name"], "dataset.repository": pinned["repository"],
             "dataset.revision": pinned["revision"], "dataset.commit": pinned["commit"],
             "dataset.md5": pinned["data"]["md5"], "dataset.test_md5": pinned["test"]["md5"],
-            "validation.success": str(validation["success"]),
+            "validation.status": validation["status"],
+            "validation.decision": (ti.xcom_pull(task_ids="steward_review") or {}).get("decision", "none"),
             "validation.report": f"s3://{REPORTS_BUCKET}/{validation['report']['index']}",
             "code.git_sha": code_version(spec.folder), "airflow.dag_id": ti.dag_id,
             "airflow.run_id": ti.run_id, "pipeline": spec.name})

@@ -44,7 +44,9 @@ def champion_run(airflow):
 
 
 def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run, airflow, registry_client, stack_info):
-    assert set(airflow.task_states(DAG, champion_run).values()) == {"success"}
+    states = airflow.task_states(DAG, champion_run)
+    assert states.pop("validate_data_on_cluster") == "skipped"  # 40 kB: validated on the worker
+    assert set(states.values()) == {"success"}
     registered = xcom(airflow, champion_run, "register")
     assert registered["promoted"] is True
     version = registry_client.get_model_version(MODEL, registered["version"])
@@ -54,7 +56,7 @@ def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run
     assert tags["dataset.revision"] == "breast-cancer-v1"
     assert tags["dataset.commit"] == pinned["commit"] and len(pinned["commit"]) == 40
     assert tags["dataset.md5"] == pinned["data"]["md5"]
-    assert tags["validation.success"] == "True"
+    assert tags["validation.status"] == "passed" and tags["validation.decision"] == "not needed"
     assert tags["validation.report"].startswith("s3://reports/validation/breast_cancer/breast-cancer-v1/")
     train_job = xcom(airflow, champion_run, "train")
     assert tags["slurm.cluster"] == stack_info["cluster"]
@@ -104,11 +106,13 @@ def test_contract_breaking_version_stops_before_slurm(champion_run, airflow):
     run_id, run, states = run_pipeline(airflow, {"revision": "breast-cancer-v2-corrupt"})
     assert run["state"] == "failed"
     assert states["pin_dataset"] == "success"
-    assert states["validate_data"] == "failed"
-    assert states["train"] == "upstream_failed"
+    assert states["validate_data"] == "success" and states["apply_contract"] == "failed"
+    assert states["steward_review"] == states["train"] == "upstream_failed"
     assert jobs_of_run(run_id) == [], "a job was submitted for a dataset that broke its contract"
-    log = task_log(airflow, run_id, "validate_data")
-    assert "breaks contract breast_cancer" in log and "mean_radius" in log and "diagnosis" in log
+    log = task_log(airflow, run_id, "apply_contract")
+    assert "breaks contract breast_cancer" in log and "breast-cancer-v2-corrupt" in log
+    assert "columns.mean_radius.rules.0" in log and "columns.diagnosis.rules.0" in log
+    assert "5 of 455 rows" in log  # the merged count of negative radii, with the rule's contract line
     assert jobs_of_run(champion_run), "the accounting check must see the jobs of a good run"
 
 
