@@ -63,8 +63,9 @@ def _slurm_step(spec: PipelineSpec, step: str, task_id: str | None = None) -> Sl
                    pinned="{{ ti.xcom_pull(task_ids='pin_dataset') }}")
     return SlurmJobOperator(
         task_id=task_id or step, slurm_conn_id=spec.connection, files=step_files(spec, step),
-        json_files=step_json_files(step, refs), env={"MLFLOW_RUN_ID": refs.run_id},
-        env_connections=(tasks.MLFLOW_CONN, tasks.S3_CONN), commands=step_commands(spec, step, refs),
+        json_files=step_json_files(step, refs), env={} if step == "validate" else {"MLFLOW_RUN_ID": refs.run_id},
+        env_connections=(tasks.S3_CONN,) if step == "validate" else (tasks.MLFLOW_CONN, tasks.S3_CONN),
+        commands=step_commands(spec, step, refs),
         **job_options(spec, step, spec.site_facts))
 
 

@@ -73,7 +73,7 @@ def step_files(spec: PipelineSpec, step: str) -> dict[str, str]:
     """The step's script, staged under its own name into the job folder (with every file beside it);
     the validation job gets the contract."""
     if step == "validate":
-        return {"contract.yaml": str(spec.contract_file)}
+        return {spec.contract_file.name: str(spec.contract_file)}  # its name is checked against the dataset
     script = spec.folder / step_spec(spec, step).script
     files = {path.name: str(path) for path in sorted(script.parent.glob("*.py")) if path.name != "__init__.py"}
     return {**files, script.name: str(script)}
@@ -81,8 +81,8 @@ def step_files(spec: PipelineSpec, step: str) -> dict[str, str]:
 
 def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str]]:
     if step == "validate":
-        return [["python", "-m", "operators.contracts.job", "pinned.json", "contract.yaml", "--dag-id", spec.dag_id,
-                 "--run-id", refs.airflow_run_id]]
+        return [["python", "-m", "operators.contracts.job", "pinned.json", spec.contract_file.name,
+                 "--dag-id", spec.dag_id, "--run-id", refs.airflow_run_id]]
     job = step_spec(spec, step)
     script = (spec.folder / job.script).name
     fetch = ["python", "-m", "operators.jobs.fetch", "inputs.json", "data"]
