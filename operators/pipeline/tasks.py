@@ -40,12 +40,16 @@ def route_validation(spec: PipelineSpec, **context: Any) -> str:
     """Small data is validated on this worker; data above the contract's threshold by a Slurm job. The run
     parameter ``validate_on`` (worker or cluster) overrides the threshold."""
     pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
-    size, threshold = pinned["data"].get("size") or 0, spec.data_contract.validation.cluster_above_bytes
+    size = pinned["data"].get("size") or 0
     chosen = context["params"].get("validate_on") or "auto"
-    on_cluster = size > threshold if chosen == "auto" else chosen == "cluster"
+    on_cluster = validates_on_cluster(size, spec.data_contract.validation.cluster_above_bytes, chosen)
     print(f"{pinned['data']['path']}: {size} bytes, threshold {spec.data_contract.validation.cluster_above}, "
           f"validate_on {chosen}: validated {'by a Slurm job' if on_cluster else 'on the worker'}")
     return "validate_data_on_cluster" if on_cluster else "validate_data"
+
+
+def validates_on_cluster(size: int, threshold: int, chosen: str = "auto") -> bool:
+    return size > threshold if chosen == "auto" else chosen == "cluster"
 
 
 def validate_data(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
