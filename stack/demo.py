@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{dag_id} {run['state']} in {seconds:.1f} s\n")
     served = show_served_model(airflow, dag_id, run_id, info, say) if run["state"] == "success" else None
     links = {"airflow": f"{info['airflow']['url']}/dags/{dag_id}", "mlflow": f"{info['mlflow']['url']}/#/models",
-             "reports": f"{info['airflow']['url']}/factory/reports/validation/",
+             "stewards": f"{info['airflow']['url']}/factory/stewards",
              "inference": f"{info['mlserver']['url']}/v2/repository/index", "slurmrestd": info["slurmrestd"]["url"],
              "logs": str(paths.logs)}
     if args.json:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"""Where to look:
   Airflow UI        {links['airflow']}  (user admin, password in {paths.info_file})
   MLflow UI         {links['mlflow']}  (user {info['mlflow']['username']}, same file)
-  Reports           {links['reports']}  (validation task: "Validation report")
+  Data stewards     {links['stewards']}  (validation runs, reports, approve/reject)
   Inference (V2)    {links['inference']}  (POST)
   Slurm             sacct -X -o JobID,JobName,User,State,Elapsed,MaxRSS; REST at {links['slurmrestd']}
   Logs              {links['logs']}
