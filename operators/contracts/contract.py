@@ -217,7 +217,7 @@ def _rule_problems(where: str, rule: Rule, column: Column):
         wrong = [value for value in rule.allowed if kinds and (not isinstance(value, kinds) or
                                                                 (isinstance(value, bool) and bool not in kinds))]
         if wrong:
-            yield where, f"{wrong!r} do not fit a {column.type} column"
+            yield where, f"{wrong!r} do not fit the column's type {column.type}"
     if rule.pattern is not None:
         try:
             re.compile(rule.pattern)

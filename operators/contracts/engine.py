@@ -32,6 +32,8 @@ def open_chunks(path: Path, contract: Contract, where: str) -> tuple[list[str], 
         raise ContractError(f"{where}: the data file is empty (0 bytes)")
     chunk_rows = contract.validation.chunk_rows
     dates = [name for name, column in contract.columns.items() if column.type == "datetime"]
+    texts = [name for name, column in contract.columns.items() if column.type == "str"]
+    ints = [name for name, column in contract.columns.items() if column.type == "int"]
     if contract.format == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -42,17 +44,21 @@ def open_chunks(path: Path, contract: Contract, where: str) -> tuple[list[str], 
             raise ContractError(f"{where}: cannot be read as parquet (the contract's format): {error}") from None
         columns = list(parquet.schema_arrow.names)
         batches = (batch.to_pandas() for batch in parquet.iter_batches(batch_size=chunk_rows))
-        return columns, _checked(batches, where, "parquet", dates)
+        return columns, _checked(batches, where, "parquet", dates, texts, ints)
     try:
         columns = list(pd.read_csv(path, nrows=0).columns)
         reader = pd.read_csv(path, chunksize=chunk_rows, parse_dates=[name for name in dates if name in columns])
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ContractError(f"{where}: cannot be read as CSV (the contract's format): {error}") from None
-    return columns, _checked(reader, where, "CSV", dates)
+    return columns, _checked(reader, where, "CSV", dates, texts, ints)
 
 
-def _checked(chunks: Iterator[Any], where: str, kind: str, dates: list[str]) -> Iterator[Any]:
-    """Chunks with time zones normalised to naive UTC; a read error mid-file names the file's format."""
+def _checked(chunks: Iterator[Any], where: str, kind: str, dates: list[str], texts: list[str],
+             ints: list[str]) -> Iterator[Any]:
+    """Chunks with time zones normalised to naive UTC; text columns as object (pandas 3 reads text as
+    StringDtype, which GX 1.x's type check does not take for str; a chunk with no text at all reads as
+    float); whole numbers in an int column as Int64 (CSV and Arrow make a column with gaps float, so
+    chunks would differ). A read error mid-file names the file's format."""
     import pandas as pd
 
     try:
@@ -60,6 +66,13 @@ def _checked(chunks: Iterator[Any], where: str, kind: str, dates: list[str]) -> 
             for name in dates:
                 if name in chunk and isinstance(chunk[name].dtype, pd.DatetimeTZDtype):
                     chunk[name] = chunk[name].dt.tz_convert(None)
+            for name in texts:
+                if name in chunk and (isinstance(chunk[name].dtype, pd.StringDtype) or chunk[name].isna().all()):
+                    chunk[name] = chunk[name].astype(object)
+            for name in ints:
+                values = chunk.get(name)
+                if values is not None and pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+                    chunk[name] = values.astype("Int64")
             yield chunk
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as error:
         raise ContractError(f"{where}: cannot be read as {kind} (the contract's format): {error}") from None
@@ -137,12 +150,13 @@ class _Sample:
 def profiles(frame: Any, contract: Contract) -> dict[str, dict[str, list[float]]]:
     """Histograms of the drift rules' columns: the next version's baseline (GX partition objects)."""
     import numpy as np
+    import pandas as pd
 
     result = {}
     for name, column in contract.columns.items():
         for rule in column.rules:
-            if rule.drift is None or name not in frame:
-                continue
+            if rule.drift is None or name not in frame or not pd.api.types.is_numeric_dtype(frame[name]):
+                continue  # text in a numeric column fails its type rule; it is no baseline
             values = frame[name].dropna().to_numpy(dtype=float)
             if len(values) == 0 or values.min() == values.max():
                 continue
@@ -165,7 +179,9 @@ def validate_file(path: Path, contract: Contract, where: str, baseline: dict[str
     compiled = compile_contract(contract, columns, baseline)
     runner = _Runner(compiled)
     whole = compiled.columns_in_mode("column")
-    sample = _Sample(contract.validation.sample_rows, compiled.columns_in_mode("sampled"))
+    # drift columns are sampled even without a baseline: this version's profile is the next one's baseline
+    drift_columns = {rule.column for rule in compiled.rules if rule.check == "drift"}
+    sample = _Sample(contract.validation.sample_rows, sorted(set(compiled.columns_in_mode("sampled")) | drift_columns))
     totals: dict[str, Any] = {}
     kept: dict[str, list[Any]] = {name: [] for name in whole}
     rows = chunk_count = 0

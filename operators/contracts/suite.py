@@ -18,11 +18,12 @@ from typing import Any
 
 from operators.contracts.contract import CHECK_MODES, Column, Contract, Rule
 
+# Pandas' nullable dtypes by their class names: GX 1.x looks them up as attributes of pandas.
 TYPE_LISTS = {
-    "int": ["int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "Int64", "Int32"],
-    "float": ["float64", "float32", "Float64", "int64", "int32", "Int64"],
+    "int": ["int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "Int64Dtype", "Int32Dtype"],
+    "float": ["float64", "float32", "Float64Dtype", "int64", "int32", "Int64Dtype"],
     "str": ["object", "str", "string", "large_string"],
-    "bool": ["bool", "boolean"],
+    "bool": ["bool", "boolean", "BooleanDtype"],
     "datetime": ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"],
 }
 MODES = ("schema", "chunked", "column", "sampled", "table")

@@ -135,34 +135,55 @@ def test_render_and_plan_exit_codes(corpus_dir: Path) -> None:
     plan = run_cli("plan", "breast_cancer_ddp", "--json")
     assert plan.returncode == 0, plan.stderr
     tasks = json.loads(plan.stdout)["tasks"]
-    assert [task["task"] for task in tasks] == ["pin_dataset", "validate_data", "start_run", "train", "evaluate",
-                                                "gate", "register", "push_to_inference"]
-    assert "launcher torchrun" in tasks[3]["does"] and "1 node(s) x 2 task(s)" in tasks[3]["does"]
+    assert [task["task"] for task in tasks] == [
+        "pin_dataset", "route_validation", "validate_data", "validate_data_on_cluster", "apply_contract",
+        "steward_review", "start_run", "train", "evaluate", "gate", "register", "push_to_inference"]
+    does = {task["task"]: task["does"] for task in tasks}
+    assert "launcher torchrun" in does["train"] and "1 node(s) x 2 task(s)" in does["train"]
+    assert "up to 256M" in does["route_validation"]  # the contract's validation.cluster_above
+    assert "data_contracts/breast_cancer.yaml (31 columns)" in does["validate_data"]
+    cluster = does["validate_data_on_cluster"]  # the spec's validation resources (defaults), not training's
+    assert "python -m operators.contracts.job" in cluster
+    assert "2 CPU(s) per task" in cluster and "4G per node" in cluster
+    assert "after 24h the answer is reject" in does["steward_review"]  # the contract's review section
 
 
-def golden_text(pipeline: str, site: str) -> str:
-    """The train step's script for the site, or the lint errors that stop it there (also golden)."""
+def golden_text(pipeline: str, site: str, step: str = "train") -> str:
+    """The step's script for the site, or the lint errors that stop it there (also golden)."""
     folder = FIXTURES / "specs" / pipeline if pipeline in FIXTURE_SPECS else PIPELINES_DIR / pipeline
     try:
         spec = load_spec(folder / "pipeline.yaml", site=site)
     except SpecError as error:
         text = "".join(f"# factory render refuses this: {message.split(': ', 1)[1]}\n" for message in error.errors)
     else:
-        text = render_step(spec, "train")
+        text = render_step(spec, step)
     return text.replace(str(REPO), "<repo>")  # the same on every clone
+
+
+def check_golden(golden: Path, text: str) -> None:
+    if os.environ.get("FACTORY_UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert golden.exists(), f"{golden} is missing: run with FACTORY_UPDATE_GOLDEN=1 and review it"
+    assert text == golden.read_text()
 
 
 @pytest.mark.parametrize("site", SITE_NAMES)
 @pytest.mark.parametrize("pipeline", RENDERED)
 def test_sbatch_golden_files(pipeline: str, site: str) -> None:
     """Regenerate after an intended change with FACTORY_UPDATE_GOLDEN=1 and review the diff."""
-    golden = GOLDEN / pipeline / f"{site}.sh"
-    text = golden_text(pipeline, site)
-    if os.environ.get("FACTORY_UPDATE_GOLDEN") == "1":
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(text)
-    assert golden.exists(), f"{golden} is missing: run with FACTORY_UPDATE_GOLDEN=1 and review it"
-    assert text == golden.read_text()
+    check_golden(GOLDEN / pipeline / f"{site}.sh", golden_text(pipeline, site))
+
+
+@pytest.mark.parametrize("site", SITE_NAMES)
+@pytest.mark.parametrize("pipeline", EXAMPLES)
+def test_validate_step_golden_files(pipeline: str, site: str) -> None:
+    """The Slurm contract-validation job (data above the contract's cluster_above), in ``<pipeline>/validate/``."""
+    text = golden_text(pipeline, site, "validate")
+    check_golden(GOLDEN / pipeline / "validate" / f"{site}.sh", text)
+    if "refuses this" not in text:  # the spec's validation resources and the job-runtime environment, one process
+        assert "-m operators.contracts.job pinned.json breast_cancer.yaml --dag-id" in text  # under its own name
+        assert "#SBATCH --cpus-per-task=2" in text and "job-runtime" in text and "torchrun" not in text
 
 
 def test_golden_files_show_each_site_s_spelling() -> None:
