@@ -239,11 +239,13 @@ def expand(value: str) -> str:
 
 
 def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
-              sites: dict[str, Site | SiteError] | None = None) -> PipelineSpec:
+              sites: dict[str, Site | SiteError] | None = None,
+              contracts: dict[Path, Contract | ContractError] | None = None) -> PipelineSpec:
     """Load and check one ``pipeline.yaml``; ``SpecError.errors`` lists every mistake found after reading.
 
     ``site`` retargets the spec to another site of the catalogue (``factory render --site``), checked alike.
-    ``sites`` caches site files (and their errors) across the specs of one parse, so each is read once.
+    ``sites`` and ``contracts`` cache site and contract files (and their errors) across the specs of one
+    parse, so each is read once.
     """
     reader = TypedReader(path, SpecError, "spec")
     root = compose(path, SpecError, "spec", f"apiVersion: {API_VERSION}, kind: Pipeline, name: ...")
@@ -259,7 +261,7 @@ def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
         problems.append(("site", str(facts)))
         facts = None
     object.__setattr__(spec, "site_facts", facts)
-    _check(spec, facts, problems)
+    _check(spec, facts, problems, {} if contracts is None else contracts)
     if problems:
         errors = [f"{path}:{reader.line_of(where)}: {where}: {message}" for where, message in problems]
         raise SpecError("\n".join(errors), errors)
@@ -275,7 +277,17 @@ def _site(name: str, sites_dir: Path, sites: dict[str, Site | SiteError]) -> Sit
     return sites[name]
 
 
-def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]]) -> None:
+def _contract(path: Path, contracts: dict[Path, Contract | ContractError]) -> Contract | ContractError:
+    if path not in contracts:
+        try:
+            contracts[path] = load_contract(path)
+        except ContractError as error:
+            contracts[path] = error
+    return contracts[path]
+
+
+def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]],
+           contracts: dict[Path, Contract | ContractError]) -> None:
     """What types cannot say: names match files, files exist, the site can run the jobs asked of it."""
     def problem(where: str, message: str) -> None:
         problems.append((where, message))
@@ -293,12 +305,12 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
         known = ", ".join(sorted(file.stem for file in CONTRACTS_DIR.glob("*.yaml"))) or "none"
         problem("contract", f"no data contract {spec.contract!r} in {CONTRACTS_DIR} (known: {known})")
     else:
-        try:
-            object.__setattr__(spec, "data_contract", load_contract(spec.contract_file))
-        except ContractError as error:
-            problem("contract", "the contract has errors (fix them first):\n  " + "\n  ".join(error.errors))
+        contract = _contract(spec.contract_file, contracts)
+        if isinstance(contract, ContractError):
+            problem("contract", "the contract has errors (fix them first):\n  " + "\n  ".join(contract.errors))
         else:
-            if spec.data_contract.dataset != spec.dataset.name:
+            object.__setattr__(spec, "data_contract", contract)
+            if contract.dataset != spec.dataset.name:
                 problem("contract", f"contract {spec.contract!r} is for dataset {spec.data_contract.dataset!r}, "
                                     f"not {spec.dataset.name!r}")
     _check_launch(spec, site, "validation", problem)
@@ -365,10 +377,10 @@ def discover(pipelines_dir: Path = PIPELINES_DIR) -> list[Path]:
 
 def load_all(pipelines_dir: Path = PIPELINES_DIR, sites_dir: Path = SITES_DIR) -> tuple[list[PipelineSpec], list[str]]:
     """Every spec in the folder and every error of the bad ones (a bad spec does not hide the others')."""
-    specs, errors, sites = [], [], {}
+    specs, errors, sites, contracts = [], [], {}, {}
     for path in discover(pipelines_dir):
         try:
-            specs.append(load_spec(path, sites_dir, sites=sites))
+            specs.append(load_spec(path, sites_dir, sites=sites, contracts=contracts))
         except SpecError as error:
             errors.extend(error.errors)
     return specs, errors
