@@ -18,7 +18,11 @@ from operators.spec import PipelineSpec
 RUN = "ti.xcom_pull(task_ids='start_run')"
 
 
-class ValidateDataOperator(PythonOperator):
+class ValidateDataOperator(BranchPythonOperator):
+    operator_extra_links = (ValidationReportLink(),)
+
+
+class ApplyContractOperator(PythonOperator):
     operator_extra_links = (ValidationReportLink(),)
 
 
@@ -84,18 +88,14 @@ def build_dag(spec: PipelineSpec) -> DAG:
             "revision": Param(spec.dataset.revision, type="string",
                               description="dataset revision (tag or commit) in the dataset registry"),
             "train_params": Param({}, type="object", description="overrides of training.params for this run"),
-            "validate_on": Param("auto", enum=["auto", "worker", "cluster"],
-                                 description="where the data contract is checked: auto (by the contract's "
-                                             "validation.cluster_above), the Airflow worker, or a Slurm job"),
         },
         doc_md=f"**{spec.name}**: {spec.description}\n\nSpec: `{spec.file}`; site `{spec.site}` through "
                f"connection `{spec.connection}`. See the jobs with `./factory render {spec.name}`.",
     ) as dag:
         pin = _python(PythonOperator, "pin_dataset", tasks.pin_dataset, spec)
-        route = _python(BranchPythonOperator, "route_validation", tasks.route_validation, spec)
         validate = _python(ValidateDataOperator, "validate_data", tasks.validate_data, spec)
         validate_on_cluster = _slurm_step(spec, "validate", "validate_data_on_cluster")
-        apply_contract = _python(ValidateDataOperator, "apply_contract", tasks.apply_contract, spec,
+        apply_contract = _python(ApplyContractOperator, "apply_contract", tasks.apply_contract, spec,
                                  trigger_rule="none_failed_min_one_success")
         review = StewardReviewOperator(task_id="steward_review", spec=spec, reports_bucket=tasks.REPORTS_BUCKET,
                                        s3_conn_id=tasks.S3_CONN)
@@ -104,6 +104,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         decide = _python(PythonOperator, "gate", tasks.gate, spec)
         register = _python(RegisterModelOperator, "register", tasks.register, spec)
         push = _python(PythonOperator, "push_to_inference", tasks.push_to_inference, spec)
-        pin >> route >> [validate, validate_on_cluster] >> apply_contract >> review
+        pin >> validate >> [validate_on_cluster, apply_contract]
+        validate_on_cluster >> apply_contract >> review
         review >> start >> train >> evaluate >> decide >> register >> push
     return dag

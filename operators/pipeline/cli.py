@@ -122,11 +122,10 @@ def plan(spec: PipelineSpec) -> list[dict[str, str]]:
     return [
         {"task": "pin_dataset", "does": f"resolve revision {dataset.revision} of {dataset.path} and "
                                         f"{dataset.test_path} in {dataset.repository} to a commit and md5"},
-        {"task": "route_validation", "does": f"data up to {contract.validation.cluster_above} is validated on the "
-                                             "Airflow worker, larger data by a Slurm job next to it"},
         {"task": "validate_data", "does": f"validate the pinned data against data_contracts/{spec.contract}.yaml "
-                                          f"({len(contract.columns)} columns); publish Data Docs and summary.json "
-                                          "to S3"},
+                                          f"({len(contract.columns)} columns) on the Airflow worker, or, above "
+                                          f"{contract.validation.cluster_above}, leave it to the Slurm job; publish "
+                                          "Data Docs and summary.json to S3"},
         {"task": "validate_data_on_cluster", "does": slurm("validate") + " Same validation, in chunks."},
         {"task": "apply_contract", "does": "a broken error rule (or unreadable data) fails the run before "
                                            "anything trains; broken warn rules ask a data steward"},

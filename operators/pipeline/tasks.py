@@ -36,30 +36,28 @@ def pin_dataset(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     return pin(spec.dataset, revision)
 
 
-def route_validation(spec: PipelineSpec, **context: Any) -> str:
-    """Small data is validated on this worker; data above the contract's threshold by a Slurm job. The run
-    parameter ``validate_on`` (worker or cluster) overrides the threshold."""
-    pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
-    size = pinned["data"].get("size") or 0
-    chosen = context["params"].get("validate_on") or "auto"
-    on_cluster = validates_on_cluster(size, spec.data_contract.validation.cluster_above_bytes, chosen)
-    print(f"{pinned['data']['path']}: {size} bytes, threshold {spec.data_contract.validation.cluster_above}, "
-          f"validate_on {chosen}: validated {'by a Slurm job' if on_cluster else 'on the worker'}")
-    return "validate_data_on_cluster" if on_cluster else "validate_data"
-
-
 def validates_on_cluster(size: int, threshold: int, chosen: str = "auto") -> bool:
     return size > threshold if chosen == "auto" else chosen == "cluster"
 
 
-def validate_data(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+def validate_data(spec: PipelineSpec, **context: Any) -> list[str]:
+    """Validate small data here; leave data above the contract's ``validation.cluster_above`` to the Slurm
+    job. A branch: returns the tasks to run next. The run's conf key ``validate_on`` (``worker`` or
+    ``cluster``) overrides the threshold."""
     from operators.contracts.validate import validate_pinned
 
     pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
-    summary = validate_pinned(pinned, spec.data_contract, _s3(), REPORTS_BUCKET, dag_id=spec.dag_id,
-                              run_id=context["run_id"])
+    size = pinned["data"].get("size") or 0
+    chosen = (context["dag_run"].conf or {}).get("validate_on") or "auto"
+    contract = spec.data_contract
+    if validates_on_cluster(size, contract.validation.cluster_above_bytes, chosen):
+        print(f"{pinned['data']['path']}: {size} bytes, above {contract.validation.cluster_above} "
+              f"(validate_on {chosen}): validated by a Slurm job next to the data")
+        return ["validate_data_on_cluster", "apply_contract"]
+    summary = validate_pinned(pinned, contract, _s3(), REPORTS_BUCKET, dag_id=spec.dag_id, run_id=context["run_id"])
     ValidationReportLink.store(context, report_url(summary))
-    return _brief(summary)
+    print(f"{summary['status']}: {summary.get('rows', 0)} rows in {summary['seconds_total']} s on the worker")
+    return ["apply_contract"]
 
 
 def report_url(summary: dict[str, Any]) -> str:

@@ -122,13 +122,13 @@ def test_a_rejection_stops_the_run_before_slurm_and_is_recorded(airflow, stack_i
 
 
 def test_validation_as_a_slurm_job_gives_the_same_verdict(airflow, stack_info):
-    """``validate_on=cluster`` (what the contract's size threshold picks for large data): the same code runs
+    """conf ``validate_on=cluster`` (what the contract's size threshold picks for large data): the same code runs
     as a Slurm CPU job; apply_contract reads its summary back from S3 and applies the same policy."""
     run_id = trigger(airflow, CORRUPT, validate_on="cluster")
     run = airflow.wait_for_run(DAG, run_id, timeout_s=300)
     states = airflow.task_states(DAG, run_id)
     assert run["state"] == "failed"
-    assert states["validate_data"] == "skipped" and states["validate_data_on_cluster"] == "success"
+    assert states["validate_data"] == "success" and states["validate_data_on_cluster"] == "success"
     assert states["apply_contract"] == "failed" and states["train"] == "upstream_failed"
     job = xcom(airflow, run_id, "validate_data_on_cluster")
     pinned = xcom(airflow, run_id, "pin_dataset")

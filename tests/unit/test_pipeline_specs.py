@@ -136,11 +136,11 @@ def test_render_and_plan_exit_codes(corpus_dir: Path) -> None:
     assert plan.returncode == 0, plan.stderr
     tasks = json.loads(plan.stdout)["tasks"]
     assert [task["task"] for task in tasks] == [
-        "pin_dataset", "route_validation", "validate_data", "validate_data_on_cluster", "apply_contract",
+        "pin_dataset", "validate_data", "validate_data_on_cluster", "apply_contract",
         "steward_review", "start_run", "train", "evaluate", "gate", "register", "push_to_inference"]
     does = {task["task"]: task["does"] for task in tasks}
     assert "launcher torchrun" in does["train"] and "1 node(s) x 2 task(s)" in does["train"]
-    assert "up to 256M" in does["route_validation"]  # the contract's validation.cluster_above
+    assert "above 256M" in does["validate_data"]  # the contract's validation.cluster_above
     assert "data_contracts/breast_cancer.yaml (31 columns)" in does["validate_data"]
     cluster = does["validate_data_on_cluster"]  # the spec's validation resources (defaults), not training's
     assert "python -m operators.contracts.job" in cluster
