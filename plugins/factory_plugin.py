@@ -101,7 +101,7 @@ def _rules_cell(summary: dict) -> str:
 def _decision_cell(summary: dict, outcome: str) -> str:
     decision = summary.get("decision")
     if decision:
-        return html.escape(f"{decision['decision']} by {decision['by']} at {decision['at']}")
+        return html.escape(f"{decision.get('decision')} by {decision.get('by', '?')} at {decision.get('at', '?')}")
     if outcome != "warned":
         return "not needed" if outcome == "passed" else "-"
     hidden = (f'<input type="hidden" name="dag_id" value="{html.escape(summary["dag_id"])}">'

@@ -130,11 +130,12 @@ def test_history_baseline_and_drift_against_the_last_accepted_version(s3, datase
     assert shifted["status"] == "warned"
     assert [rule["rule"] for rule in shifted["failed"]] == ["columns.value.rules.1"]
 
-    record_decision(s3, "reports", shifted["report"]["prefix"], {"decision": "reject", "by": "steward"})
+    prefix = shifted["report"]["prefix"]
+    record_decision(s3, "reports", prefix, {"decision": "reject", "by": "steward", "at": "2026-01-01T00:00:00Z"})
     runs = history(s3, "reports", name)
     assert [entry["run_id"] for entry in runs] == ["run-2", "run-1"]
     assert runs[0]["decision"]["decision"] == "reject"
     assert baseline(s3, "reports", name, "v3")[1] == {"revision": "v1", "run_id": "run-1"}, \
         "a rejected version is no baseline"
-    record_decision(s3, "reports", shifted["report"]["prefix"], {"decision": "approve", "by": "steward"})
+    record_decision(s3, "reports", prefix, {"decision": "approve", "by": "steward", "at": "2026-01-01T00:01:00Z"})
     assert baseline(s3, "reports", name, "v3")[1] == {"revision": "v2", "run_id": "run-2"}

@@ -15,8 +15,22 @@ SHIFTED = "breast-cancer-v3-shifted"  # breaks only warn rules: mean and drift o
 CORRUPT = "breast-cancer-v2-corrupt"  # breaks error rules
 
 
+STARTED: list[str] = []
+
+
 def trigger(airflow: AirflowAPI, revision: str, **conf) -> str:
-    return airflow.trigger(DAG, {"revision": revision, "train_params": {}, **conf})
+    run_id = airflow.trigger(DAG, {"revision": revision, "train_params": {}, **conf})
+    STARTED.append(run_id)
+    return run_id
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_run_left_waiting(airflow):
+    """A failed assertion must not leave a run waiting 24 h for a steward: it would block the DAG's next runs."""
+    yield
+    for run_id in STARTED:
+        if airflow.get(f"/dags/{DAG}/dagRuns/{run_id}")["state"] not in ("success", "failed"):
+            airflow.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
 
 
 def wait_for_review(airflow: AirflowAPI, run_id: str, timeout_s: float = 300) -> None:
