@@ -132,21 +132,15 @@ def _build(paths: StackPaths, registry: Path, s3_endpoint: str, access_key: str,
             _run(f"git tag {CLEAN_TAG}", ["git", "tag", CLEAN_TAG], work, env)
             _run("dvc push v1", [dvc, "push"], work, push_env)
 
-            shutil.copyfile(corrupt / "train.csv", work / train)
-            _run("dvc add corrupt train.csv", [dvc, "add", train], work, env)
-            _run("git add", ["git", "add", "-A"], work, env)
-            _run("git commit v2", ["git", "commit", "-q", "-m",
-                                   "Contract-breaking train split: negative mean_radius, diagnosis 7"], work, env)
-            _run(f"git tag {CORRUPT_TAG}", ["git", "tag", CORRUPT_TAG], work, env)
-            _run("dvc push v2", [dvc, "push"], work, push_env)
-
-            shutil.copyfile(shifted / "train.csv", work / train)
-            _run("dvc add shifted train.csv", [dvc, "add", train], work, env)
-            _run("git add", ["git", "add", "-A"], work, env)
-            _run("git commit v3", ["git", "commit", "-q", "-m",
-                                   "Train split after a scanner recalibration: mean_texture + 6"], work, env)
-            _run(f"git tag {SHIFTED_TAG}", ["git", "tag", SHIFTED_TAG], work, env)
-            _run("dvc push v3", [dvc, "push"], work, push_env)
+            for source, tag, message in (
+                    (corrupt, CORRUPT_TAG, "Contract-breaking train split: negative mean_radius, diagnosis 7"),
+                    (shifted, SHIFTED_TAG, "Train split after a scanner recalibration: mean_texture + 6")):
+                shutil.copyfile(source / "train.csv", work / train)
+                _run(f"dvc add {tag} train.csv", [dvc, "add", train], work, env)
+                _run("git add", ["git", "add", "-A"], work, env)
+                _run(f"git commit {tag}", ["git", "commit", "-q", "-m", message], work, env)
+                _run(f"git tag {tag}", ["git", "tag", tag], work, env)
+                _run(f"dvc push {tag}", [dvc, "push"], work, push_env)
 
             _run("git init --bare", ["git", "-c", "init.defaultBranch=main", "init", "-q", "--bare", str(bare)],
                  work, env)
