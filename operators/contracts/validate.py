@@ -84,10 +84,11 @@ def outcome(summary: dict[str, Any]) -> str:
     return summary["status"]
 
 
-def baseline(s3_client, bucket: str, dataset: str, revision: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The drift baseline: histograms of the newest accepted run of another revision of the dataset."""
+def baseline(s3_client, bucket: str, dataset: str, earlier: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The drift baseline: histograms of the newest accepted run of an earlier version of the dataset
+    (``earlier``: the registry's tags on the version's history), so a later or rejected release never is."""
     for summary in history(s3_client, bucket, dataset):
-        if summary["revision"] != revision and outcome(summary) in ACCEPTED and summary.get("profiles"):
+        if summary["revision"] in earlier and outcome(summary) in ACCEPTED and summary.get("profiles"):
             return summary["profiles"], {"revision": summary["revision"], "run_id": summary["run_id"]}
     return {}, None
 
@@ -127,7 +128,7 @@ def validate_pinned(pinned: dict[str, Any], contract: Contract | Path, s3_client
     where = dataset_version(pinned)
     prefix = run_prefix(pinned["name"], pinned["revision"], run_id)
     began = time.monotonic()
-    profiles, previous = baseline(s3_client, bucket, pinned["name"], pinned["revision"])
+    profiles, previous = baseline(s3_client, bucket, pinned["name"], pinned.get("earlier", []))
     identity = {"dataset": pinned["name"], "repository": pinned["repository"], "revision": pinned["revision"],
                 "commit": pinned["commit"], "path": pinned["data"]["path"], "md5": pinned["data"]["md5"],
                 "bytes": pinned["data"].get("size"), "contract": contract.file.name, "dag_id": dag_id,

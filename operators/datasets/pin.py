@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from typing import Any
 
 from operators.spec import Dataset, expand
@@ -36,4 +37,18 @@ def pin_dataset(dataset: Dataset, revision: str | None = None) -> dict[str, Any]
             raise DatasetError(f"{where}: {path} is not tracked by DVC (no md5)")
         files[role] = {"path": path, "md5": info["md5"], "size": info.get("size"),
                        "url": dvc.api.get_url(path, repo=repository, rev=commit)}
-    return {"name": dataset.name, "repository": repository, "revision": revision, "commit": commit, **files}
+    return {"name": dataset.name, "repository": repository, "revision": revision, "commit": commit,
+            "earlier": earlier_versions(repository, commit, revision, where), **files}
+
+
+def earlier_versions(repository: str, commit: str, revision: str, where: str) -> list[str]:
+    """The registry's tags on the history of ``commit`` (its ancestors), without ``revision`` itself: the
+    versions a drift rule may compare with. A blob-less bare clone: refs and commits only, no data."""
+    with tempfile.TemporaryDirectory(prefix="dataset-history-") as tmp:
+        cloned = subprocess.run(["git", "clone", "-q", "--bare", "--filter=blob:none", repository, tmp + "/r"],
+                                capture_output=True, text=True, timeout=120)
+        merged = subprocess.run(["git", "-C", tmp + "/r", "tag", "--merged", commit], capture_output=True, text=True,
+                                timeout=60) if cloned.returncode == 0 else cloned
+    if merged.returncode != 0:
+        raise DatasetError(f"{where}: cannot read the registry's history: {merged.stderr.strip()}")
+    return [tag for tag in merged.stdout.split() if tag != revision]

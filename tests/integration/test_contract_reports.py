@@ -51,11 +51,13 @@ def dataset(tmp_path: Path) -> tuple[str, Path]:
     return name, path
 
 
-def put(s3, name: str, revision: str, body: bytes) -> dict:
-    """A pinned dataset version whose data file is ``body`` in the datasets bucket."""
+def put(s3, name: str, revision: str, body: bytes, earlier: tuple[str, ...] = ()) -> dict:
+    """A pinned dataset version whose data file is ``body`` in the datasets bucket; ``earlier``: the
+    versions on its history, as pin_dataset finds them in the registry."""
     key = f"tests/{name}/{revision}/data.csv"
     s3.put_object(Bucket="datasets", Key=key, Body=body)
     return {"name": name, "repository": "file:///registry.git", "revision": revision, "commit": "c0ffee" * 6 + "abcd",
+            "earlier": list(earlier),
             "data": {"path": f"{name}/data.csv", "md5": hashlib.md5(body).hexdigest(), "size": len(body),
                      "url": f"s3://datasets/{key}"}}
 
@@ -125,7 +127,7 @@ def test_history_baseline_and_drift_against_the_last_accepted_version(s3, datase
     assert drift["success"] is None and "no earlier accepted version" in drift["skipped"]
     assert s3.head_object(Bucket="reports", Key=f"validation/{name}/v1/run-1/index.html")
 
-    shifted = run(s3, put(s3, name, "v2", frame_bytes([value + 40 for value in steady])), contract, "run-2")
+    shifted = run(s3, put(s3, name, "v2", frame_bytes([value + 40 for value in steady]), ("v1",)), contract, "run-2")
     assert shifted["baseline"] == {"revision": "v1", "run_id": "run-1"}
     assert shifted["status"] == "warned"
     assert [rule["rule"] for rule in shifted["failed"]] == ["columns.value.rules.1"]
@@ -135,7 +137,8 @@ def test_history_baseline_and_drift_against_the_last_accepted_version(s3, datase
     runs = history(s3, "reports", name)
     assert [entry["run_id"] for entry in runs] == ["run-2", "run-1"]
     assert runs[0]["decision"]["decision"] == "reject"
-    assert baseline(s3, "reports", name, "v3")[1] == {"revision": "v1", "run_id": "run-1"}, \
+    assert baseline(s3, "reports", name, ["v1", "v2"])[1] == {"revision": "v1", "run_id": "run-1"}, \
         "a rejected version is no baseline"
+    assert baseline(s3, "reports", name, [])[1] is None, "a later version is no baseline for an earlier one"
     record_decision(s3, "reports", prefix, {"decision": "approve", "by": "steward", "at": "2026-01-01T00:01:00Z"})
-    assert baseline(s3, "reports", name, "v3")[1] == {"revision": "v2", "run_id": "run-2"}
+    assert baseline(s3, "reports", name, ["v1", "v2"])[1] == {"revision": "v2", "run_id": "run-2"}

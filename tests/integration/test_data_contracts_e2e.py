@@ -112,6 +112,8 @@ def test_steward_page_shows_a_failed_run_and_an_approval_resumes_the_pipeline(fa
     assert decision["decision"] == "approve" and decision["by"] == stack_info["airflow"]["username"]
     prefix = xcom(airflow, run_id, "apply_contract")["report"]["prefix"]
     assert s3_json(stack_info, f"{prefix}/decision.json")["decision"] == "approve"
+    # drift compares only with versions on v3's history in the registry, never with a later release
+    assert sorted(xcom(airflow, run_id, "pin_dataset")["earlier"]) == ["breast-cancer-v1", CORRUPT]
 
     browser.get(f"{airflow.url}/factory/stewards")
     assert row_of(browser, run_id).get_attribute("data-status") == "approved"

@@ -56,6 +56,7 @@ def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run
     assert tags["dataset.revision"] == "breast-cancer-v1"
     assert tags["dataset.commit"] == pinned["commit"] and len(pinned["commit"]) == 40
     assert tags["dataset.md5"] == pinned["data"]["md5"]
+    assert pinned["earlier"] == [], "v1 is the registry's first version: no drift baseline before it"
     assert tags["validation.status"] == "passed" and tags["validation.decision"] == "not needed"
     assert tags["validation.report"].startswith("s3://reports/validation/breast_cancer/breast-cancer-v1/")
     train_job = xcom(airflow, champion_run, "train")
