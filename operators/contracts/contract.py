@@ -47,7 +47,7 @@ class Quantile:
 
 @dataclass(frozen=True)
 class Drift:
-    """Against the last accepted version of the dataset: KL divergence of the column's histogram."""
+    """Against the newest accepted earlier version of the dataset: KL divergence of the column's histogram."""
 
     max_kl: float = field(metadata={"min": 0})
     bins: int = field(default=10, metadata={"min": 2})
