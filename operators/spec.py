@@ -262,9 +262,7 @@ def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
         facts = None
     object.__setattr__(spec, "site_facts", facts)
     _check(spec, facts, problems, {} if contracts is None else contracts)
-    if problems:
-        errors = [f"{path}:{reader.line_of(where)}: {where}: {message}" for where, message in problems]
-        raise SpecError("\n".join(errors), errors)
+    reader.fail_all(problems)
     return spec
 
 

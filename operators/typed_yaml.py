@@ -77,6 +77,13 @@ def _kind_of(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+def line_of(lines: dict[str, int], where: str) -> int:
+    """The line a field was read from, or its nearest parent's (checks name fields, e.g. ``a.b.0.c``)."""
+    while where and where not in lines:
+        where = where.rpartition(".")[0]
+    return lines.get(where, 1)
+
+
 class TypedReader:
     """Builds dataclasses from YAML nodes, keeping each field's line and every null it met."""
 
@@ -93,9 +100,13 @@ class TypedReader:
         raise self.error(f"{self.file}:{self.line_of(where)}: {where}: {message}")
 
     def line_of(self, where: str) -> int:
-        while where and where not in self.lines:
-            where = where.rpartition(".")[0]
-        return self.lines.get(where, 1)
+        return line_of(self.lines, where)
+
+    def fail_all(self, problems: list[tuple[str, str]]) -> None:
+        """Raise one error listing every ``(field, message)`` found after reading, each at its line."""
+        if problems:
+            errors = [f"{self.file}:{self.line_of(where)}: {where}: {message}" for where, message in problems]
+            raise self.error("\n".join(errors), errors)
 
     def read(self, hint: Any, node: yaml.Node, where: str, meta: Any, expected: str = "") -> Any:
         """The value of one field; ``expected`` describes the declared type (``... or null``)."""

@@ -16,21 +16,20 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-REPORTS_BUCKET = "reports"
-S3_CONN = "factory_s3"
+from operators.contracts.validate import history, observed, outcome
+from operators.pipeline.tasks import REPORTS_BUCKET, s3_client
 
 app = FastAPI(title="AI Factory", dependencies=[Depends(requires_authenticated())])
 
 
 @app.get("/reports/{key:path}")
 def report(key: str) -> Response:
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from botocore.exceptions import ClientError
 
     if ".." in key.split("/"):
         raise HTTPException(status_code=400, detail="no '..' in report paths")
     try:
-        obj = S3Hook(aws_conn_id=S3_CONN).get_conn().get_object(Bucket=REPORTS_BUCKET, Key=key)
+        obj = s3_client().get_object(Bucket=REPORTS_BUCKET, Key=key)
     except ClientError as error:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 502)
         raise HTTPException(status_code=404 if status == 404 else 502,
@@ -78,22 +77,13 @@ PAGE_STYLE = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:co
               "form{display:inline}button{margin:.1em}.note{background:#fff8e1;padding:.5em;margin:.5em 0}")
 
 
-def _s3():
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3Hook(aws_conn_id=S3_CONN).get_conn()
-
-
 def _rules_cell(summary: dict) -> str:
     if summary["status"] == "unreadable":
         return html.escape(str(summary.get("error", "")))
     items = []
     for rule in summary.get("failed", []):
-        seen = rule.get("error") or rule.get("observed_value")
-        if seen is None and "unexpected_count" in rule:
-            seen = f"{rule['unexpected_count']} rows, e.g. {rule.get('unexpected_examples', [])[:3]}"
         items.append(f"<li><b>{html.escape(rule['severity'])}</b> {html.escape(rule['rule'])}: "
-                     f"{html.escape(rule['description'])} <i>(observed {html.escape(str(seen))}; owner "
+                     f"{html.escape(rule['description'])} <i>(observed {html.escape(observed(rule))}; owner "
                      f"{html.escape(rule['owner'])})</i></li>")
     return f"<ul>{''.join(items)}</ul>" if items else "none"
 
@@ -113,9 +103,8 @@ def _decision_cell(summary: dict, outcome: str) -> str:
 
 @app.get("/stewards", response_class=HTMLResponse)
 def stewards(dataset: str | None = None, message: str | None = None) -> HTMLResponse:
-    from operators.contracts.validate import history, outcome
 
-    runs = history(_s3(), REPORTS_BUCKET, dataset, limit=100)
+    runs = history(s3_client(), REPORTS_BUCKET, dataset, limit=100)
     rows = []
     for summary in runs:
         status = outcome(summary)

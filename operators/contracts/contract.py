@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from operators.typed_yaml import ConfigError, TypedReader, compose
+from operators.typed_yaml import ConfigError, TypedReader, compose, line_of
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = REPO / "data_contracts"
@@ -145,9 +145,7 @@ class Contract:
     lines: dict[str, int] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def line_of(self, where: str) -> int:
-        while where and where not in self.lines:
-            where = where.rpartition(".")[0]
-        return self.lines.get(where, 1)
+        return line_of(self.lines, where)
 
 
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -174,10 +172,7 @@ def load_contract(path: Path) -> Contract:
     contract = reader.read_record(Contract, root, "")
     object.__setattr__(contract, "file", path)
     object.__setattr__(contract, "lines", reader.lines)
-    problems = list(_problems(contract, path))
-    if problems:
-        errors = [f"{path}:{reader.line_of(where)}: {where}: {message}" for where, message in problems]
-        raise ContractError("\n".join(errors), errors)
+    reader.fail_all(list(_problems(contract, path)))
     return contract
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from operators.contracts.contract import Contract, ContractError
-from operators.contracts.suite import CompiledContract, CompiledRule, compile_contract
+from operators.contracts.suite import MODES, CompiledContract, CompiledRule, compile_contract
 
 PARTIAL_VALUES = 20
 
@@ -94,7 +94,7 @@ class _Runner:
         asset = self.context.data_sources.add_pandas("contract").add_dataframe_asset("data")
         self.batches = asset.add_batch_definition_whole_dataframe("chunk")
         self.suites = {}
-        for mode in ("schema", "chunked", "column", "sampled", "table"):
+        for mode in MODES:
             rules = compiled.in_mode(mode)
             if rules:
                 self.suites[mode] = self.context.suites.add(gx.ExpectationSuite(
@@ -240,8 +240,6 @@ def _rule_outcome(rule: CompiledRule, outcome: Any, rows: int, sample_rows: int)
              "exact": rule.mode != "sampled" or sample_rows >= rows}
     if rule.skipped:
         return {**entry, "success": None, "skipped": rule.skipped}
-    if rule.expectation is not None and outcome is None:  # a schema rule on a file without rows
-        return {**entry, "success": None, "skipped": "not run"}
     result = outcome.result or {}
     entry["success"] = bool(outcome.success)
     if outcome.exception_info and outcome.exception_info.get("raised_exception"):

@@ -52,9 +52,9 @@ def get_json(s3_client, bucket: str, key: str) -> Any:
     return json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def history(s3_client, bucket: str, dataset: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """Validation runs, newest first, each a summary with its ``decision`` (or None). Reports written
-    before the contract format (no ``status``) are left out."""
+def _run_folders(s3_client, bucket: str, dataset: str | None) -> list[tuple[str, bool]]:
+    """Report folders (``validation/<dataset>/<revision>/<run>``) newest first, each with whether a
+    steward's decision is there; one listing, no object read."""
     prefix = f"{PREFIX}/{dataset}/" if dataset else f"{PREFIX}/"
     found: dict[str, dict[str, Any]] = {}
     for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -63,17 +63,27 @@ def history(s3_client, bucket: str, dataset: str | None = None, limit: int = 200
             if name in ("summary.json", "decision.json"):
                 found.setdefault(folder, {})[name] = item
     runs = sorted(((folder, files) for folder, files in found.items() if "summary.json" in files),
-                  key=lambda entry: entry[1]["summary.json"]["LastModified"], reverse=True)[:limit]
-    result = []
-    for folder, files in runs:
-        summary = get_json(s3_client, bucket, f"{folder}/summary.json")
-        if not {"status", "run_id", "dag_id"} <= set(summary):
-            continue
-        summary["decision"] = get_json(s3_client, bucket, f"{folder}/decision.json") if "decision.json" in files \
-            else None
-        summary["prefix"] = folder
-        result.append(summary)
-    return result
+                  key=lambda entry: entry[1]["summary.json"]["LastModified"], reverse=True)
+    return [(folder, "decision.json" in files) for folder, files in runs]
+
+
+def _load_run(s3_client, bucket: str, folder: str, decided: bool) -> dict[str, Any] | None:
+    """A run's summary with its ``decision`` (or None); None for reports from before the contract format."""
+    summary = get_json(s3_client, bucket, f"{folder}/summary.json")
+    if not {"status", "run_id", "dag_id"} <= set(summary):
+        return None
+    summary["decision"] = get_json(s3_client, bucket, f"{folder}/decision.json") if decided else None
+    summary["prefix"] = folder
+    return summary
+
+
+def history(s3_client, bucket: str, dataset: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Validation runs, newest first, each a summary with its ``decision`` (or None). S3 keeps modification
+    times to the second, so runs are ordered by their own ``validated_at``."""
+    runs = (_load_run(s3_client, bucket, folder, decided)
+            for folder, decided in _run_folders(s3_client, bucket, dataset)[:limit])
+    return sorted((summary for summary in runs if summary is not None), key=lambda summary: summary["validated_at"],
+                  reverse=True)
 
 
 def outcome(summary: dict[str, Any]) -> str:
@@ -87,10 +97,14 @@ def outcome(summary: dict[str, Any]) -> str:
 def baseline(s3_client, bucket: str, dataset: str, earlier: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The drift baseline: histograms of the newest accepted run of an earlier version of the dataset
     (``earlier``: the registry's tags on the version's history), so a later or rejected release never is."""
-    for summary in history(s3_client, bucket, dataset):
-        if summary["revision"] in earlier and outcome(summary) in ACCEPTED and summary.get("profiles"):
-            return summary["profiles"], {"revision": summary["revision"], "run_id": summary["run_id"]}
-    return {}, None
+    candidates = (_load_run(s3_client, bucket, folder, decided)  # only earlier versions' summaries are read
+                  for folder, decided in _run_folders(s3_client, bucket, dataset) if folder.split("/")[2] in earlier)
+    accepted = [summary for summary in candidates
+                if summary and outcome(summary) in ACCEPTED and summary.get("profiles")]
+    if not accepted:
+        return {}, None
+    newest = max(accepted, key=lambda summary: summary["validated_at"])
+    return newest["profiles"], {"revision": newest["revision"], "run_id": newest["run_id"]}
 
 
 def record_decision(s3_client, bucket: str, prefix: str, decision: dict[str, Any]) -> None:
@@ -133,7 +147,7 @@ def validate_pinned(pinned: dict[str, Any], contract: Contract | Path, s3_client
                 "commit": pinned["commit"], "path": pinned["data"]["path"], "md5": pinned["data"]["md5"],
                 "bytes": pinned["data"].get("size"), "contract": contract.file.name, "dag_id": dag_id,
                 "run_id": run_id, "validated_on": where_run, "baseline": previous,
-                "validated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                "validated_at": datetime.now(UTC).isoformat(timespec="microseconds")}
     with tempfile.TemporaryDirectory(prefix="contract-") as tmp:
         data = Path(tmp) / Path(pinned["data"]["path"]).name
         try:
@@ -154,15 +168,16 @@ def validate_pinned(pinned: dict[str, Any], contract: Contract | Path, s3_client
     return summary
 
 
+def observed(rule: dict[str, Any]) -> str:
+    """What a broken rule saw: GX's error, the observed value, or how many rows broke it, with examples."""
+    seen = rule.get("error") or rule.get("observed_value")
+    if seen is None and "unexpected_count" in rule:
+        seen = f"{rule['unexpected_count']} of {rule.get('element_count')} rows, e.g. " \
+               f"{rule.get('unexpected_examples', [])[:5]}"
+    return str(seen)
+
+
 def failure_message(summary: dict[str, Any], severity: str) -> str:
     """The broken rules of one severity, each with its contract line and what was observed."""
-    parts = []
-    for rule in summary["failed"]:
-        if rule["severity"] != severity:
-            continue
-        seen = rule.get("error") or rule.get("observed_value")
-        if seen is None and "unexpected_count" in rule:
-            seen = f"{rule['unexpected_count']} of {rule.get('element_count')} rows, e.g. " \
-                   f"{rule.get('unexpected_examples', [])[:5]}"
-        parts.append(f"{rule['rule']} (line {rule['line']}: {rule['description']}): observed {seen}")
-    return "; ".join(parts)
+    return "; ".join(f"{rule['rule']} (line {rule['line']}: {rule['description']}): observed {observed(rule)}"
+                     for rule in summary["failed"] if rule["severity"] == severity)

@@ -9,7 +9,15 @@ from airflow.providers.standard.operators.python import BranchPythonOperator, Py
 from airflow.sdk import DAG, Asset, Param
 
 from operators.pipeline import tasks
-from operators.pipeline.jobs import RunRefs, job_options, step_commands, step_files, step_json_files
+from operators.pipeline.jobs import (
+    RunRefs,
+    job_options,
+    step_commands,
+    step_connections,
+    step_env,
+    step_files,
+    step_json_files,
+)
 from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
 from operators.pipeline.review import StewardReviewOperator
 from operators.slurm.operators import SlurmJobOperator
@@ -67,8 +75,8 @@ def _slurm_step(spec: PipelineSpec, step: str, task_id: str | None = None) -> Sl
                    pinned="{{ ti.xcom_pull(task_ids='pin_dataset') }}")
     return SlurmJobOperator(
         task_id=task_id or step, slurm_conn_id=spec.connection, files=step_files(spec, step),
-        json_files=step_json_files(step, refs), env={} if step == "validate" else {"MLFLOW_RUN_ID": refs.run_id},
-        env_connections=(tasks.S3_CONN,) if step == "validate" else (tasks.MLFLOW_CONN, tasks.S3_CONN),
+        json_files=step_json_files(step, refs), env=step_env(step, refs),
+        env_connections=step_connections(step, tasks.MLFLOW_CONN, tasks.S3_CONN),
         commands=step_commands(spec, step, refs),
         **job_options(spec, step, spec.site_facts))
 

@@ -47,16 +47,18 @@ def lint(pipelines_dir: Path, contracts_dir: Path, sites_dir: Path) -> dict[str,
         sites = {}
         errors.extend(error.errors)
     contracts = sorted(contracts_dir.glob("*.yaml"))
+    read: dict[Path, Any] = {}  # each spec's contract and site are read once, with the others
     for path in contracts:
         try:
-            load_contract(path)
+            read[path] = load_contract(path)
         except ContractError as error:
+            read[path] = error
             errors.extend(error.errors)
     specs = discover(pipelines_dir)
-    known: dict[str, Any] = dict(sites)  # each spec's site is read once, with the catalogue
+    known: dict[str, Any] = dict(sites)
     for path in specs:
         try:
-            load_spec(path, sites_dir, sites=known)
+            load_spec(path, sites_dir, sites=known, contracts=read)
         except SpecError as error:
             errors.extend(error.errors)
     return {"ok": not errors, "checked": {"pipelines": len(specs), "contracts": len(contracts), "sites": len(sites)},

@@ -94,6 +94,16 @@ def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str
                     "--output", "evaluation.json"]]
 
 
+def step_env(step: str, refs: RunRefs) -> dict[str, str]:
+    """Variables a step's job gets; the validation job logs nothing to MLflow."""
+    return {} if step == "validate" else {"MLFLOW_RUN_ID": refs.run_id}
+
+
+def step_connections(step: str, mlflow_conn: str, s3_conn: str) -> tuple[str, ...]:
+    """Airflow connections whose credentials reach the job (as environment variables)."""
+    return (s3_conn,) if step == "validate" else (mlflow_conn, s3_conn)
+
+
 def step_json_files(step: str, refs: RunRefs) -> dict[str, Any]:
     if step == "validate":
         return {"pinned.json": refs.pinned}

@@ -16,6 +16,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from operators.pipeline.links import ValidationReportLink
+from operators.pipeline.tasks import s3_client
 from operators.spec import PipelineSpec
 
 
@@ -43,7 +44,7 @@ class StewardReviewOperator(ApprovalOperator):
         if summary["status"] != "warned":
             self.log.info("Validation %s: no steward decision needed.", summary["status"])
             return {"decision": "not needed"}
-        full = get_json(self._s3(), self.reports_bucket, f"{summary['report']['prefix']}/summary.json")
+        full = get_json(s3_client(self.s3_conn_id), self.reports_bucket, f"{summary['report']['prefix']}/summary.json")
         broken = failure_message(full, "warn")
         self.body = (f"**{self.dataset}** at **{summary['revision']}** ({summary['commit'][:10]}) broke "
                      f"{summary['counts']['failed_warn']} warn rule(s) of contract `{self.contract_name}`:\n\n"
@@ -65,7 +66,7 @@ class StewardReviewOperator(ApprovalOperator):
                     "by": who or f"timeout ({self.on_timeout})", "at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "dag_id": context["ti"].dag_id, "run_id": context["run_id"]}
         if "error" not in event:
-            record_decision(self._s3(), self.reports_bucket, summary["report"]["prefix"], decision)
+            record_decision(s3_client(self.s3_conn_id), self.reports_bucket, summary["report"]["prefix"], decision)
         if chosen == self.REJECT:
             raise AirflowFailException(
                 f"data steward {decision['by']} rejected {self.dataset} at {summary['revision']} "
@@ -73,8 +74,3 @@ class StewardReviewOperator(ApprovalOperator):
                 f"{self.contract_name}. Nothing was submitted to Slurm.")
         super().execute_complete(context, event)
         return decision
-
-    def _s3(self):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        return S3Hook(aws_conn_id=self.s3_conn_id).get_conn()

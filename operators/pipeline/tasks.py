@@ -23,10 +23,11 @@ MLFLOW_CONN = "factory_mlflow"
 REPORTS_BUCKET = "reports"
 
 
-def _s3():
+def s3_client(conn_id: str = S3_CONN):
+    """boto3 S3 client of an Airflow connection (tasks, the steward review, the plugin pages)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    return S3Hook(aws_conn_id=S3_CONN).get_conn()
+    return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
 def pin_dataset(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
@@ -54,7 +55,8 @@ def validate_data(spec: PipelineSpec, **context: Any) -> list[str]:
         print(f"{pinned['data']['path']}: {size} bytes, above {contract.validation.cluster_above} "
               f"(validate_on {chosen}): validated by a Slurm job next to the data")
         return ["validate_data_on_cluster", "apply_contract"]
-    summary = validate_pinned(pinned, contract, _s3(), REPORTS_BUCKET, dag_id=spec.dag_id, run_id=context["run_id"])
+    summary = validate_pinned(pinned, contract, s3_client(), REPORTS_BUCKET, dag_id=spec.dag_id,
+                              run_id=context["run_id"])
     ValidationReportLink.store(context, report_url(summary))
     print(f"{summary['status']}: {summary.get('rows', 0)} rows in {summary['seconds_total']} s on the worker")
     return ["apply_contract"]
@@ -79,8 +81,8 @@ def apply_contract(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     from operators.contracts.validate import dataset_version, failure_message, get_json, run_prefix
 
     pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
-    summary = get_json(_s3(), REPORTS_BUCKET, f"{run_prefix(pinned['name'], pinned['revision'], context['run_id'])}"
-                                              "/summary.json")
+    prefix = run_prefix(pinned["name"], pinned["revision"], context["run_id"])
+    summary = get_json(s3_client(), REPORTS_BUCKET, f"{prefix}/summary.json")
     ValidationReportLink.store(context, report_url(summary))
     report = f"Report: s3://{REPORTS_BUCKET}/{summary['report']['index']}"
     if summary["status"] == "unreadable":
@@ -226,7 +228,7 @@ def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
 
         model_dir = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{registered['model']}/{registered['version']}", dst_path=tmp))
-        s3 = _s3()
+        s3 = s3_client()
         for path in (p for p in model_dir.rglob("*") if p.is_file()):
             s3.upload_file(str(path), extra.get("bucket", "model-repository"),
                            f"{spec.serving.model_name}/{registered['version']}/model/{path.relative_to(model_dir)}")
