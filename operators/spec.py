@@ -25,6 +25,7 @@ PIPELINES_DIR = REPO / "pipelines"
 Launcher = Literal["plain", "srun", "torchrun"]
 ServingTarget = Literal["v2"]
 NotifyOn = Literal["failure", "success", "retry"]
+TrackingMode = Literal["auto", "online", "offline"]
 
 # Values that end up in #SBATCH lines, command lines and URLs: nothing a shell or Slurm would read twice.
 SAFE = {"pattern": r"[A-Za-z0-9_.:/@+=,-]+",
@@ -154,6 +155,7 @@ class Registry:
     model_name: str = field(metadata=MODEL_NAME)
     aliases: Aliases = field(default_factory=Aliases)
     tags: dict[str, str] = field(default_factory=dict, metadata={"keys": r"^[A-Za-z][A-Za-z0-9_.-]*$"})
+    intended_use: str = ""  # for the model card; the pipeline's description when empty
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,15 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class Tracking:
+    """How jobs reach MLflow: ``online`` logs into the central server from the compute node, ``offline``
+    into a per-job SQLite store that a pipeline task replays afterwards; ``auto``: offline unless the
+    site says its compute nodes reach the internet."""
+
+    mode: TrackingMode = "auto"
+
+
+@dataclass(frozen=True)
 class Notifications:
     email: list[str] = field(default_factory=list, metadata=EMAIL)
     events: list[NotifyOn] = field(default_factory=lambda: ["failure"])
@@ -204,6 +215,7 @@ class PipelineSpec:
     validation: DataValidation = field(default_factory=DataValidation)
     submission: Submission = field(default_factory=Submission)
     schedule: Schedule | None = None
+    tracking: Tracking = field(default_factory=Tracking)
     notifications: Notifications = field(default_factory=Notifications)
     folder: Path = field(init=False, default=Path(), repr=False, compare=False)
     file: Path = field(init=False, default=Path(), repr=False, compare=False)
@@ -218,6 +230,13 @@ class PipelineSpec:
     @property
     def contract_file(self) -> Path:
         return CONTRACTS_DIR / f"{self.contract}.yaml"
+
+    @property
+    def offline_tracking(self) -> bool:
+        """Whether the jobs log to an offline store (see :class:`Tracking`)."""
+        if self.tracking.mode != "auto":
+            return self.tracking.mode == "offline"
+        return not (self.site_facts is not None and self.site_facts.network.compute_nodes_internet is True)
 
     @property
     def connection(self) -> str:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Param
 
+from operators.datasets.assets import dataset_asset
 from operators.pipeline import tasks
 from operators.pipeline.jobs import (
     RunRefs,
@@ -47,11 +48,12 @@ def _python(cls: type[PythonOperator], task_id: str, function, spec: PipelineSpe
 
 
 def _schedule(spec: PipelineSpec) -> Any:
-    """Cron, a new dataset version (an Airflow Asset the dataset registry updates), or manual runs only."""
+    """Cron, a new dataset version (the dataset's Asset, which ``dataset_registry_watch`` updates for each
+    new registry tag), or manual runs only."""
     if spec.schedule is None:
         return None
     if spec.schedule.dataset_version:
-        return [Asset(name=f"dataset:{spec.dataset.name}", uri=f"dvc://{spec.dataset.name}/{spec.dataset.path}")]
+        return [dataset_asset(spec.dataset)]
     return spec.schedule.cron
 
 
@@ -72,11 +74,12 @@ def _notifier(spec: PipelineSpec) -> dict[str, Any]:
 def _slurm_step(spec: PipelineSpec, step: str, task_id: str | None = None) -> SlurmJobOperator:
     refs = RunRefs(run_id=f"{{{{ {RUN}['run_id'] }}}}", train_inputs=f"{{{{ {RUN}['train_inputs'] }}}}",
                    test_inputs=f"{{{{ {RUN}['test_inputs'] }}}}", params=f"{{{{ {RUN}['params'] }}}}",
-                   pinned="{{ ti.xcom_pull(task_ids='pin_dataset') }}")
+                   pinned="{{ ti.xcom_pull(task_ids='pin_dataset') }}",
+                   evaluate_inputs="{{ ti.xcom_pull(task_ids='replay_train')['evaluate_inputs'] }}")
     return SlurmJobOperator(
         task_id=task_id or step, slurm_conn_id=spec.connection, files=step_files(spec, step),
-        json_files=step_json_files(step, refs), env=step_env(step, refs),
-        env_connections=step_connections(step, tasks.MLFLOW_CONN, tasks.S3_CONN),
+        json_files=step_json_files(spec, step, refs), env=step_env(spec, step, refs),
+        env_connections=step_connections(spec, step, tasks.MLFLOW_CONN, tasks.S3_CONN),
         commands=step_commands(spec, step, refs),
         **job_options(spec, step, spec.site_facts))
 
@@ -100,7 +103,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         doc_md=f"**{spec.name}**: {spec.description}\n\nSpec: `{spec.file}`; site `{spec.site}` through "
                f"connection `{spec.connection}`. See the jobs with `./factory render {spec.name}`.",
     ) as dag:
-        pin = _python(PythonOperator, "pin_dataset", tasks.pin_dataset, spec)
+        pin = _python(PythonOperator, "pin_dataset", tasks.pin_dataset, spec, inlets=[dataset_asset(spec.dataset)])
         validate = _python(ValidateDataOperator, "validate_data", tasks.validate_data, spec)
         validate_on_cluster = _slurm_step(spec, "validate", "validate_data_on_cluster")
         apply_contract = _python(ApplyContractOperator, "apply_contract", tasks.apply_contract, spec,
@@ -114,5 +117,11 @@ def build_dag(spec: PipelineSpec) -> DAG:
         push = _python(PythonOperator, "push_to_inference", tasks.push_to_inference, spec)
         pin >> validate >> [validate_on_cluster, apply_contract]
         validate_on_cluster >> apply_contract >> review
-        review >> start >> train >> evaluate >> decide >> register >> push
+        if spec.offline_tracking:  # the jobs logged into their own stores: copy them into the server's run
+            replay_train = _python(MlflowRunOperator, "replay_train", tasks.replay_train, spec)
+            replay_evaluate = _python(MlflowRunOperator, "replay_evaluate", tasks.replay_evaluate, spec)
+            review >> start >> train >> replay_train >> evaluate >> replay_evaluate >> decide
+        else:
+            review >> start >> train >> evaluate >> decide
+        decide >> register >> push
     return dag

@@ -121,6 +121,14 @@ def plan(spec: PipelineSpec) -> list[dict[str, str]]:
                 f"{evaluation.primary_metric}, both scored on the same test split in the same job"
                 if evaluation.compare_with_champion else "no champion comparison")
     smoke = serving.smoke
+    tracking = "offline: each job logs to SQLite in its own folder, which a replay task copies into the run" \
+        if spec.offline_tracking else "online: the jobs log straight into the MLflow server"
+    replays = [
+        {"task": "replay_train", "does": "copy the training job's offline MLflow store into the run (params, "
+                                         "metrics with steps, tags, artifacts, model; idempotent), then stage the "
+                                         "challenger and champion in S3 for the evaluation job"},
+        {"task": "replay_evaluate", "does": "copy the evaluation job's offline MLflow store into the run"},
+    ] if spec.offline_tracking else []
     return [
         {"task": "pin_dataset", "does": f"resolve revision {dataset.revision} of {dataset.path} and "
                                         f"{dataset.test_path} in {dataset.repository} to a commit and md5"},
@@ -134,9 +142,12 @@ def plan(spec: PipelineSpec) -> list[dict[str, str]]:
         {"task": "steward_review", "does": f"only when warn rules broke: a data steward approves or rejects "
                                            f"(Airflow human-in-the-loop); after {contract.review.timeout} the "
                                            f"answer is {contract.review.on_timeout}"},
-        {"task": "start_run", "does": "create the MLflow run the jobs log into (params, dataset inputs, code version)"},
+        {"task": "start_run", "does": "create the MLflow run the jobs log into (params, dataset inputs, code "
+                                      f"version); tracking {tracking}"},
         {"task": "train", "does": slurm("train")},
+        *replays[:1],
         {"task": "evaluate", "does": slurm("evaluate") + f" Scores {', '.join(evaluation.metrics)}."},
+        *replays[1:],
         {"task": "gate", "does": f"thresholds {thresholds}; {champion}"},
         {"task": "register", "does": f"register {registry.model_name} with alias {registry.aliases.challenger}; "
                                      f"alias {registry.aliases.champion} if the gate passed"

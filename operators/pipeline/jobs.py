@@ -13,6 +13,7 @@ from operators.sites.catalogue import Site
 from operators.sites.request import account_value, gpu_directives
 from operators.slurm.script import BatchJob, ContainerRun, batch_job
 from operators.spec import Container, DataValidation, Evaluation, PipelineSpec, Training
+from operators.tracking.offline import STORE_DIR, offline_env
 
 STEPS = ("validate", "train", "evaluate")  # validate: only for data above the contract's size threshold
 
@@ -27,11 +28,14 @@ class RunRefs:
     params: Any
     pinned: Any = None
     airflow_run_id: str = "{{ run_id }}"
+    evaluate_inputs: Any = None  # offline tracking: the test split and the models the replay task staged
 
 
 PLACEHOLDERS = RunRefs(run_id="<mlflow-run-id>", train_inputs="<pinned train split>",
                        test_inputs="<pinned test split>", params="<training.params + run overrides>",
-                       pinned="<pinned dataset version>", airflow_run_id="<run_id>")
+                       pinned="<pinned dataset version>", airflow_run_id="<run_id>",
+                       evaluate_inputs="<pinned test split + challenger and champion staged in S3>")
+OFFLINE_MODELS = {"challenger": "models/challenger", "champion": "models/champion"}  # fetched by the evaluate job
 
 
 def step_spec(spec: PipelineSpec, step: str) -> Training | Evaluation | DataValidation:
@@ -85,31 +89,43 @@ def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str
                  "--dag-id", spec.dag_id, "--run-id", refs.airflow_run_id]]
     job = step_spec(spec, step)
     script = (spec.folder / job.script).name
-    fetch = ["python", "-m", "operators.jobs.fetch", "inputs.json", "data"]
+    # offline tracking: the fetch step also brings the models (the node cannot reach the registry)
+    fetch = ["python", "-m", "operators.jobs.fetch", "inputs.json", "." if spec.offline_tracking and
+             step == "evaluate" else "data"]
+    offline = [["python", "-m", "operators.tracking.offline", "init", STORE_DIR, "--experiment", spec.name]]
+    setup = [*(offline if spec.offline_tracking else []), fetch]
     if step == "train":
-        return [fetch, ["python", script, "--data-dir", "data", "--params", "params.json"]]
-    champion = f"models:/{spec.registry.model_name}@{spec.registry.aliases.champion}"
-    return [fetch, ["python", script, "--data-dir", "data", "--challenger", f"runs:/{refs.run_id}/model",
-                    *(["--champion", champion] if spec.evaluation.compare_with_champion else []),
-                    "--output", "evaluation.json"]]
+        return [*setup, ["python", script, "--data-dir", "data", "--params", "params.json"]]
+    if spec.offline_tracking:
+        challenger, champion = OFFLINE_MODELS["challenger"], OFFLINE_MODELS["champion"]
+    else:
+        challenger = f"runs:/{refs.run_id}/model"
+        champion = f"models:/{spec.registry.model_name}@{spec.registry.aliases.champion}"
+    return [*setup, ["python", script, "--data-dir", "data", "--challenger", challenger,
+                     *(["--champion", champion] if spec.evaluation.compare_with_champion else []),
+                     "--output", "evaluation.json"]]
 
 
-def step_env(step: str, refs: RunRefs) -> dict[str, str]:
-    """Variables a step's job gets; the validation job logs nothing to MLflow."""
-    return {} if step == "validate" else {"MLFLOW_RUN_ID": refs.run_id}
+def step_env(spec: PipelineSpec, step: str, refs: RunRefs) -> dict[str, str]:
+    """Variables a step's job gets: the central run to log into, or the job's offline store. The
+    validation job logs nothing to MLflow."""
+    if step == "validate":
+        return {}
+    return offline_env(spec.name) if spec.offline_tracking else {"MLFLOW_RUN_ID": refs.run_id}
 
 
-def step_connections(step: str, mlflow_conn: str, s3_conn: str) -> tuple[str, ...]:
-    """Airflow connections whose credentials reach the job (as environment variables)."""
-    return (s3_conn,) if step == "validate" else (mlflow_conn, s3_conn)
+def step_connections(spec: PipelineSpec, step: str, mlflow_conn: str, s3_conn: str) -> tuple[str, ...]:
+    """Airflow connections whose credentials reach the job (as environment variables): MLflow's only
+    when the job logs online."""
+    return (s3_conn,) if step == "validate" or spec.offline_tracking else (mlflow_conn, s3_conn)
 
 
-def step_json_files(step: str, refs: RunRefs) -> dict[str, Any]:
+def step_json_files(spec: PipelineSpec, step: str, refs: RunRefs) -> dict[str, Any]:
     if step == "validate":
         return {"pinned.json": refs.pinned}
     if step == "train":
         return {"inputs.json": refs.train_inputs, "params.json": refs.params}
-    return {"inputs.json": refs.test_inputs}
+    return {"inputs.json": refs.evaluate_inputs if spec.offline_tracking else refs.test_inputs}
 
 
 def preview(spec: PipelineSpec, step: str, site: Site) -> BatchJob:

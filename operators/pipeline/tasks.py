@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from operators.spec import PipelineSpec
 S3_CONN = "factory_s3"
 MLFLOW_CONN = "factory_mlflow"
 REPORTS_BUCKET = "reports"
+STAGING_BUCKET = "job-staging"  # models for offline evaluation jobs, removed when the run's evaluation is replayed
 
 
 def s3_client(conn_id: str = S3_CONN):
@@ -31,10 +33,18 @@ def s3_client(conn_id: str = S3_CONN):
 
 
 def pin_dataset(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+    """Pin the revision this run trains on: a ``revision`` run parameter other than the spec's, else the
+    newest dataset-version event that triggered the run (``dataset_registry_watch``), else the spec's."""
+    from operators.datasets.assets import choose_revision, triggering_events
     from operators.datasets.pin import pin_dataset as pin
 
-    revision = context["params"].get("revision") or spec.dataset.revision
-    return pin(spec.dataset, revision)
+    choice = choose_revision(spec.dataset, context["params"].get("revision"), triggering_events(context, spec.dataset))
+    print(f"pinning dataset {spec.dataset.name} at {choice.revision}: {choice.reason}")
+    pinned = pin(spec.dataset, choice.revision)
+    if choice.commit and pinned["commit"] != choice.commit:
+        print(f"warning: {choice.revision} moved from {choice.commit} (the event's) to {pinned['commit']} since the "
+              "event; pinned the tag as it is now (its move is a new event, and a new run)")
+    return pinned
 
 
 def validates_on_cluster(size: int, threshold: int, chosen: str = "auto") -> bool:
@@ -104,6 +114,32 @@ def code_version(folder: Path) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def spec_hash(spec: PipelineSpec) -> str:
+    """sha256 of the spec file as committed: which configuration produced a model version."""
+    import hashlib
+
+    return hashlib.sha256(spec.file.read_bytes()).hexdigest()
+
+
+def dataset_inputs(pinned: dict[str, Any], validation: dict[str, Any]) -> list[Any]:
+    """The pinned splits as MLflow dataset inputs: digest = DVC md5, source = where DVC keeps the version."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = []
+    for role, context in (("data", "training"), ("test", "evaluation")):
+        split = pinned[role]
+        source = {"repository": pinned["repository"], "path": split["path"], "revision": pinned["revision"],
+                  "commit": pinned["commit"], "url": split["url"]}
+        profile = {"size_bytes": split.get("size")}
+        if role == "data":  # what the contract saw
+            profile |= {"num_rows": validation.get("rows"), "contract": validation.get("status")}
+        dataset = Dataset(name=f"{pinned['name']}/{split['path'].rsplit('/', 1)[-1]}@{pinned['revision']}",
+                          digest=split["md5"], source_type="dvc", source=json.dumps(source),
+                          profile=json.dumps(profile))
+        inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
 def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     """Create the MLflow run the Slurm jobs log into, tagged with the data and the orchestration."""
     from operators.registry.connection import mlflow_tracking
@@ -126,7 +162,9 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
             "validation.decision": (ti.xcom_pull(task_ids="steward_review") or {}).get("decision", "none"),
             "validation.report": f"s3://{REPORTS_BUCKET}/{validation['report']['index']}",
             "code.git_sha": code_version(spec.folder), "airflow.dag_id": ti.dag_id,
-            "airflow.run_id": ti.run_id, "pipeline": spec.name})
+            "airflow.run_id": ti.run_id, "pipeline": spec.name, "pipeline.site": spec.site,
+            "pipeline.spec_sha256": spec_hash(spec), "tracking.mode": "offline" if spec.offline_tracking else "online"})
+        client.log_inputs(run.info.run_id, datasets=dataset_inputs(pinned, validation))
     MlflowRunLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/experiments/{experiment_id}/runs/"
                                  f"{run.info.run_id}")
 
@@ -141,14 +179,16 @@ def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     """Thresholds and the champion comparison on metrics the evaluation job logged."""
     from operators.registry.connection import mlflow_tracking
     from operators.registry.gate import decide
+    from operators.registry.model_card import comparison_rows, comparison_table
 
     ti = context["ti"]
     run_id = ti.xcom_pull(task_ids="start_run")["run_id"]
     train_job, evaluate_job = ti.xcom_pull(task_ids="train"), ti.xcom_pull(task_ids="evaluate")
     with mlflow_tracking(MLFLOW_CONN):
         from mlflow import MlflowClient
+        from mlflow.entities import Metric, RunTag
 
-        client = MlflowClient()
+        client, now = MlflowClient(), int(time.time() * 1000)
         metrics = client.get_run(run_id).data.metrics
         challenger = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
         champion = {k.removeprefix("champion_test_"): v for k, v in metrics.items()
@@ -159,20 +199,43 @@ def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
                              f"logged only {', '.join(sorted(challenger)) or 'no test metric'} (as test_<metric>)")
         decision = decide(challenger, champion, spec.evaluation.thresholds, spec.evaluation.primary_metric,
                           spec.evaluation.min_improvement)
-        for job, role in ((train_job, "train"), (evaluate_job, "evaluate")):
-            client.set_tag(run_id, f"slurm.{role}.job_id", str(job["job_id"]))
-            for name in ("elapsed_s", "cpu_time_s", "max_rss_bytes", "gpu_hours", "energy_j"):
-                if job.get(name) is not None:  # energy only where the site records it
-                    client.log_metric(run_id, f"slurm_{role}_{name}", float(job[name]))
-        client.set_tag(run_id, "slurm.cluster", str(train_job["cluster"]))
-        client.set_tag(run_id, "gate.promote", str(decision.promote))
-        client.set_tag(run_id, "gate.reasons", json.dumps(decision.reasons))
-    return decision.as_dict()
+        accounting = [Metric(f"slurm_{role}_{name}", float(job[name]), now, 0)
+                      for job, role in ((train_job, "train"), (evaluate_job, "evaluate"))
+                      for name in ("elapsed_s", "cpu_time_s", "max_rss_bytes", "gpu_hours", "energy_j")
+                      if job.get(name) is not None]  # energy only where the site records it
+        champion_version = _champion_version(client, spec.registry.model_name, spec.registry.aliases.champion) \
+            if champion is not None else None
+        rows = comparison_rows(challenger, champion, spec.evaluation.thresholds, spec.evaluation.metrics)
+        tags = {"slurm.cluster": str(train_job["cluster"]), "slurm.train.job_id": str(train_job["job_id"]),
+                "slurm.evaluate.job_id": str(evaluate_job["job_id"]), "gate.promote": str(decision.promote),
+                "gate.reasons": json.dumps(decision.reasons), "gate.champion_version": champion_version or "none",
+                **{f"cost.{key}": f"{value:.6g}" for key, value in job_cost(train_job, evaluate_job).items()
+                   if value is not None}}
+        client.log_batch(run_id, metrics=accounting, tags=[RunTag(key, value) for key, value in tags.items()])
+        label = f"champion v{champion_version}" if champion_version else "no champion"
+        client.log_text(run_id, comparison_table(rows, label) + "\n", "gate/comparison.md")
+        client.log_dict(run_id, {**decision.as_dict(), "comparison": rows, "champion_version": champion_version},
+                        "gate/decision.json")
+    return {**decision.as_dict(), "comparison": rows, "champion_version": champion_version}
+
+
+def job_cost(*jobs: dict[str, Any]) -> dict[str, float | None]:
+    """What the run's Slurm jobs cost together; a figure no job's accounting had stays None (not 0)."""
+    def total(key: str, scale: float = 1.0) -> float | None:
+        known = [job[key] for job in jobs if job.get(key) is not None]
+        return sum(known) * scale if known else None
+
+    return {"elapsed_s": total("elapsed_s"), "cpu_hours": total("cpu_time_s", 1 / 3600),
+            "gpu_hours": total("gpu_hours"), "energy_j": total("energy_j")}
+
+
+LINEAGE_TAG_GROUPS = {"dataset", "validation", "code", "airflow", "slurm", "gate", "pipeline", "cost", "tracking"}
 
 
 def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
-    """A model version with its lineage; alias challenger, and champion when the gate passed."""
+    """A model version with its lineage and model card; alias challenger, and champion when the gate passed."""
     from operators.registry.connection import mlflow_tracking
+    from operators.registry.model_card import COST_UNITS, model_card
 
     ti = context["ti"]
     run = ti.xcom_pull(task_ids="start_run")
@@ -184,8 +247,9 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
 
         client = MlflowClient()
         run_tags = client.get_run(run["run_id"]).data.tags
-        tags = {key: value for key, value in run_tags.items()
-                if key.split(".")[0] in {"dataset", "validation", "code", "airflow", "slurm", "gate"}}
+        validation = ti.xcom_pull(task_ids="apply_contract")
+        tags = {key: value for key, value in run_tags.items() if key.split(".")[0] in LINEAGE_TAG_GROUPS}
+        tags["validation.report_url"] = report_url(validation)
         aliases = spec.registry.aliases
         previous = _champion_version(client, name, aliases.champion)
         version = mlflow.register_model(f"runs:/{run['run_id']}/model", name, tags={**tags, **spec.registry.tags})
@@ -193,18 +257,112 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         if decision["promote"]:
             client.set_registered_model_alias(name, aliases.champion, version.version)
         client.set_model_version_tag(name, version.version, "gate.promoted", str(decision["promote"]))
-    ModelVersionLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/models/{name}/versions/{version.version}")
+        base = mlflow_base_url(MLFLOW_CONN)
+        card = model_card({
+            "model": name, "version": version.version, "promoted": decision["promote"],
+            "intended_use": spec.registry.intended_use, "description": spec.description, "tags": tags,
+            "rows": decision["comparison"], "champion_version": decision["champion_version"],
+            "reasons": decision["reasons"],
+            "cost": {key: float(tags[f"cost.{key}"]) if f"cost.{key}" in tags else None for key in COST_UNITS},
+            "plots": sorted(a.path for a in client.list_artifacts(run["run_id"], "evaluation")
+                            if a.path.endswith(".png")),
+            "links": {"validation report": tags["validation.report_url"],
+                      "MLflow run": f"{base}/#/experiments/{run['experiment_id']}/runs/{run['run_id']}",
+                      "Airflow run": f"{airflow_base_url()}/dags/{ti.dag_id}/runs/{ti.run_id}"}})
+        client.log_text(run["run_id"], card, "model_card.md")
+        client.update_model_version(name, version.version, description=card)
+        client.set_model_version_tag(name, version.version, "model_card", f"runs:/{run['run_id']}/model_card.md")
+    ModelVersionLink.store(context, f"{base}/#/models/{name}/versions/{version.version}")
     return {"model": name, "version": version.version, "promoted": decision["promote"],
             "previous_champion": previous}
 
 
 def _champion_version(client, name: str, alias: str) -> str | None:
+    """The version behind ``alias``, or None when the model or the alias does not exist yet. Any other
+    answer (a 401/403, a server error) raises: it must not read as "no champion". The model is looked
+    up first because MLflow's basic-auth app answers an alias lookup on an unknown model with 403."""
     from mlflow.exceptions import MlflowException
 
     try:
+        client.get_registered_model(name)
         return client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        message = str(error.message).lower()
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or ("alias" in message and "not found" in message):
+            return None
+        raise
+
+
+def _replay(spec: PipelineSpec, step: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Copy the step's offline MLflow store from the job's folder (through the Slurm connection, as its
+    files were staged) and replay it into the pipeline's run; idempotent, so a retry is safe."""
+    from operators.registry.connection import mlflow_tracking
+    from operators.slurm.hooks import SlurmHook
+    from operators.tracking.offline import STORE_DIR
+    from operators.tracking.replay import replay
+
+    ti = context["ti"]
+    run, job = ti.xcom_pull(task_ids="start_run"), ti.xcom_pull(task_ids=step)
+    store = f"{job['workdir']}/{STORE_DIR}"
+    with tempfile.TemporaryDirectory(prefix="offline-mlflow-") as tmp, mlflow_tracking(MLFLOW_CONN):
+        from mlflow import MlflowClient
+
+        SlurmHook(spec.connection).get_transport().fetch_folder(store, Path(tmp))
+        counts = replay(Path(tmp), MlflowClient(), run["run_id"],
+                        {f"slurm.{step}.job_id": str(job["job_id"]), f"offline.{step}.store": store})
+    MlflowRunLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/experiments/{run['experiment_id']}/runs/"
+                                 f"{run['run_id']}")
+    added = counts.added
+    print(f"replayed {store} (Slurm job {job['job_id']}) into MLflow run {run['run_id']}: "
+          f"{counts.params} params, {counts.metrics} metric points, {counts.tags} tags, {counts.artifacts} "
+          f"artifact files, {counts.models} models; added now: {added}")
+    return counts.as_dict()
+
+
+def replay_train(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+    """Replay the training job's store, then stage the models the offline evaluation job scores."""
+    return {**_replay(spec, "train", context), "evaluate_inputs": stage_models(spec, context)}
+
+
+def replay_evaluate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+    counts = _replay(spec, "evaluate", context)
+    s3, prefix = s3_client(), f"{spec.dag_id}/{context['run_id']}/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=STAGING_BUCKET, Prefix=prefix):
+        if page.get("Contents"):
+            s3.delete_objects(Bucket=STAGING_BUCKET, Delete={"Objects": [{"Key": o["Key"]} for o in page["Contents"]]})
+    return counts
+
+
+def stage_models(spec: PipelineSpec, context: dict[str, Any]) -> list[dict[str, str]]:
+    """The evaluation job's inputs when it cannot reach the registry: the test split, the challenger
+    as replayed (so the model evaluated is the one registered) and the champion's pinned version, each
+    file in S3 with its md5 (``python -m operators.jobs.fetch`` checks them)."""
+    from operators.jobs.fetch import md5_of
+    from operators.pipeline.jobs import OFFLINE_MODELS
+    from operators.registry.connection import mlflow_tracking
+
+    run = context["ti"].xcom_pull(task_ids="start_run")
+    name, prefix = spec.registry.model_name, f"{spec.dag_id}/{context['run_id']}/models"
+    items = [{**item, "name": f"data/{item['name']}"} for item in run["test_inputs"]]
+    with tempfile.TemporaryDirectory(prefix="staged-models-") as tmp, mlflow_tracking(MLFLOW_CONN):
+        import mlflow
+        from mlflow import MlflowClient
+
+        uris = {"challenger": f"runs:/{run['run_id']}/model"}
+        champion = _champion_version(MlflowClient(), name, spec.registry.aliases.champion) \
+            if spec.evaluation.compare_with_champion else None
+        if champion is not None:
+            uris["champion"] = f"models:/{name}/{champion}"
+        s3 = s3_client()
+        for role, uri in uris.items():
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=f"{tmp}/{role}"))
+            for path in sorted(p for p in local.rglob("*") if p.is_file()):
+                relative = path.relative_to(local).as_posix()
+                s3.upload_file(str(path), STAGING_BUCKET, f"{prefix}/{role}/{relative}")
+                items.append({"name": f"{OFFLINE_MODELS[role]}/{relative}", "md5": md5_of(path),
+                              "url": f"s3://{STAGING_BUCKET}/{prefix}/{role}/{relative}"})
+            print(f"staged {role} {uri} for the offline evaluation job")
+    return items
 
 
 def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:

@@ -312,6 +312,15 @@ class SshTransport(CliTransport):
     def remove(self, path: str) -> None:
         self.runner.run(["rm", "-f", "--", path])
 
+    def fetch_folder(self, path: str, destination: Path) -> None:
+        """One tar stream back through the master connection; members are extracted with tarfile's
+        ``data`` filter, so nothing lands outside ``destination``."""
+        encoded = self.runner.run(["sh", "-c", 'test -d "$1" || { echo "$1: no such folder" >&2; exit 1; }; '
+                                   'tar -cf - -C "$1" . | base64 -w0', "fetch", path])
+        destination.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(encoded.strip())), mode="r") as tar:
+            tar.extractall(destination, filter="data")
+
     async def async_remove(self, path: str) -> None:
         await self.runner.arun(["rm", "-f", "--", path])
 

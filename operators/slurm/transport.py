@@ -102,6 +102,12 @@ class SlurmTransport(ABC):
     def remove(self, path: str) -> None:
         Path(path).unlink(missing_ok=True)
 
+    def fetch_folder(self, path: str, destination: Path) -> None:
+        """Copy a folder the job wrote (an offline MLflow store) to ``destination`` on this machine."""
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"{path}: no such folder on the cluster")
+        shutil.copytree(path, destination, dirs_exist_ok=True)
+
     def tail(self, path: str, nbytes: int) -> bytes:
         """The last ``nbytes`` of a log: a failure message shows the end, never the whole file."""
         try:

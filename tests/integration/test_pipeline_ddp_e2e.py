@@ -75,3 +75,56 @@ def test_version_is_registered_with_spec_tags_and_served(ddp_run, airflow, regis
                                                            version=str(registered["version"]),
                                                            parameters={"content_type": "pd"})
     assert set(answer["outputs"][0]["data"]) <= {0, 1} and len(answer["outputs"][0]["data"]) >= 1
+
+
+def test_offline_logging_is_replayed_into_the_run_with_every_metric_step(ddp_run, airflow, registry_client):
+    """The spec logs offline (as on a site without outbound network): the jobs got no MLflow credentials,
+    wrote SQLite stores in their folders, and the replay tasks copied them into the server's run."""
+    from mlflow import MlflowClient
+
+    from operators.tracking.offline import STORE_DIR, tracking_uri
+
+    states = airflow.task_states(DAG, ddp_run)
+    assert states["replay_train"] == states["replay_evaluate"] == "success"
+    run_id = xcom(airflow, ddp_run, "start_run")["run_id"]
+    server = registry_client.get_run(run_id)
+    for step in ("train", "evaluate"):
+        job = xcom(airflow, ddp_run, step)
+        assert "MLFLOW_TRACKING_PASSWORD" not in (Path(job["workdir"]) / "job.sh").read_text()
+        store = Path(job["workdir"]) / STORE_DIR
+        local = MlflowClient(tracking_uri(store))
+        [offline] = [run for e in local.search_experiments() for run in local.search_runs([e.experiment_id])]
+        replayed = xcom(airflow, ddp_run, f"replay_{step}")
+        assert replayed["metrics"] == sum(len(local.get_metric_history(offline.info.run_id, key))
+                                          for key in offline.data.metrics)
+        for key, value in offline.data.metrics.items():  # the same values, steps and timestamps
+            mine = sorted((m.step, m.timestamp, m.value) for m in local.get_metric_history(offline.info.run_id, key))
+            assert sorted((m.step, m.timestamp, m.value) for m in registry_client.get_metric_history(run_id, key)) \
+                == mine, key
+            assert server.data.metrics[key] == value
+        assert {k: server.data.params[k] for k in offline.data.params} == offline.data.params
+        assert server.data.tags[f"slurm.{step}.job_id"] == str(job["job_id"])
+    assert len(registry_client.get_metric_history(run_id, "epoch_loss")) == 60  # one point per epoch
+    assert server.data.tags["tracking.mode"] == "offline"
+
+
+def test_version_carries_lineage_cost_and_a_model_card(ddp_run, airflow, registry_client):
+    registered = xcom(airflow, ddp_run, "register")
+    version = registry_client.get_model_version(MODEL, registered["version"])
+    pinned = xcom(airflow, ddp_run, "pin_dataset")
+    tags = version.tags
+    for key in ("dataset.repository", "dataset.revision", "dataset.commit"):
+        assert tags[key] == pinned[key.split(".")[1]]
+    assert tags["dataset.md5"] == pinned["data"]["md5"] and tags["pipeline.site"] == "local"
+    assert len(tags["pipeline.spec_sha256"]) == 64 and tags["validation.report_url"].startswith("http")
+    assert float(tags["cost.cpu_hours"]) > 0 and float(tags["cost.elapsed_s"]) > 0 and "cost.gpu_hours" in tags
+    card = version.description
+    assert card.startswith(f"# {MODEL} version {registered['version']}") and pinned["commit"] in card
+    assert "## Data contract" in card and "## Cost" in card and "evaluation/roc.png" in card
+    run = registry_client.get_run(version.run_id)
+    inputs = {i.dataset.digest: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {pinned["data"]["md5"], pinned["test"]["md5"]}
+    source = json.loads(inputs[pinned["data"]["md5"]].source)
+    assert inputs[pinned["data"]["md5"]].source_type == "dvc" and source["commit"] == pinned["commit"]
+    artifacts = {a.path for a in registry_client.list_artifacts(version.run_id, "evaluation")}
+    assert {"evaluation/roc.png", "evaluation/calibration.png", "evaluation/confusion_matrix.png"} <= artifacts

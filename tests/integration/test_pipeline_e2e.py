@@ -135,6 +135,20 @@ def test_worse_model_is_registered_but_not_promoted(champion_run, airflow, regis
     assert champion in served and str(registered["version"]) not in served
 
 
+def test_a_rerun_at_the_same_dataset_revision_and_code_gives_the_same_metrics(champion_run, airflow,
+                                                                              registry_client):
+    """Seeded training: the same data (revision, commit, md5), code sha and params give the same metrics."""
+    run_id, run, states = run_pipeline(airflow)
+    assert run["state"] == "success", states
+    first, second = (registry_client.get_run(xcom(airflow, r, "start_run")["run_id"]) for r in (champion_run, run_id))
+    for key in ("dataset.revision", "dataset.commit", "dataset.md5", "code.git_sha", "pipeline.spec_sha256"):
+        assert first.data.tags[key] == second.data.tags[key], key
+    assert first.data.params == second.data.params
+    scores = [key for key in first.data.metrics if key.startswith(("test_", "train_", "cv_"))]
+    assert len(scores) >= 6
+    assert {k: second.data.metrics[k] for k in scores} == {k: first.data.metrics[k] for k in scores}
+
+
 def test_failing_training_job_reports_state_exit_code_and_log_tail(champion_run, airflow):
     run_id, run, states = run_pipeline(airflow, {"train_params": {"C": -1}})
     assert run["state"] == "failed"

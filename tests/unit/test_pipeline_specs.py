@@ -137,7 +137,8 @@ def test_render_and_plan_exit_codes(corpus_dir: Path) -> None:
     tasks = json.loads(plan.stdout)["tasks"]
     assert [task["task"] for task in tasks] == [
         "pin_dataset", "validate_data", "validate_data_on_cluster", "apply_contract",
-        "steward_review", "start_run", "train", "evaluate", "gate", "register", "push_to_inference"]
+        "steward_review", "start_run", "train", "replay_train", "evaluate", "replay_evaluate", "gate", "register",
+        "push_to_inference"]  # tracking: offline adds the replays
     does = {task["task"]: task["does"] for task in tasks}
     assert "launcher torchrun" in does["train"] and "1 node(s) x 2 task(s)" in does["train"]
     assert "above 256M" in does["validate_data"]  # the contract's validation.cluster_above
@@ -231,7 +232,8 @@ def test_the_dag_carries_the_spec_s_schedule_notifications_and_site(tmp_path: Pa
     notifier = dag.default_args["on_failure_callback"]
     assert isinstance(notifier, SmtpNotifier) and notifier.to == ["mlops@aifactory.local"]
     assert "on_success_callback" not in dag.default_args
-    assert type(dag.timetable).__name__ == "NullTimetable" and "site:local" in dag.tags
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable" and "site:local" in dag.tags
+    assert "dataset:breast_cancer" in str(dag.timetable.asset_condition)  # schedule: {dataset_version: true}
     train = dag.get_task("train")
     assert train.slurm_conn_id == "factory_slurm_local" and train.partition == "cpu"  # the site's default
     assert set(train.files) == {"train.py", "evaluate.py"}

@@ -21,6 +21,7 @@ run() { "$@" & child=$!; while true; do wait "$child" && status=0 || status=$?; 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 head_addr=$(scontrol show node "$head_node" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
 rdzv_port=$((29500 + SLURM_JOB_ID % 1000))
+run '<environments>/torch-runtime/bin/python' -m operators.tracking.offline init mlflow --experiment breast_cancer_ddp
 run '<environments>/torch-runtime/bin/python' -m operators.jobs.fetch inputs.json data
 run srun --kill-on-bad-exit=1 --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 '<environments>/torch-runtime/bin/python' -m torch.distributed.run --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="${head_addr:-$head_node}:$rdzv_port" train.py --data-dir data --params params.json
 echo "job $SLURM_JOB_ID finished $(date -Is)"
