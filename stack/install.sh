@@ -91,7 +91,8 @@ sync_env() {  # name, lock file, extra uv args; syncs the venv to the lock (exac
 
 install_project() {  # name, editable|copy: the project's own package, without its dependencies
   local dir="$STATE/venvs/$1" want
-  want=$(cd "$REPO" && tree_hash pyproject.toml $(find operators -name '*.py' | sort))
+  # the checkout's path is part of it: an editable install from another clone must be redone
+  want="$REPO:$(cd "$REPO" && tree_hash pyproject.toml $(find operators -name '*.py' | sort))"
   if [ -f "$dir/.project-hash" ] && [ "$(cat "$dir/.project-hash")" = "$want" ]; then return; fi
   say "project package into $1"
   if [ "$2" = editable ]; then
