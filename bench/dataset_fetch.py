@@ -20,9 +20,10 @@ over those seconds), peak RSS (``wait4``) and CPU seconds of the process; Seawee
 so the client and the server share its cores.
 
 Fails (exit 1) only on a wrong result: a fetch that did not succeed, an md5 that differs, or files missing after
-extraction. Prints a table on stderr and one JSON line on stdout. Knobs: ``BENCH_ROUNDS`` (1: repeat every
-measurement, interleaved), ``BENCH_THREADED`` (1), ``BENCH_KEEP_S3`` (0); ``FETCH_WORKERS`` / ``FETCH_PART_SIZE``
-reach our fetch as they would in a job.
+extraction. Prints a table on stderr (per measurement the median round, with the range) and one JSON line on
+stdout. Knobs: ``BENCH_ROUNDS`` (3: the big-file pair and our sharded fetch are repeated, interleaved; the
+per-object baselines, minutes each, run in the first round only), ``BENCH_THREADED`` (1), ``BENCH_KEEP_S3`` (0);
+``FETCH_WORKERS`` / ``FETCH_PART_SIZE`` reach our fetch as they would in a job.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -51,7 +53,7 @@ BIG_BYTES = 2_000_000_000
 SMALL_FILES = 20_000
 SMALL_BYTES = 100_000
 FOLDERS = 100
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 THREADED = os.environ.get("BENCH_THREADED", "1") != "0"
 KEEP_S3 = os.environ.get("BENCH_KEEP_S3", "0") == "1"
 TIMEOUT_S = 1800
@@ -288,8 +290,11 @@ print(json.dumps({"download_s": downloaded - began, "md5_s": time.monotonic() - 
 """
 
 
-def run_round(meta: dict[str, Any], env: dict[str, str], scratch: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every measurement once, each followed by the removal of what it downloaded; the reports and what was wrong."""
+def run_round(
+    meta: dict[str, Any], env: dict[str, str], scratch: Path, per_object: bool
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every measurement once (the per-object baselines only when ``per_object``: they take minutes), each in a
+    fresh scratch folder removed before the next; the reports and what was wrong."""
     python = str(JOB_PYTHON)
     problems: list[str] = []
     reports: list[dict[str, Any]] = []
@@ -333,7 +338,7 @@ def run_round(meta: dict[str, Any], env: dict[str, str], scratch: Path) -> tuple
         for problem in (check_tree(scratch / "data" / "small", meta) if report["exit"] == 0 else [report["stderr"]])
     ]
     reports.append(report)
-    for threads in (1, 8) if THREADED else (1,):
+    for threads in ((1, 8) if THREADED else (1,)) if per_object else ():
         label = "sequential" if threads == 1 else f"{threads} threads"
         report = measure(
             f"boto3: {SMALL_FILES:,} x download_file ({label}) + md5 pass",
@@ -366,7 +371,7 @@ def main() -> None:
     try:
         for number in range(ROUNDS):
             log(f"dataset_fetch: round {number + 1} of {ROUNDS} ...")
-            reports, found = run_round(meta, env, scratch)
+            reports, found = run_round(meta, env, scratch, per_object=number == 0)
             rounds.append(reports)
             problems += found
     finally:
@@ -390,17 +395,21 @@ def main() -> None:
         figures["errors"] = problems
     log("")
     log(
-        f"| 2 GB ({BIG_BYTES:,} bytes), process wall time | seconds | MB/s | of which download / md5 pass (s) | "
-        "peak RSS (MiB) | CPU s |"
+        f"| 2 GB ({BIG_BYTES:,} bytes); process wall time, median of {ROUNDS} (range) | seconds | MB/s | "
+        "download / md5 pass (s) | peak RSS (MiB) | CPU s |"
     )
     log("|---|---:|---:|---:|---:|---:|")
-    for reports in rounds:
-        for report in reports:
-            split = f"{report['download_s']} / {report['md5_s']}" if "download_s" in report else "-"
-            log(
-                f"| {report['name']} | {report['seconds']} | {report['mb_per_s']} | {split} | "
-                f"{report.get('peak_rss_mb', '-')} | {report.get('cpu_s', '-')} |"
-            )
+    for name in dict.fromkeys(report["name"] for reports in rounds for report in reports):
+        runs = [report for reports in rounds for report in reports if report["name"] == name]
+        seconds = sorted(report["seconds"] for report in runs)
+        middle = statistics.median_low(seconds)
+        median = next(report for report in runs if report["seconds"] == middle)
+        spread = f" ({seconds[0]}-{seconds[-1]})" if len(runs) > 1 else ""
+        split = f"{median['download_s']} / {median['md5_s']}" if "download_s" in median else "-"
+        log(
+            f"| {name} | {middle}{spread} | {median['mb_per_s']} | {split} | {median.get('peak_rss_mb', '-')} | "
+            f"{median.get('cpu_s', '-')} |"
+        )
     if problems:
         log("dataset_fetch: FAILED:\n" + "\n".join(problems))
     print(json.dumps(figures))

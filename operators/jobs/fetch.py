@@ -11,8 +11,8 @@ venv: boto3 and the standard library only, no Airflow), so no dataset byte passe
 
 How: objects are cut into ranges (``--part-size``) fetched by a pool of threads (``--workers``), several objects at
 a time; each object is read back in order, so its md5 is computed as the bytes arrive (no second read) and a shard is
-extracted as it streams (no tar on disk). Bytes held in memory are bounded (``--memory``, default ``2 x workers x
-part size``). A file is written under a temporary name and renamed once its md5 matched; a sharded folder is built
+extracted as it streams (no tar on disk). Bytes held in memory are bounded (``--memory``, default ``(workers + 2)
+x part size``). A file is written under a temporary name and renamed once its md5 matched; a sharded folder is built
 in a temporary folder and renamed once every shard matched. So a name under DEST is either absent or complete and
 verified: a mismatch or any error removes what this run had half-written and exits 1, naming the url and both md5s.
 Names and tar members must stay inside DEST (no absolute paths, no ``..``, no links pointing outside).
@@ -439,14 +439,16 @@ def make_folder(root: Path, relative: PurePosixPath, name: object) -> Path:
     current = root
     for part in relative.parts:
         current = current / part
-        if os.path.lexists(current):
-            real = os.path.realpath(current)
-            if real != real_root and not real.startswith(real_root + os.sep):
-                raise FetchError(f"{name}: {current} leads outside {root}")
-            if not os.path.isdir(current):
-                raise FetchError(f"{name}: {current} exists and is not a folder")
-        else:
+        try:
             os.mkdir(current)
+            continue
+        except FileExistsError:  # there before, or made just now by another item's thread: check where it leads
+            pass
+        real = os.path.realpath(current)
+        if real != real_root and not real.startswith(real_root + os.sep):
+            raise FetchError(f"{name}: {current} leads outside {root}")
+        if not os.path.isdir(current):
+            raise FetchError(f"{name}: {current} exists and is not a folder")
     return current
 
 
@@ -599,7 +601,7 @@ def fetch(
     if workers < 1 or part_size < 1:
         raise FetchError(f"workers ({workers}) and part size ({part_size}) must be positive")
     destination.mkdir(parents=True, exist_ok=True)
-    downloader = Downloader(client or make_client(workers), workers, part_size, memory or 2 * workers * part_size)
+    downloader = Downloader(client or make_client(workers), workers, part_size, memory or (workers + 2) * part_size)
     staging: dict[int, Path] = {}
     for index, item in enumerate(items):
         if item.sharded:
@@ -702,7 +704,7 @@ def main(argv: list[str]) -> int:
         "--memory",
         type=parse_size,
         default=os.environ.get("FETCH_MEMORY"),
-        help="bytes of fetched ranges held at most (FETCH_MEMORY, default 2 x workers x part size)",
+        help="bytes of fetched ranges held at most (FETCH_MEMORY, default (workers + 2) x part size)",
     )
     args = parser.parse_args(argv)
     began = time.monotonic()
