@@ -545,8 +545,10 @@ def fetch_shard(downloader: Downloader, item: Item, obj: S3Object, staging: Path
         except tarfile.TarError as error:
             stream.finish(item.name)  # a corrupt download reads as a broken tar: report the md5 if it differs
             raise FetchError(f"{obj.url} ({item.name}): not a readable tar: {error}") from None
-        except OSError as error:
-            raise FetchError(f"{obj.url} ({item.name}): {error}") from None
+        except (FetchError, Cancelled):
+            raise
+        except Exception as error:  # a full disk, a name the file system refuses, an odd header: name the shard
+            raise FetchError(f"{obj.url} ({item.name}): {type(error).__name__}: {error}") from None
         stream.finish(item.name)
     finally:
         stream.close()

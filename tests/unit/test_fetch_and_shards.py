@@ -174,3 +174,21 @@ def test_job_inputs_for_a_plain_file_and_a_sharded_folder() -> None:
         job_inputs({**sharded, "shards": [{**sharded["shards"][0], "size": None}]}, "images")
     with pytest.raises(ShardError, match="without shards"):
         job_inputs({**sharded, "shards": []}, "images")
+
+
+def test_folders_are_never_created_through_a_link_leading_outside(tmp_path: Path) -> None:
+    from operators.jobs.fetch import make_folder
+
+    root, outside = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (root / "planted").symlink_to(outside)
+    with pytest.raises(FetchError, match="leads outside"):
+        make_folder(root, relative_name("planted/deeper", "item"), "item")
+    assert list(outside.iterdir()) == [], "not even an empty folder outside"
+    (root / "inside").symlink_to(root)
+    assert make_folder(root, relative_name("inside/a/b", "item"), "item") == root / "inside" / "a" / "b"
+    assert (root / "a" / "b").is_dir()
+    (root / "file").write_text("x")
+    with pytest.raises(FetchError, match="not a folder"):
+        make_folder(root, relative_name("file/sub", "item"), "item")
