@@ -67,6 +67,8 @@ def evaluate_in_new_run(workspace: dict[str, Any], monkeypatch: pytest.MonkeyPat
     root = workspace["root"]
     run_id = MlflowClient().create_run(workspace["experiment"]).info.run_id
     monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+    # a job is a fresh process; in the test process an earlier test may have set another active experiment
+    mlflow.set_experiment(experiment_id=workspace["experiment"])
     monkeypatch.chdir(root)  # the job's folder: local model paths are relative to it
     output = root / f"{run_id}.json"
     argv = ["--data-dir", "data", "--challenger", "models/challenger", "--output", str(output)]
