@@ -136,7 +136,7 @@ class Contract:
     description: str
     owner: str = field(metadata=EMAIL)
     columns: dict[str, Column] = field(metadata=COLUMN_NAME)
-    format: Literal["csv", "parquet"] = "csv"
+    format: Literal["csv", "parquet", "shards"] = "csv"  # shards: the manifest of a sharded folder, a row per file
     rows: RowCount | None = None
     extra_columns: Literal["error", "warn", "allow"] = "error"
     validation: Validation = field(default_factory=Validation)

@@ -34,6 +34,8 @@ def open_chunks(path: Path, contract: Contract, where: str) -> tuple[list[str], 
     dates = [name for name, column in contract.columns.items() if column.type == "datetime"]
     texts = [name for name, column in contract.columns.items() if column.type == "str"]
     ints = [name for name, column in contract.columns.items() if column.type == "int"]
+    if contract.format == "shards":
+        return _manifest_chunks(path, where, chunk_rows)
     if contract.format == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -51,6 +53,26 @@ def open_chunks(path: Path, contract: Contract, where: str) -> tuple[list[str], 
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ContractError(f"{where}: cannot be read as CSV (the contract's format): {error}") from None
     return columns, _checked(reader, where, "CSV", dates, texts, ints)
+
+
+def _manifest_chunks(path: Path, where: str, chunk_rows: int) -> tuple[list[str], Iterator[Any]]:
+    """A sharded folder's manifest as a table, a row per file: ``path`` (inside the folder) and ``shard``.
+    Only the small manifest is read; a contract checks the file count, names and their spread over shards."""
+    import json
+
+    import pandas as pd
+
+    from operators.datasets.shards import MANIFEST_FORMAT
+
+    try:
+        manifest = json.loads(path.read_text())
+        index = manifest["index"] if manifest.get("format") == MANIFEST_FORMAT else None
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError) as error:
+        raise ContractError(f"{where}: cannot be read as a shard manifest (the contract's format): {error}") from None
+    if not isinstance(index, dict):
+        raise ContractError(f"{where}: not a shard manifest ({MANIFEST_FORMAT}) of operators.datasets.shards")
+    frame = pd.DataFrame(sorted(index.items()), columns=["path", "shard"], dtype=object)
+    return ["path", "shard"], (frame.iloc[start:start + chunk_rows] for start in range(0, len(frame), chunk_rows))
 
 
 def _checked(chunks: Iterator[Any], where: str, kind: str, dates: list[str], texts: list[str],

@@ -111,22 +111,34 @@ def record_decision(s3_client, bucket: str, prefix: str, decision: dict[str, Any
     put_json(s3_client, bucket, f"{prefix}/decision.json", decision)
 
 
-def _download(s3_client, pinned: dict[str, Any], target: Path, where: str) -> None:
+def validated_object(pinned: dict[str, Any]) -> dict[str, Any]:
+    """What validation reads of the pinned data: the file, or a sharded folder's manifest (never its shards)."""
+    return pinned["data"].get("manifest") or pinned["data"]
+
+
+def _download(s3_client, pinned: dict[str, Any], contract: Contract, target: Path, where: str) -> None:
     from botocore.exceptions import ClientError
 
     from operators.jobs.fetch import md5_of
 
-    url = urlparse(pinned["data"]["url"])
+    sharded = "shards" in pinned["data"]
+    if sharded != (contract.format == "shards"):
+        raise ContractError(f"{where}: the data is {'a sharded folder' if sharded else 'a single file'}, but the "
+                            f"contract's format is {contract.format} (use {'shards' if sharded else 'csv or parquet'})")
+    if sharded and "manifest" not in pinned["data"]:
+        raise ContractError(f"{where}: the sharded folder has no manifest.json (pack with operators.datasets.shards)")
+    source = validated_object(pinned)
+    url = urlparse(source["url"])
     try:
         s3_client.download_file(url.netloc, url.path.lstrip("/"), str(target))
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         missing = code in ("404", "NoSuchKey", "NotFound")
-        raise ContractError(f"{where}: the data file {pinned['data']['url']} is "
+        raise ContractError(f"{where}: the data file {source['url']} is "
                             f"{'missing from the store' if missing else f'unreadable ({code})'}") from None
     actual = md5_of(target)
-    if actual != pinned["data"]["md5"]:
-        raise ContractError(f"{where}: the data file's md5 {actual} is not the pinned {pinned['data']['md5']}")
+    if actual != source["md5"]:
+        raise ContractError(f"{where}: the data file's md5 {actual} is not the pinned {source['md5']}")
 
 
 def validate_pinned(pinned: dict[str, Any], contract: Contract | Path, s3_client, bucket: str, *, dag_id: str,
@@ -151,7 +163,7 @@ def validate_pinned(pinned: dict[str, Any], contract: Contract | Path, s3_client
     with tempfile.TemporaryDirectory(prefix="contract-") as tmp:
         data = Path(tmp) / Path(pinned["data"]["path"]).name
         try:
-            _download(s3_client, pinned, data, where)
+            _download(s3_client, pinned, contract, data, where)
             summary = validate_file(data, contract, where, profiles, Path(tmp) / "docs", run_id)
         except ContractError as error:
             summary = {"status": "unreadable", "success": False, "error": str(error), "rules": [], "failed": [],

@@ -93,18 +93,30 @@ def _sharded_folder(filesystem: Any, path: str, info: dict[str, Any], where: str
         member = f"{path.rstrip('/')}/{name}"
         url, size = located(member)
         pinned_shards.append({"path": member, "url": url, "md5": names[name]["md5"], "size": size})
-    return {"path": path, "md5": info["md5"], "size": info.get("size"), "url": located(path)[0],
-            "shards": pinned_shards}
+    folder = {"path": path, "md5": info["md5"], "size": info.get("size"), "url": located(path)[0],
+              "shards": pinned_shards}
+    if MANIFEST in names:  # what a data contract of format shards validates (operators.contracts)
+        member = f"{path.rstrip('/')}/{MANIFEST}"
+        url, size = located(member)
+        folder["manifest"] = {"path": member, "url": url, "md5": names[MANIFEST]["md5"], "size": size}
+    return folder
 
 
 def earlier_versions(repository: str, commit: str, revision: str, where: str) -> list[str]:
-    """The registry's tags on the history of ``commit`` (its ancestors), without ``revision`` itself: the
-    versions a drift rule may compare with. A blob-less bare clone: refs and commits only, no data."""
+    """The registry's tags on the history of ``commit`` (its strict ancestors): the versions a drift rule may
+    compare with. Tags on ``commit`` itself (``revision``, or another name for the same data) are not earlier.
+    A blob-less bare clone: refs and commits only, no data."""
     with tempfile.TemporaryDirectory(prefix="dataset-history-") as tmp:
         cloned = subprocess.run(["git", "clone", "-q", "--bare", "--filter=blob:none", repository, tmp + "/r"],
                                 capture_output=True, text=True, timeout=120)
-        merged = subprocess.run(["git", "-C", tmp + "/r", "tag", "--merged", commit], capture_output=True, text=True,
-                                timeout=60) if cloned.returncode == 0 else cloned
-    if merged.returncode != 0:
-        raise DatasetError(f"{where}: cannot read the registry's history: {merged.stderr.strip()}")
-    return [tag for tag in merged.stdout.split() if tag != revision]
+        if cloned.returncode != 0:
+            raise DatasetError(f"{where}: cannot read the registry's history: {cloned.stderr.strip()}")
+        tags = {}
+        for listing in ("--merged", "--points-at"):
+            done = subprocess.run(["git", "-C", tmp + "/r", "tag", listing, commit], capture_output=True, text=True,
+                                  timeout=60)
+            if done.returncode != 0:
+                raise DatasetError(f"{where}: cannot read the registry's history: {done.stderr.strip()}")
+            tags[listing] = done.stdout.split()
+    same_commit = set(tags["--points-at"]) | {revision}
+    return [tag for tag in tags["--merged"] if tag not in same_commit]

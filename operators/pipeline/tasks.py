@@ -40,11 +40,19 @@ def pin_dataset(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
 
     choice = choose_revision(spec.dataset, context["params"].get("revision"), triggering_events(context, spec.dataset))
     print(f"pinning dataset {spec.dataset.name} at {choice.revision}: {choice.reason}")
-    pinned = pin(spec.dataset, choice.revision)
+    pinned = pin(spec.dataset, choice.revision, remote_config=dvc_remote_config())
     if choice.commit and pinned["commit"] != choice.commit:
         print(f"warning: {choice.revision} moved from {choice.commit} (the event's) to {pinned['commit']} since the "
               "event; pinned the tag as it is now (its move is a new event, and a new run)")
     return pinned
+
+
+def dvc_remote_config(conn_id: str = S3_CONN) -> dict[str, str]:
+    """The S3 connection's keys for DVC: pinning a sharded folder reads its listing (metadata) from the remote."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    credentials = S3Hook(aws_conn_id=conn_id).get_credentials()
+    return {"access_key_id": credentials.access_key, "secret_access_key": credentials.secret_key}
 
 
 def validates_on_cluster(size: int, threshold: int, chosen: str = "auto") -> bool:
@@ -55,10 +63,10 @@ def validate_data(spec: PipelineSpec, **context: Any) -> list[str]:
     """Validate small data here; leave data above the contract's ``validation.cluster_above`` to the Slurm
     job. A branch: returns the tasks to run next. The run's conf key ``validate_on`` (``worker`` or
     ``cluster``) overrides the threshold."""
-    from operators.contracts.validate import validate_pinned
+    from operators.contracts.validate import validate_pinned, validated_object
 
     pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
-    size = pinned["data"].get("size") or 0
+    size = validated_object(pinned).get("size") or 0  # a sharded folder: only its manifest is read
     chosen = (context["dag_run"].conf or {}).get("validate_on") or "auto"
     contract = spec.data_contract
     if validates_on_cluster(size, contract.validation.cluster_above_bytes, chosen):
@@ -142,6 +150,7 @@ def dataset_inputs(pinned: dict[str, Any], validation: dict[str, Any]) -> list[A
 
 def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     """Create the MLflow run the Slurm jobs log into, tagged with the data and the orchestration."""
+    from operators.datasets.shards import job_inputs
     from operators.registry.connection import mlflow_tracking
 
     ti = context["ti"]
@@ -168,11 +177,13 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     MlflowRunLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/experiments/{experiment_id}/runs/"
                                  f"{run.info.run_id}")
 
-    def inputs(role: str, name: str) -> list[dict[str, str]]:
-        return [{"name": name, "url": pinned[role]["url"], "md5": pinned[role]["md5"]}]
+    def inputs(role: str, stem: str) -> list[dict[str, Any]]:
+        """``data/train.csv`` for a file (its own suffix), ``data/train/`` for a sharded folder."""
+        split = pinned[role]
+        return job_inputs(split, stem if "shards" in split else stem + Path(split["path"]).suffix)
 
     return {"run_id": run.info.run_id, "experiment_id": experiment_id, "params": params,
-            "train_inputs": inputs("data", "train.csv"), "test_inputs": inputs("test", "test.csv")}
+            "train_inputs": inputs("data", "train"), "test_inputs": inputs("test", "test")}
 
 
 def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:

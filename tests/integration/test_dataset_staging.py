@@ -315,3 +315,54 @@ def test_dvc_tracked_shards_are_pinned_and_fetched(s3, bucket, s3_env, stack_inf
     assert result.returncode == 0, result.stderr
     assert tree(tmp_path / "job" / "data" / "images") == files
     assert (tmp_path / "job" / "data" / "test.csv").read_text() == "name,label\nx,1\n"
+
+    # a data contract of format shards validates the folder's manifest (a row per file), never the shards
+    from operators.contracts.validate import validate_pinned
+
+    assert data["manifest"]["path"] == "images/shards/manifest.json" and data["manifest"]["size"] > 0
+    pinned["earlier"] = []
+    contracts = tmp_path / "contracts"
+    contracts.mkdir()
+    for rows_max, name_pattern in ((200, r"(cats|dogs/big)/img-[0-9]{4}\.raw|labels\.csv"), (200, r"cats/.*")):
+        (contracts / "images.yaml").write_text(SHARDS_CONTRACT.format(rows_max=rows_max, pattern=name_pattern))
+        summary = validate_pinned(pinned, contracts / "images.yaml", s3, bucket, dag_id="t", run_id=uuid.uuid4().hex)
+        if name_pattern.startswith("cats"):  # the 60 dogs and labels.csv break the pattern: 61 of 121
+            assert summary["status"] == "failed", summary
+            [broken] = [rule for rule in summary["rules"] if not rule["success"]]
+            assert broken["rule"] == "columns.path.rules.1" and broken["unexpected_count"] == 61
+        else:
+            assert summary["status"] == "passed" and summary["rows"] == len(files) == 121, summary
+    (contracts / "images.yaml").write_text(SHARDS_CONTRACT.format(rows_max=200, pattern=".*").replace(
+        "format: shards", "format: csv"))
+    summary = validate_pinned(pinned, contracts / "images.yaml", s3, bucket, dag_id="t", run_id=uuid.uuid4().hex)
+    assert summary["status"] == "unreadable" and "a sharded folder, but the contract's format is csv" in \
+        summary["error"]
+
+
+SHARDS_CONTRACT = """\
+apiVersion: aifactory/v1
+kind: DataContract
+dataset: images
+description: Labelled images, packed as shards.
+owner: data-stewards@aifactory.local
+format: shards
+rows:
+  min: 100
+  max: {rows_max}
+  description: Enough images to train on.
+columns:
+  path:
+    type: str
+    nullable: false
+    rules:
+      - unique: true
+        description: One entry per file.
+      - pattern: '{pattern}'
+        description: Only images and the label file.
+  shard:
+    type: str
+    nullable: false
+    rules:
+      - pattern: 'shard-[0-9]{{5}}\\.tar'
+        description: Files live in the packer's shards.
+"""

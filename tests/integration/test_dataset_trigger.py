@@ -174,6 +174,7 @@ def test_the_event_runs_the_pipeline_on_the_new_tag_with_v1_s_commit_and_data(ai
                          "return_value")["value"]
     assert (pinned["revision"], pinned["commit"]) == (TAG, retag["commit"])
     assert pinned["data"]["md5"] == retag["md5"]
+    assert pinned["earlier"] == [], "v1 at the same commit is the same data, not an earlier version to drift from"
     upstream = airflow.get(f"/dags/{PIPELINE}/dagRuns/{retag_run}/upstreamAssetEvents")["asset_events"]
     assert any((event["extra"] or {}).get("revision") == TAG for event in upstream)
     log = json.dumps(airflow.get(f"/dags/{PIPELINE}/dagRuns/{retag_run}/taskInstances/pin_dataset/logs/1"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from operators.datasets import shards
-from operators.datasets.shards import ShardError, job_inputs, pack
+from operators.datasets.shards import MANIFEST, ShardError, job_inputs, pack
 from operators.jobs.fetch import FetchError, parse_inputs, parse_size, relative_name
 
 MD5 = "0" * 32
@@ -192,3 +192,38 @@ def test_folders_are_never_created_through_a_link_leading_outside(tmp_path: Path
     (root / "file").write_text("x")
     with pytest.raises(FetchError, match="not a folder"):
         make_folder(root, relative_name("file/sub", "item"), "item")
+
+
+SHARDS_CONTRACT = """\
+apiVersion: aifactory/v1
+kind: DataContract
+dataset: images
+description: Images as shards.
+owner: data-stewards@aifactory.local
+format: shards
+columns:
+  path: {type: str, nullable: false}
+  shard: {type: str, nullable: false}
+"""
+
+
+def test_a_shards_contract_reads_the_manifest_as_a_row_per_file(tmp_path: Path) -> None:
+    from operators.contracts.contract import ContractError, load_contract
+    from operators.contracts.engine import open_chunks
+
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    for name in ("a/1.raw", "a/2.raw", "b.txt"):
+        (tmp_path / "src" / name).write_bytes(name.encode() * 50)
+    pack(tmp_path / "src", tmp_path / "out", shard_size=10240)
+    (tmp_path / "images.yaml").write_text(SHARDS_CONTRACT)
+    contract = load_contract(tmp_path / "images.yaml")
+    columns, chunks = open_chunks(tmp_path / "out" / MANIFEST, contract, "images")
+    frame = next(chunks)
+    assert columns == ["path", "shard"] and list(frame["path"]) == ["a/1.raw", "a/2.raw", "b.txt"]
+    assert all(shard.startswith("shard-") for shard in frame["shard"])
+    (tmp_path / "broken.json").write_text('{"format": "something else"}')
+    with pytest.raises(ContractError, match="not a shard manifest"):
+        open_chunks(tmp_path / "broken.json", contract, "images")
+    (tmp_path / "broken.json").write_text("not json")
+    with pytest.raises(ContractError, match="cannot be read as a shard manifest"):
+        open_chunks(tmp_path / "broken.json", contract, "images")
