@@ -32,7 +32,6 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
@@ -44,6 +43,8 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+from operators.registry.aliases import version_by_alias
 
 METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall")  # all higher-is-better: the gate assumes so
 CALIBRATION_BINS = 10
@@ -71,11 +72,10 @@ def champion_exists(uri: str) -> bool:
     other URI forms are assumed to exist.
 
     Asked of the registry before loading, so that only "not registered yet" and "alias not set yet"
-    mean "no champion": a champion whose artifacts are missing, or a 401/403, must fail the job,
-    and ``load_model`` reports those with the same RESOURCE_DOES_NOT_EXIST/403 codes. The model is
-    looked up first because MLflow's basic-auth app answers an alias lookup on an unknown model with
-    403, not 404. A local folder that exists but holds no MLflow model fails the job in :func:`load`
-    (a half-fetched champion is an error, not "no champion").
+    mean "no champion" (:func:`operators.registry.aliases.version_by_alias`): a champion whose artifacts
+    are missing, or a 401/403, must fail the job, and ``load_model`` reports those with the same
+    RESOURCE_DOES_NOT_EXIST/403 codes. A local folder that exists but holds no MLflow model fails the job
+    in :func:`load` (a half-fetched champion is an error, not "no champion").
     """
     if is_local(uri):
         if not Path(uri).exists():
@@ -85,17 +85,9 @@ def champion_exists(uri: str) -> bool:
     match = re.fullmatch(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)", uri)
     if match is None:
         return True
-    client = MlflowClient()
-    try:
-        client.get_registered_model(match["name"])
-        client.get_model_version_by_alias(match["name"], match["alias"])
-    except MlflowException as error:
-        message = str(error.message).lower()
-        alias_missing = error.error_code == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or alias_missing:
-            print(f"no champion at {uri}: {error.message}", file=sys.stderr)
-            return False
-        raise
+    if version_by_alias(MlflowClient(), match["name"], match["alias"]) is None:
+        print(f"no champion at {uri}: the model or its alias is not registered yet", file=sys.stderr)
+        return False
     return True
 
 

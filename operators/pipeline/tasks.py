@@ -188,6 +188,7 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
 
 def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     """Thresholds and the champion comparison on metrics the evaluation job logged."""
+    from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking
     from operators.registry.gate import decide
     from operators.registry.model_card import comparison_rows, comparison_table
@@ -214,20 +215,20 @@ def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
                       for job, role in ((train_job, "train"), (evaluate_job, "evaluate"))
                       for name in ("elapsed_s", "cpu_time_s", "max_rss_bytes", "gpu_hours", "energy_j")
                       if job.get(name) is not None]  # energy only where the site records it
-        champion_version = _champion_version(client, spec.registry.model_name, spec.registry.aliases.champion) \
+        champion_version = version_by_alias(client, spec.registry.model_name, spec.registry.aliases.champion) \
             if champion is not None else None
         rows = comparison_rows(challenger, champion, spec.evaluation.thresholds, spec.evaluation.metrics)
+        cost = job_cost(train_job, evaluate_job)
         tags = {"slurm.cluster": str(train_job["cluster"]), "slurm.train.job_id": str(train_job["job_id"]),
                 "slurm.evaluate.job_id": str(evaluate_job["job_id"]), "gate.promote": str(decision.promote),
                 "gate.reasons": json.dumps(decision.reasons), "gate.champion_version": champion_version or "none",
-                **{f"cost.{key}": f"{value:.6g}" for key, value in job_cost(train_job, evaluate_job).items()
-                   if value is not None}}
+                **{f"cost.{key}": f"{value:.6g}" for key, value in cost.items() if value is not None}}
         client.log_batch(run_id, metrics=accounting, tags=[RunTag(key, value) for key, value in tags.items()])
         label = f"champion v{champion_version}" if champion_version else "no champion"
         client.log_text(run_id, comparison_table(rows, label) + "\n", "gate/comparison.md")
         client.log_dict(run_id, {**decision.as_dict(), "comparison": rows, "champion_version": champion_version},
                         "gate/decision.json")
-    return {**decision.as_dict(), "comparison": rows, "champion_version": champion_version}
+    return {**decision.as_dict(), "comparison": rows, "champion_version": champion_version, "cost": cost}
 
 
 def job_cost(*jobs: dict[str, Any]) -> dict[str, float | None]:
@@ -245,8 +246,9 @@ LINEAGE_TAG_GROUPS = {"dataset", "validation", "code", "airflow", "slurm", "gate
 
 def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     """A model version with its lineage and model card; alias challenger, and champion when the gate passed."""
+    from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking
-    from operators.registry.model_card import COST_UNITS, model_card
+    from operators.registry.model_card import model_card
 
     ti = context["ti"]
     run = ti.xcom_pull(task_ids="start_run")
@@ -262,7 +264,7 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         tags = {key: value for key, value in run_tags.items() if key.split(".")[0] in LINEAGE_TAG_GROUPS}
         tags["validation.report_url"] = report_url(validation)
         aliases = spec.registry.aliases
-        previous = _champion_version(client, name, aliases.champion)
+        previous = version_by_alias(client, name, aliases.champion)
         version = mlflow.register_model(f"runs:/{run['run_id']}/model", name, tags={**tags, **spec.registry.tags})
         client.set_registered_model_alias(name, aliases.challenger, version.version)
         if decision["promote"]:
@@ -274,7 +276,7 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
             "intended_use": spec.registry.intended_use, "description": spec.description, "tags": tags,
             "rows": decision["comparison"], "champion_version": decision["champion_version"],
             "reasons": decision["reasons"],
-            "cost": {key: float(tags[f"cost.{key}"]) if f"cost.{key}" in tags else None for key in COST_UNITS},
+            "cost": decision["cost"],
             "plots": sorted(a.path for a in client.list_artifacts(run["run_id"], "evaluation")
                             if a.path.endswith(".png")),
             "links": {"validation report": tags["validation.report_url"],
@@ -286,22 +288,6 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     ModelVersionLink.store(context, f"{base}/#/models/{name}/versions/{version.version}")
     return {"model": name, "version": version.version, "promoted": decision["promote"],
             "previous_champion": previous}
-
-
-def _champion_version(client, name: str, alias: str) -> str | None:
-    """The version behind ``alias``, or None when the model or the alias does not exist yet. Any other
-    answer (a 401/403, a server error) raises: it must not read as "no champion". The model is looked
-    up first because MLflow's basic-auth app answers an alias lookup on an unknown model with 403."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-        return client.get_model_version_by_alias(name, alias).version
-    except MlflowException as error:
-        message = str(error.message).lower()
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or ("alias" in message and "not found" in message):
-            return None
-        raise
 
 
 def _replay(spec: PipelineSpec, step: str, context: dict[str, Any]) -> dict[str, Any]:
@@ -350,6 +336,7 @@ def stage_models(spec: PipelineSpec, context: dict[str, Any]) -> list[dict[str, 
     file in S3 with its md5 (``python -m operators.jobs.fetch`` checks them)."""
     from operators.jobs.fetch import md5_of
     from operators.pipeline.jobs import OFFLINE_MODELS
+    from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking
 
     run = context["ti"].xcom_pull(task_ids="start_run")
@@ -360,7 +347,7 @@ def stage_models(spec: PipelineSpec, context: dict[str, Any]) -> list[dict[str, 
         from mlflow import MlflowClient
 
         uris = {"challenger": f"runs:/{run['run_id']}/model"}
-        champion = _champion_version(MlflowClient(), name, spec.registry.aliases.champion) \
+        champion = version_by_alias(MlflowClient(), name, spec.registry.aliases.champion) \
             if spec.evaluation.compare_with_champion else None
         if champion is not None:
             uris["champion"] = f"models:/{name}/{champion}"
