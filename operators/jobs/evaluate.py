@@ -45,6 +45,7 @@ from sklearn.metrics import (
 )
 
 from operators.registry.aliases import version_by_alias
+from operators.registry.model_card import comparison_rows, comparison_table
 
 METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall")  # all higher-is-better: the gate assumes so
 CALIBRATION_BINS = 10
@@ -118,28 +119,6 @@ def score(model: Any, features: pd.DataFrame, labels: pd.Series, classes: list[A
         "recall": float(recall_score(labels, predicted)),
     }
     return Scored(metrics, confusion_matrix(labels, predicted, labels=classes).tolist(), probabilities)
-
-
-def comparison_rows(challenger: dict[str, float], champion: dict[str, float] | None) -> list[dict[str, Any]]:
-    """One row per metric: challenger, champion and challenger - champion (None without a champion).
-    Thresholds are left out: they are the orchestrator's gate's, not the job's."""
-    rows = []
-    for metric in challenger:
-        theirs = None if champion is None else champion.get(metric)
-        rows.append({"metric": metric, "challenger": challenger[metric], "champion": theirs,
-                     "delta": None if theirs is None else challenger[metric] - theirs})
-    return rows
-
-
-def comparison_markdown(rows: list[dict[str, Any]]) -> str:
-    """The comparison as a markdown table, 4 decimals, signed delta; "n/a" where there is no champion."""
-    def cell(value: float | None, signed: bool = False) -> str:
-        return "n/a" if value is None else format(value, "+.4f" if signed else ".4f")
-
-    lines = ["| metric | challenger | champion | delta |", "|---|---:|---:|---:|"]
-    lines += [f"| {row['metric']} | {cell(row['challenger'])} | {cell(row['champion'])} | "
-              f"{cell(row['delta'], signed=True)} |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _finite(values: np.ndarray) -> list[float | None]:
@@ -236,7 +215,7 @@ def main(target: str, classes: list[Any], argv: list[str] | None = None) -> None
         models["champion"] = score(load(args.champion), features, labels, classes)
     challenger = models["challenger"].metrics
     champion = models["champion"].metrics if "champion" in models else None
-    rows = comparison_rows(challenger, champion)
+    rows = comparison_rows(challenger, champion)  # metrics only: thresholds are the gate's
     points = {role: curves(scored, labels, classes[-1]) for role, scored in models.items()}
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -248,7 +227,7 @@ def main(target: str, classes: list[Any], argv: list[str] | None = None) -> None
         (folder / "curves.json").write_text(json.dumps(
             {"positive_label": classes[-1], "challenger": points["challenger"], "champion": points.get("champion")},
             indent=2, allow_nan=False))
-        (folder / "comparison.md").write_text(comparison_markdown(rows))
+        (folder / "comparison.md").write_text(comparison_table(rows, "champion", "challenger") + "\n")
         write_plots(folder, models, points, classes)
         artifacts = sorted(f"{ARTIFACT_DIR}/{path.name}" for path in folder.iterdir())
         with mlflow.start_run():  # MLFLOW_RUN_ID: the run the orchestrator created

@@ -18,25 +18,37 @@ def _number(value: float | None) -> str:
 
 
 def comparison_rows(challenger: dict[str, float], champion: dict[str, float] | None,
-                    thresholds: dict[str, float], metrics: list[str]) -> list[dict[str, Any]]:
-    """One row per metric: both values on the same split, the difference, the threshold and whether it holds."""
+                    thresholds: dict[str, float] | None = None,
+                    metrics: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per metric (``metrics``, else the challenger's): both values on the same split and the
+    difference; with ``thresholds`` (the gate's, not the evaluation job's) the threshold and whether it holds."""
     rows = []
-    for metric in metrics:
-        mine, theirs, bound = challenger.get(metric), (champion or {}).get(metric), thresholds.get(metric)
-        rows.append({"metric": metric, "challenger": mine, "champion": theirs,
-                     "delta": None if mine is None or theirs is None else mine - theirs, "threshold": bound,
-                     "meets_threshold": None if bound is None else (mine is not None and mine >= bound)})
+    for metric in metrics if metrics is not None else list(challenger):
+        mine, theirs = challenger.get(metric), (champion or {}).get(metric)
+        row = {"metric": metric, "challenger": mine, "champion": theirs,
+               "delta": None if mine is None or theirs is None else mine - theirs}
+        if thresholds is not None:
+            bound = thresholds.get(metric)
+            row |= {"threshold": bound,
+                    "meets_threshold": None if bound is None else (mine is not None and mine >= bound)}
+        rows.append(row)
     return rows
 
 
-def comparison_table(rows: list[dict[str, Any]], champion_label: str) -> str:
-    lines = [f"| metric | this version | {champion_label} | delta | threshold |", "|---|---|---|---|---|"]
+def comparison_table(rows: list[dict[str, Any]], champion_label: str, challenger_label: str = "this version") -> str:
+    """Markdown, 4 decimals, a signed delta, "n/a" where a value is missing; a threshold column when the
+    rows carry thresholds."""
+    with_thresholds = any("threshold" in row for row in rows)
+    header = f"| metric | {challenger_label} | {champion_label} | delta |"
+    lines = [header + " threshold |" if with_thresholds else header,
+             "|---|---|---|---|---|" if with_thresholds else "|---|---|---|---|"]
     for row in rows:
-        held = "" if row["meets_threshold"] is None else (" ✓" if row["meets_threshold"] else " ✗")
         delta = "n/a" if row["delta"] is None else f"{row['delta']:+.4f}"
-        threshold = "n/a" if row["threshold"] is None else f">= {row['threshold']}{held}"
-        lines.append(f"| {row['metric']} | {_number(row['challenger'])} | {_number(row['champion'])} | {delta} | "
-                     f"{threshold} |")
+        line = f"| {row['metric']} | {_number(row['challenger'])} | {_number(row['champion'])} | {delta} |"
+        if with_thresholds:
+            held = "" if row["meets_threshold"] is None else (" ✓" if row["meets_threshold"] else " ✗")
+            line += " n/a |" if row["threshold"] is None else f" >= {row['threshold']}{held} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
