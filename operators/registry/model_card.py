@@ -6,7 +6,6 @@ it is tested without a server and says only what the records say: unknown costs 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 COST_UNITS = {"elapsed_s": ("wall time", "s"), "cpu_hours": ("CPU-hours", "h"),
@@ -109,6 +108,3 @@ def model_card(facts: dict[str, Any]) -> str:
         lines += ["", "## Links", "", *(f"- {name}: {url}" for name, url in facts["links"].items())]
     return "\n".join(lines) + "\n"
 
-
-def reasons_of(tags: dict[str, str]) -> list[str]:
-    return json.loads(tags.get("gate.reasons") or "[]")
