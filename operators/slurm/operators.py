@@ -247,7 +247,8 @@ class SlurmJobOperator(BaseOperator):
                                   env_file=f"{record['workdir']}/job.env", log_path=self._log_path(record),
                                   requeue=self.requeue, max_restarts=self.max_restarts,
                                   submitted_at=record.get("submitted_at"),
-                                  task_identity=self.task_identity(context["ti"]))
+                                  task_identity=self.task_identity(context["ti"]),
+                                  deferred_at=time.time() if self.deferrable else None)
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete")
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)

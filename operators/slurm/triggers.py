@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,16 @@ from operators.slurm.model import JobStatus, SlurmError
 from operators.slurm.reconciler import TaskIdentity, orphaned_jobs
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
+
+# Airflow 3.3 race: the scheduler may read the worker's late "success" for a task's defer exit after the
+# trigger has already put the task back in the queue, and then fails it ("finished with state success,
+# but the task instance's state attribute is queued"); measured up to ~5.5 s after the deferral.
+RESUME_AFTER_S = 10.0
+
+
+def resume_hold_s(deferred_at: float | None, now: float) -> float:
+    """How long a trigger keeps a job's final event, so the task is never resumed inside that window."""
+    return 0.0 if deferred_at is None else max(0.0, deferred_at + RESUME_AFTER_S - now)
 
 
 def connection_transport(conn_id: str) -> SlurmTransport:
@@ -48,8 +59,9 @@ class SlurmJobTrigger(BaseTrigger):
     def __init__(self, conn_id: str, job_id: int, poll_interval_s: float = 2.0,
                  unreachable_limit_s: float = 600.0, env_file: str | None = None, log_path: str | None = None,
                  requeue: bool = False, max_restarts: int = 0, submitted_at: str | None = None,
-                 task_identity: str | None = None) -> None:
+                 task_identity: str | None = None, deferred_at: float | None = None) -> None:
         super().__init__()
+        self.deferred_at = deferred_at  # epoch seconds, set by the operator as it defers
         self.task_identity = task_identity
         self.conn_id = conn_id
         self.job_id = job_id
@@ -66,7 +78,7 @@ class SlurmJobTrigger(BaseTrigger):
             "conn_id": self.conn_id, "job_id": self.job_id, "poll_interval_s": self.poll_interval_s,
             "unreachable_limit_s": self.unreachable_limit_s, "env_file": self.env_file, "log_path": self.log_path,
             "requeue": self.requeue, "max_restarts": self.max_restarts, "submitted_at": self.submitted_at,
-            "task_identity": self.task_identity})
+            "task_identity": self.task_identity, "deferred_at": self.deferred_at})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)
@@ -90,6 +102,7 @@ class SlurmJobTrigger(BaseTrigger):
                         over_limit = update.status.restarts
                         await self._cancel_quietly(transport)
                 elif update.kind == "final" and update.status is not None:
+                    await asyncio.sleep(resume_hold_s(self.deferred_at, time.time()))
                     if over_limit:
                         yield TriggerEvent({"job_id": self.job_id, "state": "RESTART_LIMIT",
                                             "error": f"requeued {over_limit} times, more than max_restarts="
