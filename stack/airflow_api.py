@@ -10,6 +10,16 @@ from typing import Any
 
 FINISHED = {"success", "failed"}
 
+# With SQLite (the local stack's database) a request that reads then writes fails at once when another
+# process committed in between (SQLITE_BUSY_SNAPSHOT under WAL); the API server answers 500 "Database
+# error". Requests that are safe to repeat are asked again; a POST is never repeated.
+REPEATABLE_METHODS = {"GET", "PATCH"}
+DATABASE_ERROR_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class AirflowDatabaseError(RuntimeError):
+    """The API server's database refused the request (HTTP 500 "Database error")."""
+
 
 class AirflowAPI:
     def __init__(self, url: str, username: str, password: str) -> None:
@@ -18,6 +28,17 @@ class AirflowAPI:
         self._token: str | None = None
 
     def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        delays = iter(DATABASE_ERROR_RETRY_DELAYS_S if method in REPEATABLE_METHODS else ())
+        while True:
+            try:
+                return self._request_once(method, path, body, auth)
+            except AirflowDatabaseError:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+    def _request_once(self, method: str, path: str, body: Any, auth: bool) -> Any:
         headers = {"Content-Type": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
@@ -27,7 +48,9 @@ class AirflowAPI:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
-            raise RuntimeError(f"Airflow API {method} {path}: HTTP {error.code} {error.read()[:300]!r}") from None
+            detail = error.read()
+            failure = AirflowDatabaseError if error.code == 500 and b"Database error" in detail else RuntimeError
+            raise failure(f"Airflow API {method} {path}: HTTP {error.code} {detail[:300]!r}") from None
 
     def token(self) -> str:
         if self._token is None:

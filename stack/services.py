@@ -455,9 +455,11 @@ class LocalFactory:
             "AIRFLOW_CONFIG": str(REPO / "airflow.cfg"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            # SQLite unless the caller chose another database (PostgreSQL: see the README)
+            # SQLite unless the caller chose another database (PostgreSQL: see the README). A writer waits
+            # up to 30 s for another's lock instead of sqlite3's 5 s: the dag-processor's first parse of
+            # every DAG on a 2-core machine holds it longer.
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-                                                                  f"sqlite:///{home}/airflow.db"),
+                                                                  f"sqlite:///{home}/airflow.db?timeout=30"),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self._airflow_passwords_file()),
             "AIRFLOW__CORE__FERNET_KEY": self.secrets["airflow_fernet_key"],
