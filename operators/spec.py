@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINES_DIR = REPO / "pipelines"
 
 Launcher = Literal["plain", "srun", "torchrun"]
-ServingTarget = Literal["v2"]
+ServingTarget = Literal["v2", "openai"]
 NotifyOn = Literal["failure", "success", "retry"]
 TrackingMode = Literal["auto", "online", "offline"]
 
@@ -160,16 +160,29 @@ class Registry:
 
 @dataclass(frozen=True)
 class Smoke:
+    """What a new version must answer before it takes traffic."""
+
     inputs: list[list[float]] | None = None  # rows of features; default: the model's logged input example
     allowed_outputs: list[Any] | None = None  # every prediction must be one of these
+    output_range: list[float] | None = None  # [min, max] every prediction must lie in
+    prompt: str | None = None  # openai: the message to send
+    expect_pattern: str | None = None  # openai: a regular expression the reply must match
+
+
+@dataclass(frozen=True)
+class Latency:
+    requests: int = field(default=100, metadata={"min": 10})  # one after another, to the new version
+    p99_ms: float = field(default=250.0, metadata={"min": 0})  # the 99th percentile must not exceed it
 
 
 @dataclass(frozen=True)
 class Serving:
     model_name: str = field(metadata=MODEL_NAME)
-    target: ServingTarget = "v2"  # Open Inference Protocol V2 (MLServer, Triton, KServe)
+    target: ServingTarget = "v2"  # Open Inference Protocol V2 (MLServer, Triton, KServe) or OpenAI-compatible
     connection: str = field(default="factory_inference", metadata=SAFE)
     smoke: Smoke = field(default_factory=Smoke)
+    latency: Latency = field(default_factory=Latency)
+    grace_period_s: int = field(default=600, metadata={"min": 0})  # the previous version stays loaded this long
 
 
 @dataclass(frozen=True)
@@ -348,6 +361,7 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
         if metric not in evaluation.metrics:
             problem(f"evaluation.thresholds.{metric}", f"{metric!r} is not one of evaluation.metrics "
                                                         f"(allowed: {', '.join(evaluation.metrics)})")
+    _check_serving(spec.serving, problem)
     if spec.registry.aliases.challenger == spec.registry.aliases.champion:
         problem("registry.aliases.champion", "must differ from the challenger alias")
     if spec.schedule is not None and spec.schedule.cron and spec.schedule.dataset_version:
@@ -356,6 +370,28 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
         problem("notifications.email", "list at least one address to notify")
     if not spec.owners:
         problem("owners", "list at least one owner (an e-mail address)")
+
+
+def _check_serving(serving: Serving, problem: Any) -> None:
+    smoke = serving.smoke
+    bounds = smoke.output_range
+    if bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
+        problem("serving.smoke.output_range", f"{smoke.output_range} must be [min, max] with min <= max")
+    if smoke.expect_pattern is not None:
+        try:
+            re.compile(smoke.expect_pattern)
+        except re.error as error:
+            problem("serving.smoke.expect_pattern", f"{smoke.expect_pattern!r} is not a regular expression: {error}")
+    if serving.target == "openai" and not smoke.prompt:
+        problem("serving.smoke.prompt", "an openai target is smoke-tested with a chat message: give the prompt")
+    if serving.target == "v2":
+        for key in ("prompt", "expect_pattern"):
+            if getattr(smoke, key) is not None:
+                problem(f"serving.smoke.{key}", "only for target openai (a v2 target is asked with inputs)")
+    if serving.target == "openai":
+        for key in ("inputs", "allowed_outputs", "output_range"):
+            if getattr(smoke, key) is not None:
+                problem(f"serving.smoke.{key}", "only for target v2 (an openai target is asked with a prompt)")
 
 
 def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any) -> None:

@@ -73,7 +73,7 @@ Stop everything:    ./factory stack down""")
 
 def show_served_model(airflow: AirflowAPI, dag_id: str, run_id: str, info: dict, say) -> dict:
     """Ask the inference server for a prediction from the version this run pushed."""
-    from operators.serving.push import smoke_request
+    from operators.serving.checks import v2_smoke_inputs
     from operators.serving.v2 import V2Client
 
     registered = airflow.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/register/xcomEntries/return_value")
@@ -86,7 +86,7 @@ def show_served_model(airflow: AirflowAPI, dag_id: str, run_id: str, info: dict,
               "predictions": None}
     if version["promoted"] and example.exists():
         answer = V2Client(info["mlserver"]["url"]).infer(
-            version["model"], smoke_request(json.loads(example.read_text())), version=str(version["version"]),
+            version["model"], v2_smoke_inputs(json.loads(example.read_text())), version=str(version["version"]),
             parameters={"content_type": "pd"})
         served["predictions"] = answer["outputs"][0]["data"]
         say(f"served by {info['mlserver']['url']}: predictions {served['predictions']} for the "

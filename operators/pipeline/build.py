@@ -1,4 +1,5 @@
-"""Build one Airflow DAG from one pipeline spec: validate → (steward) → train → evaluate → gate → register → push."""
+"""Build one Airflow DAG from one pipeline spec: validate → (steward) → train → evaluate → gate → register →
+roll out → retire the previous version."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from operators.pipeline.jobs import (
 )
 from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
 from operators.pipeline.review import StewardReviewOperator
+from operators.serving import tasks as serving
 from operators.slurm.operators import SlurmJobOperator
 from operators.spec import PipelineSpec
 
@@ -114,7 +116,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
         train, evaluate = _slurm_step(spec, "train"), _slurm_step(spec, "evaluate")
         decide = _python(PythonOperator, "gate", tasks.gate, spec)
         register = _python(RegisterModelOperator, "register", tasks.register, spec)
-        push = _python(PythonOperator, "push_to_inference", tasks.push_to_inference, spec)
+        push = _python(PythonOperator, "push_to_inference", serving.push_to_inference, spec)
+        retire = serving.RetirePreviousVersionOperator(task_id="retire_previous_version", spec=spec)
         pin >> validate >> [validate_on_cluster, apply_contract]
         validate_on_cluster >> apply_contract >> review
         if spec.offline_tracking:  # the jobs logged into their own stores: copy them into the server's run
@@ -123,5 +126,5 @@ def build_dag(spec: PipelineSpec) -> DAG:
             review >> start >> train >> replay_train >> evaluate >> replay_evaluate >> decide
         else:
             review >> start >> train >> evaluate >> decide
-        decide >> register >> push
+        decide >> register >> push >> retire
     return dag

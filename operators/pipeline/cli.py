@@ -149,14 +149,22 @@ def plan(spec: PipelineSpec) -> list[dict[str, str]]:
         {"task": "evaluate", "does": slurm("evaluate") + f" Scores {', '.join(evaluation.metrics)}."},
         *replays[1:],
         {"task": "gate", "does": f"thresholds {thresholds}; {champion}"},
-        {"task": "register", "does": f"register {registry.model_name} with alias {registry.aliases.challenger}; "
-                                     f"alias {registry.aliases.champion} if the gate passed"
+        {"task": "register", "does": f"register {registry.model_name} with alias {registry.aliases.challenger}"
                                      + (f"; tags {json.dumps(registry.tags)}" if registry.tags else "")},
         {"task": "push_to_inference", "does": f"{serving.target} target via connection {serving.connection}: load "
-                                              f"{serving.model_name}, smoke-test with "
+                                              f"{serving.model_name} next to the serving version, wait until ready, "
+                                              f"smoke-test with "
                                               f"{'the spec inputs' if smoke.inputs else 'the model input example'}"
                                               + (f", outputs in {smoke.allowed_outputs}" if smoke.allowed_outputs
-                                                 else "") + "; skipped if not promoted"},
+                                                 else "")
+                                              + (f", outputs within {smoke.output_range}" if smoke.output_range
+                                                 else "")
+                                              + f"; p99 latency over {serving.latency.requests} requests <= "
+                                                f"{serving.latency.p99_ms} ms; then make it the default and move "
+                                                f"alias {registry.aliases.champion}. A failed step unloads it and "
+                                                "tags why; skipped if not promoted"},
+        {"task": "retire_previous_version", "does": f"after a grace period of {serving.grace_period_s} s, unload "
+                                                    "the version the rollout replaced (kept if rolled back to)"},
     ]
 
 

@@ -245,7 +245,8 @@ LINEAGE_TAG_GROUPS = {"dataset", "validation", "code", "airflow", "slurm", "gate
 
 
 def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
-    """A model version with its lineage and model card; alias challenger, and champion when the gate passed."""
+    """A model version with its lineage and model card, alias challenger. When the gate passed, the rollout
+    (push_to_inference) makes it the champion once it serves."""
     from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking
     from operators.registry.model_card import model_card
@@ -267,8 +268,7 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         previous = version_by_alias(client, name, aliases.champion)
         version = mlflow.register_model(f"runs:/{run['run_id']}/model", name, tags={**tags, **spec.registry.tags})
         client.set_registered_model_alias(name, aliases.challenger, version.version)
-        if decision["promote"]:
-            client.set_registered_model_alias(name, aliases.champion, version.version)
+        # the champion alias moves in push_to_inference, once this version serves as the default
         client.set_model_version_tag(name, version.version, "gate.promoted", str(decision["promote"]))
         base = mlflow_base_url(MLFLOW_CONN)
         card = model_card({
@@ -361,33 +361,3 @@ def stage_models(spec: PipelineSpec, context: dict[str, Any]) -> list[dict[str, 
                               "url": f"s3://{STAGING_BUCKET}/{prefix}/{role}/{relative}"})
             print(f"staged {role} {uri} for the offline evaluation job")
     return items
-
-
-def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
-    """Export the promoted version into the inference server's repository, load, smoke-test."""
-    from airflow.sdk.bases.hook import BaseHook
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from operators.registry.connection import mlflow_tracking
-    from operators.serving.push import push_version
-    from operators.serving.v2 import V2Client
-
-    registered = context["ti"].xcom_pull(task_ids="register")
-    if not registered["promoted"]:
-        raise AirflowSkipException(f"{registered['model']} v{registered['version']} was not promoted: "
-                                   f"champion v{registered['previous_champion']} keeps serving")
-    connection = BaseHook.get_connection(spec.serving.connection)
-    extra = connection.extra_dejson
-    client = V2Client(f"{connection.schema or 'http'}://{connection.host}:{connection.port}")
-    with tempfile.TemporaryDirectory() as tmp, mlflow_tracking(MLFLOW_CONN):
-        import mlflow
-
-        model_dir = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{registered['model']}/{registered['version']}", dst_path=tmp))
-        s3 = s3_client()
-        for path in (p for p in model_dir.rglob("*") if p.is_file()):
-            s3.upload_file(str(path), extra.get("bucket", "model-repository"),
-                           f"{spec.serving.model_name}/{registered['version']}/model/{path.relative_to(model_dir)}")
-        return push_version(client, model_dir, Path(extra["model_repository"]), spec.serving.model_name,
-                            str(registered["version"]), spec.serving.smoke.allowed_outputs,
-                            spec.serving.smoke.inputs)

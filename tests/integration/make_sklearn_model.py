@@ -1,5 +1,8 @@
 """Run with the job-runtime Python: train a small classifier and save it as an MLflow model
-folder, the way a training job does, into an MLServer model-repository version folder."""
+folder, the way a training job does, into an MLServer model-repository version folder.
+
+``ARGS: VERSION_DIR MODEL_NAME VERSION [flipped]``: ``flipped`` trains on the inverted labels, so two
+versions tell apart by their answers. The model folder gets a serving input example (first 3 rows)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from sklearn.preprocessing import StandardScaler
 
 version_dir, model_name, version = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 features, labels = load_breast_cancer(return_X_y=True)
+if sys.argv[4:] == ["flipped"]:
+    labels = 1 - labels
 model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features, labels)
 mlflow.sklearn.save_model(model, str(version_dir / "model"),
                           signature=infer_signature(features, model.predict(features)),
@@ -25,4 +30,6 @@ mlflow.sklearn.save_model(model, str(version_dir / "model"),
     "implementation": "mlserver_mlflow.MLflowRuntime",
     "parameters": {"uri": "./model", "version": version},
 }))
+(version_dir / "model" / "serving_input_example.json").write_text(
+    json.dumps({"dataframe_split": {"data": features[:3].tolist()}}))
 json.dump({"first_rows": features[:3].tolist(), "expected": model.predict(features[:3]).tolist()}, sys.stdout)

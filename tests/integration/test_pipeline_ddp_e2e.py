@@ -57,7 +57,7 @@ def test_torchrun_trains_with_two_workers_in_one_slurm_job(ddp_run, airflow, reg
 
 
 def test_version_is_registered_with_spec_tags_and_served(ddp_run, airflow, registry_client, stack_info):
-    from operators.serving.push import smoke_request
+    from operators.serving.checks import v2_smoke_inputs
     from operators.serving.v2 import V2Client
 
     registered = xcom(airflow, ddp_run, "register")
@@ -71,7 +71,7 @@ def test_version_is_registered_with_spec_tags_and_served(ddp_run, airflow, regis
     assert airflow.task_states(DAG, ddp_run)["push_to_inference"] == "success"
     folder = Path(stack_info["model_repository"]) / MODEL / str(registered["version"])
     example = json.loads((folder / "model" / "serving_input_example.json").read_text())
-    answer = V2Client(stack_info["mlserver"]["url"]).infer(MODEL, smoke_request(example),
+    answer = V2Client(stack_info["mlserver"]["url"]).infer(MODEL, v2_smoke_inputs(example),
                                                            version=str(registered["version"]),
                                                            parameters={"content_type": "pd"})
     assert set(answer["outputs"][0]["data"]) <= {0, 1} and len(answer["outputs"][0]["data"]) >= 1

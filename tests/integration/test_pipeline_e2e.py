@@ -77,14 +77,14 @@ def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run
 def test_promoted_model_answers_v2_requests(champion_run, airflow, stack_info):
     from pathlib import Path
 
-    from operators.serving.push import smoke_request
+    from operators.serving.checks import v2_smoke_inputs
     from operators.serving.v2 import V2Client
 
     version = str(xcom(airflow, champion_run, "register")["version"])
     folder = Path(stack_info["model_repository"]) / MODEL / version
     example = json.loads((folder / "model" / "serving_input_example.json").read_text())
     client = V2Client(stack_info["mlserver"]["url"])
-    answer = client.infer(MODEL, smoke_request(example), version=version, parameters={"content_type": "pd"})
+    answer = client.infer(MODEL, v2_smoke_inputs(example), version=version, parameters={"content_type": "pd"})
     assert answer["model_version"] == version
     assert set(answer["outputs"][0]["data"]) <= {0, 1}
     assert any(entry["name"] == MODEL and entry.get("version") == version and entry["state"] == "READY"

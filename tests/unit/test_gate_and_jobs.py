@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from operators.registry.gate import decide
-from operators.serving.push import smoke_request
+from operators.serving.checks import v2_smoke_inputs
 from operators.slurm.rest import accounting_record, rest_job_fields
 from operators.slurm.script import BatchJob, render
 
@@ -71,7 +71,7 @@ def test_max_rss_is_the_largest_step_peak():
 
 def test_smoke_request_has_one_input_per_named_column():
     example = {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]]}}
-    assert smoke_request(example) == [
+    assert v2_smoke_inputs(example) == [
         {"name": "a", "shape": [2, 1], "datatype": "FP64", "data": [1.0, 3.0]},
         {"name": "b", "shape": [2, 1], "datatype": "FP64", "data": [2.5, 4.0]},
     ]
