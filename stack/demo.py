@@ -72,7 +72,8 @@ Stop everything:    ./factory stack down""")
 
 
 def show_served_model(airflow: AirflowAPI, dag_id: str, run_id: str, info: dict, say) -> dict:
-    """Ask the inference server for a prediction from the version this run pushed."""
+    """Ask the inference server for a prediction, as a client does (no version): the rollout made this
+    run's version the default."""
     from operators.serving.checks import v2_smoke_inputs
     from operators.serving.v2 import V2Client
 
@@ -85,9 +86,8 @@ def show_served_model(airflow: AirflowAPI, dag_id: str, run_id: str, info: dict,
     served = {"model": version["model"], "version": str(version["version"]), "promoted": version["promoted"],
               "predictions": None}
     if version["promoted"] and example.exists():
-        answer = V2Client(info["mlserver"]["url"]).infer(
-            version["model"], v2_smoke_inputs(json.loads(example.read_text())), version=str(version["version"]),
-            parameters={"content_type": "pd"})
+        answer = V2Client(info["mlserver"]["url"]).infer(  # unversioned: what clients call
+            version["model"], v2_smoke_inputs(json.loads(example.read_text())), parameters={"content_type": "pd"})
         served["predictions"] = answer["outputs"][0]["data"]
         say(f"served by {info['mlserver']['url']}: predictions {served['predictions']} for the "
             "model's input example\n")

@@ -509,8 +509,7 @@ class LocalFactory:
             },
             "factory_inference": {
                 "conn_type": "http", "host": HOST, "port": PORTS["mlserver_http"], "schema": "http",
-                "extra": {"protocol": "v2", "model_repository": str(self.paths.model_repository),
-                          "bucket": "model-repository"},
+                "extra": {"model_repository": str(self.paths.model_repository)},
             },
         }
 

@@ -40,7 +40,7 @@ PORTS = {
     "mariadb": 3306,
     "sshd": 2222,  # the login node: OpenSSH for the Slurm SSH transport
 }
-BUCKETS = ("datasets", "mlflow-artifacts", "reports", "model-repository", "job-staging")
+BUCKETS = ("datasets", "mlflow-artifacts", "reports", "job-staging")
 CLUSTER = "localfactory"
 NODE = "localnode"
 JOB_USER = os.environ.get("FACTORY_JOB_USER", "hpcuser")

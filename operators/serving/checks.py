@@ -30,6 +30,12 @@ def v2_smoke_inputs(example: dict[str, Any], rows: list[list[float]] | None = No
              "data": [float(row[index]) for row in data]} for index, column in enumerate(columns)]
 
 
+def v2_parameters(example: dict[str, Any]) -> dict[str, Any] | None:
+    """Named columns travel as one input each and MLServer's pandas codec makes the DataFrame again;
+    an unnamed matrix is one tensor, which the model takes as it is."""
+    return {"content_type": "pd"} if example["dataframe_split"].get("columns") else None
+
+
 def check_v2_outputs(answer: dict[str, Any], rows: int, allowed: Sequence[Any] | None,
                      value_range: Sequence[float] | None) -> list[Any]:
     """The first output's predictions: one per input row, numbers, within the spec's values or range."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from operators.serving.checks import CheckFailed, check_v2_outputs, v2_smoke_inputs
+from operators.serving.checks import CheckFailed, check_v2_outputs, v2_parameters, v2_smoke_inputs
 from operators.serving.http import Credentials, InferenceError
 from operators.serving.openai import OpenAIClient
 from operators.serving.repository import ModelRepository
@@ -81,16 +81,18 @@ class V2Target:
         return json.loads(example.read_text())
 
     def smoke(self, model: str, version: str, smoke: SmokeSpec) -> dict[str, Any]:
-        inputs = v2_smoke_inputs(self._example(model, version), smoke.inputs)
-        answer = self.client.infer(model, inputs, version=version, parameters={"content_type": "pd"})
+        example = self._example(model, version)
+        inputs = v2_smoke_inputs(example, smoke.inputs)
+        answer = self.client.infer(model, inputs, version=version, parameters=v2_parameters(example))
         if answer.get("model_version") not in (None, version):
             raise CheckFailed(f"asked version {version}, version {answer.get('model_version')} answered")
         outputs = check_v2_outputs(answer, inputs[0]["shape"][0], smoke.allowed_outputs, smoke.output_range)
         return {"rows": inputs[0]["shape"][0], "outputs": outputs[:20]}
 
     def probe(self, model: str, version: str) -> Callable[[], object]:
-        inputs = v2_smoke_inputs(self._example(model, version))
-        return lambda: self.client.infer(model, inputs, version=version, parameters={"content_type": "pd"})
+        example = self._example(model, version)
+        inputs, parameters = v2_smoke_inputs(example), v2_parameters(example)
+        return lambda: self.client.infer(model, inputs, version=version, parameters=parameters)
 
     def default_version(self, model: str) -> str | None:
         return self.repository.default_version(model)

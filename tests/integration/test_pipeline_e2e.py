@@ -46,10 +46,25 @@ def champion_run(airflow):
 def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run, airflow, registry_client, stack_info):
     states = airflow.task_states(DAG, champion_run)
     assert states.pop("validate_data_on_cluster") == "skipped"  # 40 kB: validated on the worker
+    pushed = xcom(airflow, champion_run, "push_to_inference")
+    # nothing to retire when no version served before (a fresh stack's first run of this pipeline)
+    assert states.pop("retire_previous_version") == ("success" if pushed["previous_version"] else "skipped")
     assert set(states.values()) == {"success"}
     registered = xcom(airflow, champion_run, "register")
     assert registered["promoted"] is True
     version = registry_client.get_model_version(MODEL, registered["version"])
+    assert pushed["version"] == str(registered["version"]) and set(pushed["seconds"]) == {
+        "load", "ready", "smoke", "latency", "default"}
+    assert version.tags["serving.status"] == "serving" and version.tags["serving.target"] == "v2"
+    assert json.loads(version.tags["serving.latency"])["requests"] == 100
+    from pathlib import Path
+
+    from operators.serving.repository import ModelRepository
+
+    assert ModelRepository(Path(stack_info["model_repository"])).default_version(MODEL) == str(registered["version"])
+    if pushed["previous_version"]:
+        retired = registry_client.get_model_version(MODEL, pushed["previous_version"])
+        assert retired.tags["serving.status"] == "retired"
     pinned = xcom(airflow, champion_run, "pin_dataset")
     tags = version.tags
     assert tags["dataset.repository"] == pinned["repository"]
@@ -133,6 +148,55 @@ def test_worse_model_is_registered_but_not_promoted(champion_run, airflow, regis
     index = V2Client(stack_info["mlserver"]["url"]).repository_index()
     served = {entry.get("version") for entry in index if entry["name"] == MODEL and entry["state"] == "READY"}
     assert champion in served and str(registered["version"]) not in served
+
+
+def test_a_manual_rollback_under_load_serves_the_chosen_version_and_back_without_a_failed_request(
+        champion_run, airflow, registry_client, stack_info):
+    """``serving_rollback`` to a version that was never served (loaded from the registry), then
+    ``./factory rollback --to`` the champion again, while a client asks the unversioned endpoint 50 times a
+    second."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from operators.serving.checks import v2_smoke_inputs
+    from operators.serving.load import SteadyLoad
+    from operators.serving.repository import ModelRepository
+    from operators.serving.v2 import V2Client
+
+    champion = registry_client.get_model_version_by_alias(MODEL, "champion").version
+    other = str(xcom(airflow, run_pipeline(airflow, {"train_params": {"C": 0.00001}})[0], "register")["version"])
+    repository = ModelRepository(Path(stack_info["model_repository"]))
+    example = json.loads(repository.model_file(MODEL, champion, "serving_input_example.json").read_text())
+    client = V2Client(stack_info["mlserver"]["url"], timeout_s=10)
+    inputs = v2_smoke_inputs(example)
+
+    def ask() -> str:
+        return str(client.infer(MODEL, inputs, parameters={"content_type": "pd"})["outputs"][0]["data"])
+
+    with SteadyLoad(ask, rate_per_s=50) as load:
+        run_id = airflow.trigger("serving_rollback", {"pipeline": "breast_cancer", "to_version": other,
+                                                      "reason": "e2e test: serve another version"})
+        assert airflow.wait_for_run("serving_rollback", run_id, timeout_s=300)["state"] == "success"
+        assert registry_client.get_model_version_by_alias(MODEL, "champion").version == other
+        assert repository.default_version(MODEL) == other
+        rolled_back = registry_client.get_model_version(MODEL, champion).tags
+        assert rolled_back["serving.status"] == "rolled_back" and rolled_back["serving.rolled_back_to"] == other
+        assert rolled_back["serving.reason"] == "e2e test: serve another version"
+        assert rolled_back["serving.by"] == f"serving_rollback/{run_id}"
+        assert registry_client.get_model_version(MODEL, other).tags["serving.status"] == "serving"
+        back = subprocess.run([sys.executable, "-m", "stack.rollback", "breast_cancer", "--to", champion,
+                               "--reason", "e2e test: the champion again"], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        assert back.returncode == 0, back.stdout + back.stderr
+    assert load.result.failed == 0, load.result.as_dict()
+    assert load.result.sent >= 100
+    assert registry_client.get_model_version_by_alias(MODEL, "champion").version == champion
+    assert repository.default_version(MODEL) == champion
+    assert V2Client(stack_info["mlserver"]["url"]).ready_versions(MODEL) - {""} == {champion}
+    refused = subprocess.run([sys.executable, "-m", "stack.rollback", "no_such_pipeline", "--reason", "x"],
+                             capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert refused.returncode == 2 and "known: breast_cancer" in refused.stderr
 
 
 def test_a_rerun_at_the_same_dataset_revision_and_code_gives_the_same_metrics(champion_run, airflow,

@@ -47,7 +47,8 @@ def make_model(job_python: str, folder: Path, name: str, flipped: bool) -> dict:
 
 
 @pytest.fixture(scope="module")
-def models(job_python, tmp_path_factory) -> Models:
+def models(stack_info, tmp_path_factory) -> Models:
+    job_python = str(Path(stack_info["venvs"]["job-runtime"]) / "bin" / "python")
     root = tmp_path_factory.mktemp("serving-models")
     name = f"rollout-test-{uuid.uuid4().hex[:8]}"
     plain = make_model(job_python, root / "plain", name, flipped=False)
@@ -75,7 +76,7 @@ def steady_load(target: V2Target, models: Models) -> SteadyLoad:
     labels = {tuple(models.expected): "plain", tuple(1 - v for v in models.expected): "flipped"}
 
     def ask() -> str:
-        answer = client.infer(models.name, inputs, parameters={"content_type": "pd"})
+        answer = client.infer(models.name, inputs)
         predictions = tuple(int(v) for v in answer["outputs"][0]["data"])
         return labels.get(predictions, f"other {predictions}")
     return SteadyLoad(ask, rate_per_s=RATE)
@@ -89,11 +90,12 @@ def first_rollout(target: V2Target, models: Models) -> None:
 def test_a_rollout_under_load_fails_no_request_and_switches_only_at_the_end(target, models, capsys):
     first_rollout(target, models)
     with steady_load(target, models) as load:
+        time.sleep(1.0)  # a second of traffic before the rollout and one after
         report = roll_out(target, models.name, "2", models.flipped, SMOKE, LATENCY)
-        time.sleep(1.0)  # a second of traffic after the switch
+        time.sleep(1.0)
     result = load.result
     assert result.failed == 0, result.as_dict()
-    assert result.sent >= 100 and result.answered_by["plain"] > 0 and result.answered_by["flipped"] >= 25
+    assert result.sent >= 90 and result.answered_by["plain"] >= 25 and result.answered_by["flipped"] >= 25
     assert set(result.answered_by) == {"plain", "flipped"}, result.as_dict()
     assert report.previous_version == "1" and target.default_version(models.name) == "2"
     assert list(report.seconds) == ["load", "ready", "smoke", "latency", "default"]
@@ -136,6 +138,7 @@ def test_a_rollback_under_load_fails_no_request_whether_the_old_version_is_loade
     roll_out(target, models.name, "2", models.flipped, SMOKE, LATENCY, say=lambda _line: None)
     with steady_load(target, models) as load:  # within the grace period: version 1 is still loaded
         switched = switch_back(target, models.name, "1", None, SMOKE, say=lambda _line: None)
+        target.unload(models.name, "2")  # what the rollback does once the default is switched back
     assert switched["replaced"] == "2" and target.default_version(models.name) == "1"
     assert load.result.failed == 0, load.result.as_dict()
 
