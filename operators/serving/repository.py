@@ -1,13 +1,15 @@
 """An MLServer model repository on a file system the server reads: one folder per version, one default entry.
 
     <root>/<model>/<version>/model-settings.json   version <version>, files in ./model
-    <root>/<model>/default/model-settings.json     no version: what /v2/models/<model>/infer serves
+    <root>/<model>/default/model-settings.json     version "default": what /v2/models/<model>/infer serves
 
-MLServer answers unversioned requests with an unversioned entry when there is one, else with the highest
-version loaded, even while that one is still loading. So a new version is loaded under its number next to
-the serving one, and takes the unversioned requests only when the default entry is pointed at it.
-Every file is written under a temporary name and renamed, so the server never reads half a version.
-"""
+MLServer answers unversioned requests with its default model: the highest version loaded, even while
+that one is still loading, so a new version would take traffic before its checks. Versions compare as
+numbers, or as text when one is not a number, and "default" sorts after every number: the default
+entry stays the default whatever is loaded next to it, and a switch is a reload of that one entry (new
+copy loaded before the old one is dropped). An unversioned entry would not do: MLServer loads the first
+one as a new copy of the version serving by default and unloads that version.
+Every file is written under a temporary name and renamed, so the server never reads half a version."""
 
 from __future__ import annotations
 
@@ -67,7 +69,8 @@ class ModelRepository:
             raise FileNotFoundError(f"{model} version {version} is not in the model repository {self.root}")
         _write_json(self.root / model / DEFAULT_ENTRY / SETTINGS, {
             "name": model, "implementation": RUNTIME,
-            "parameters": {"uri": f"../{version}/model", "extra": {"serves_version": version}}})
+            "parameters": {"uri": f"../{version}/model", "version": DEFAULT_ENTRY,
+                           "extra": {"serves_version": version}}})
 
     def model_file(self, model: str, version: str, name: str) -> Path:
         return self.version_folder(model, version) / "model" / name

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from operators.serving.checks import CheckFailed, check_v2_outputs, v2_parameters, v2_smoke_inputs
 from operators.serving.http import Credentials, InferenceError
 from operators.serving.openai import OpenAIClient
-from operators.serving.repository import ModelRepository
+from operators.serving.repository import DEFAULT_ENTRY, ModelRepository
 from operators.serving.v2 import V2Client
 
 
@@ -102,6 +102,8 @@ class V2Target:
         self.repository.set_default(model, version)
         try:
             self.client.load(model)
+            if not self.client.model_ready(model, DEFAULT_ENTRY):
+                raise InferenceError(f"the default entry of {model} is not ready after the switch")
         except InferenceError:
             if previous is not None:
                 self.repository.set_default(model, previous)
@@ -120,7 +122,8 @@ class V2Target:
         return f"unloaded {model} version {version}"
 
     def served_versions(self, model: str) -> set[str]:
-        return self.client.ready_versions(model) - {""}
+        return {version for version in self.repository.installed_versions(model)
+                if self.client.model_ready(model, version)}
 
 
 class OpenAITarget:

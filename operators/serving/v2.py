@@ -20,7 +20,8 @@ class V2Client(HttpJson):
         return self.call("POST", "/v2/repository/index", {})
 
     def ready_versions(self, model: str) -> set[str]:
-        """The versions of ``model`` the server has loaded and ready (``""`` for an unversioned entry)."""
+        """The entries of ``model`` the repository index calls READY (MLServer reports the state of the
+        model's default for each of its entries; ask ``model_ready`` for one version)."""
         return {entry.get("version") or "" for entry in self.repository_index()
                 if entry["name"] == model and entry["state"] == "READY"}
 

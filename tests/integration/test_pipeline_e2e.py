@@ -193,7 +193,8 @@ def test_a_manual_rollback_under_load_serves_the_chosen_version_and_back_without
     assert load.result.sent >= 100
     assert registry_client.get_model_version_by_alias(MODEL, "champion").version == champion
     assert repository.default_version(MODEL) == champion
-    assert V2Client(stack_info["mlserver"]["url"]).ready_versions(MODEL) - {""} == {champion}
+    assert client.model_ready(MODEL, champion) and not client.model_ready(MODEL, other), "the replaced one is unloaded"
+    assert other not in repository.installed_versions(MODEL)
     refused = subprocess.run([sys.executable, "-m", "stack.rollback", "no_such_pipeline", "--reason", "x"],
                              capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert refused.returncode == 2 and "known: breast_cancer" in refused.stderr

@@ -85,6 +85,7 @@ def steady_load(target: V2Target, models: Models) -> SteadyLoad:
 def first_rollout(target: V2Target, models: Models) -> None:
     roll_out(target, models.name, "1", models.plain, SMOKE, LATENCY, say=lambda _line: None)
     assert target.default_version(models.name) == "1"
+    assert target.ready(models.name, "1"), "the default version answers by its number too"
 
 
 def test_a_rollout_under_load_fails_no_request_and_switches_only_at_the_end(target, models, capsys):
@@ -101,6 +102,7 @@ def test_a_rollout_under_load_fails_no_request_and_switches_only_at_the_end(targ
     assert list(report.seconds) == ["load", "ready", "smoke", "latency", "default"]
     assert report.latency["requests"] == LATENCY.requests and report.latency["p99_ms"] <= LATENCY.p99_ms
     assert target.served_versions(models.name) == {"1", "2"}, "the previous version stays loaded (grace period)"
+    assert target.ready(models.name, "1") and target.ready(models.name, "2")
     repository_files = "".join(p.read_text(errors="ignore") for p in
                                Path(target.repository.root / models.name).rglob("*.json"))
     assert TOKEN not in capsys.readouterr().out + repository_files

@@ -30,7 +30,7 @@ def test_each_version_gets_its_folder_and_settings_and_the_default_entry_points_
 
     repository.set_default("m", "2")
     default = json.loads((tmp_path / "repo/m/default/model-settings.json").read_text())
-    assert "version" not in default["parameters"], "an unversioned entry is what MLServer serves by default"
+    assert default["parameters"]["version"] == "default", "sorts after every number: MLServer's default"
     assert default["parameters"]["uri"] == "../2/model" and repository.default_version("m") == "2"
     assert "default" not in repository.installed_versions("m")
 
