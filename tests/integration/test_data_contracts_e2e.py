@@ -87,6 +87,7 @@ def failed_run(airflow):
 def test_steward_page_shows_a_failed_run_and_an_approval_resumes_the_pipeline(failed_run, airflow, browser,
                                                                               stack_info):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     run_id = trigger(airflow, SHIFTED)
     wait_for_review(airflow, run_id)
@@ -104,7 +105,9 @@ def test_steward_page_shows_a_failed_run_and_an_approval_resumes_the_pipeline(fa
     assert "columns.mean_texture.rules.1" in waiting.text and SHIFTED in waiting.text
     report = waiting.find_element(By.LINK_TEXT, "report").get_attribute("href")
     waiting.find_element(By.CSS_SELECTOR, "button.approve").click()
-    assert "Approve sent" in browser.find_element(By.CSS_SELECTOR, ".note").text
+    # the form posts and the page comes back with the note: wait for the navigation, not just the click
+    notes = WebDriverWait(browser, 30).until(lambda page: page.find_elements(By.CSS_SELECTOR, ".note"))
+    assert "Approve sent" in notes[0].text
 
     run = airflow.wait_for_run(DAG, run_id, timeout_s=600)
     assert run["state"] == "success", airflow.task_states(DAG, run_id)
