@@ -22,15 +22,16 @@ from pathlib import Path
 from operators.serving.checks import v2_smoke_inputs
 from operators.serving.load import SteadyLoad
 from operators.serving.repository import ModelRepository
-from operators.serving.rollout import LatencySpec, roll_out, switch_back
-from operators.serving.targets import SmokeSpec, V2Target
+from operators.serving.rollout import roll_out, switch_back
+from operators.serving.targets import V2Target
 from operators.serving.v2 import V2Client
+from operators.spec import Latency, Smoke
 from stack.settings import StackPaths
 
 REPO = Path(__file__).resolve().parents[1]
 MAKE_MODEL = REPO / "tests" / "integration" / "make_sklearn_model.py"
-SMOKE = SmokeSpec(allowed_outputs=[0, 1])
-LATENCY = LatencySpec(requests=100, p99_ms=250)
+SMOKE = Smoke(allowed_outputs=[0, 1])
+LATENCY = Latency(requests=100, p99_ms=250)
 
 
 def make_model(job_python: str, folder: Path, name: str, flipped: bool) -> dict:

@@ -15,15 +15,10 @@ from typing import Any
 
 from operators.serving.checks import CheckFailed, measure_latency
 from operators.serving.http import InferenceError
-from operators.serving.targets import ServingTarget, SmokeSpec
+from operators.serving.targets import ServingTarget
+from operators.spec import Latency, Smoke
 
 STEPS = ("load", "ready", "smoke", "latency", "default")
-
-
-@dataclass(frozen=True)
-class LatencySpec:
-    requests: int = 100
-    p99_ms: float = 250.0
 
 
 @dataclass
@@ -62,8 +57,8 @@ def wait_until_ready(target: ServingTarget, model: str, version: str, timeout_s:
         time.sleep(0.2)
 
 
-def roll_out(target: ServingTarget, model: str, version: str, model_dir: Path | None, smoke: SmokeSpec,
-             latency: LatencySpec, ready_timeout_s: float = 120.0,
+def roll_out(target: ServingTarget, model: str, version: str, model_dir: Path | None, smoke: Smoke,
+             latency: Latency, ready_timeout_s: float = 120.0,
              say: Callable[[str], None] = print) -> RolloutReport:
     report = RolloutReport(model=model, version=version, previous_version=target.default_version(model))
     step = STEPS[0]
@@ -101,13 +96,13 @@ def discard(target: ServingTarget, model: str, version: str) -> str:
         return f"unloading it failed too: {error}"
 
 
-def switch_back(target: ServingTarget, model: str, to_version: str, model_dir: Path | None, smoke: SmokeSpec,
+def switch_back(target: ServingTarget, model: str, to_version: str, model_dir: Path | None, smoke: Smoke,
                 ready_timeout_s: float = 120.0, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Make ``to_version`` the default again: loaded anew from ``model_dir`` if it was retired already,
     smoke-tested, then the default. The version it replaces stays loaded; the caller retires it."""
     started = time.perf_counter()
     current = target.default_version(model)
-    if to_version not in target.served_versions(model) or not target.ready(model, to_version):
+    if not target.ready(model, to_version):
         say(target.stage(model, to_version, model_dir))
         wait_until_ready(target, model, to_version, ready_timeout_s)
     evidence = target.smoke(model, to_version, smoke)

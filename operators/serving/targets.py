@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,17 +19,7 @@ from operators.serving.http import Credentials, InferenceError
 from operators.serving.openai import OpenAIClient
 from operators.serving.repository import DEFAULT_ENTRY, ModelRepository
 from operators.serving.v2 import V2Client
-
-
-@dataclass(frozen=True)
-class SmokeSpec:
-    """The spec's ``serving.smoke``: rows and the allowed predictions (V2), or a prompt and the reply (OpenAI)."""
-
-    inputs: list[list[float]] | None = None
-    allowed_outputs: list[Any] | None = None
-    output_range: list[float] | None = None
-    prompt: str | None = None
-    expect_pattern: str | None = None
+from operators.spec import Smoke
 
 
 class ServingTarget(Protocol):
@@ -41,7 +30,7 @@ class ServingTarget(Protocol):
 
     def ready(self, model: str, version: str) -> bool: ...
 
-    def smoke(self, model: str, version: str, smoke: SmokeSpec) -> dict[str, Any]:
+    def smoke(self, model: str, version: str, smoke: Smoke) -> dict[str, Any]:
         """Ask the version with the spec's inputs; raise CheckFailed or InferenceError, else the evidence."""
 
     def probe(self, model: str, version: str) -> Callable[[], object]:
@@ -80,7 +69,7 @@ class V2Target:
                               "(log the model with input_example=...)")
         return json.loads(example.read_text())
 
-    def smoke(self, model: str, version: str, smoke: SmokeSpec) -> dict[str, Any]:
+    def smoke(self, model: str, version: str, smoke: Smoke) -> dict[str, Any]:
         example = self._example(model, version)
         inputs = v2_smoke_inputs(example, smoke.inputs)
         answer = self.client.infer(model, inputs, version=version, parameters=v2_parameters(example))
@@ -142,7 +131,7 @@ class OpenAITarget:
     def ready(self, model: str, version: str) -> bool:
         return self._id(model, version) in self.client.model_ids()
 
-    def smoke(self, model: str, version: str, smoke: SmokeSpec) -> dict[str, Any]:
+    def smoke(self, model: str, version: str, smoke: Smoke) -> dict[str, Any]:
         if not smoke.prompt:
             raise CheckFailed("serving.smoke.prompt is required for an openai target")
         answer = self.client.chat(self._id(model, version), smoke.prompt)

@@ -13,9 +13,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from operators.pipeline.tasks import MLFLOW_CONN
 from operators.spec import PipelineSpec, Serving
-
-MLFLOW_CONN = "factory_mlflow"
 
 
 def serving_target(serving: Serving) -> Any:
@@ -30,14 +29,6 @@ def serving_target(serving: Serving) -> Any:
                                       connection.login, connection.password, connection.extra_dejson)
     except ValueError as error:
         raise ValueError(f"connection {serving.connection}: {error}") from None
-
-
-def smoke_spec(serving: Serving) -> Any:
-    from operators.serving.targets import SmokeSpec
-
-    smoke = serving.smoke
-    return SmokeSpec(inputs=smoke.inputs, allowed_outputs=smoke.allowed_outputs, output_range=smoke.output_range,
-                     prompt=smoke.prompt, expect_pattern=smoke.expect_pattern)
 
 
 @contextmanager
@@ -60,7 +51,7 @@ def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
 
     from operators.registry.connection import mlflow_tracking
     from operators.serving import record
-    from operators.serving.rollout import LatencySpec, RolloutFailed, roll_out, switch_back
+    from operators.serving.rollout import RolloutFailed, roll_out, switch_back
 
     registered = context["ti"].xcom_pull(task_ids="register")
     if not registered["promoted"]:
@@ -74,8 +65,7 @@ def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         client = MlflowClient()
         with registered_model_folder(name, version, needed=target.kind == "v2") as model_dir:
             try:
-                report = roll_out(target, served_as, version, model_dir, smoke_spec(spec.serving),
-                                  LatencySpec(spec.serving.latency.requests, spec.serving.latency.p99_ms))
+                report = roll_out(target, served_as, version, model_dir, spec.serving.smoke, spec.serving.latency)
             except RolloutFailed as failure:
                 record.rollout_failed(client, name, version, failure.step, failure.reason, run)
                 raise RuntimeError(str(failure)) from None
@@ -84,7 +74,7 @@ def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         except Exception as error:  # the registry must not name another champion than the one serving
             previous = report.previous_version
             if previous is not None:
-                switch_back(target, served_as, previous, None, smoke_spec(spec.serving))
+                switch_back(target, served_as, previous, None, spec.serving.smoke)
             raise RuntimeError(f"moving alias {spec.registry.aliases.champion} to v{version} failed ({error}); "
                                f"the default is version {previous} again") from None
         record.rolled_out(client, name, report.as_dict(), target.kind, run)
@@ -173,9 +163,9 @@ def roll_back(**context: Any) -> dict[str, Any]:
         if to_version == current:
             raise ValueError(f"{name} v{current} is already the {alias}")
         client.get_model_version(name, to_version)  # an unknown version fails here, before anything changes
-        needs_files = target.kind == "v2" and to_version not in target.served_versions(served_as)
+        needs_files = target.kind == "v2" and not target.ready(served_as, to_version)
         with registered_model_folder(name, to_version, needed=needs_files) as model_dir:
-            switched = switch_back(target, served_as, to_version, model_dir, smoke_spec(spec.serving))
+            switched = switch_back(target, served_as, to_version, model_dir, spec.serving.smoke)
         client.set_registered_model_alias(name, alias, to_version)
         record.rolled_back(client, name, current, to_version, reason, run)
     print(f"{served_as}: version {to_version} serves again and is {alias}; version {current} rolled back: {reason}")

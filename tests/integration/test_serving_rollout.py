@@ -19,15 +19,16 @@ from operators.serving.checks import v2_smoke_inputs
 from operators.serving.http import Credentials
 from operators.serving.load import SteadyLoad
 from operators.serving.repository import ModelRepository
-from operators.serving.rollout import LatencySpec, RolloutFailed, roll_out, switch_back
-from operators.serving.targets import SmokeSpec, V2Target
+from operators.serving.rollout import RolloutFailed, roll_out, switch_back
+from operators.serving.targets import V2Target
 from operators.serving.v2 import V2Client
+from operators.spec import Latency, Smoke
 
 HERE = Path(__file__).parent
 RATE = 50.0
 TOKEN = "inference-token-3f9a7c"
-SMOKE = SmokeSpec(allowed_outputs=[0, 1])
-LATENCY = LatencySpec(requests=50, p99_ms=250)
+SMOKE = Smoke(allowed_outputs=[0, 1])
+LATENCY = Latency(requests=50, p99_ms=250)
 
 
 @dataclass
@@ -122,9 +123,9 @@ def test_a_failed_step_unloads_the_new_version_and_the_previous_keeps_answering(
         shutil.copytree(models.flipped, candidate)
         (candidate / "MLmodel").write_text("this is not an MLmodel file\n")
     elif failure == "smoke":
-        smoke = SmokeSpec(allowed_outputs=[2, 3])
+        smoke = Smoke(allowed_outputs=[2, 3])
     else:
-        latency = LatencySpec(requests=20, p99_ms=0.001)
+        latency = Latency(requests=20, p99_ms=0.001)
     with steady_load(target, models) as load, pytest.raises(RolloutFailed) as raised:
         roll_out(target, models.name, "2", candidate, smoke, latency, say=lambda _line: None)
     assert raised.value.step == failure, str(raised.value)

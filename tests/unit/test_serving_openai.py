@@ -19,8 +19,9 @@ import pytest
 from operators.serving.checks import CheckFailed
 from operators.serving.http import Credentials, InferenceError
 from operators.serving.openai import OpenAIClient, parse_chat_answer
-from operators.serving.rollout import LatencySpec, RolloutFailed, roll_out
-from operators.serving.targets import OpenAITarget, SmokeSpec, target_from_connection
+from operators.serving.rollout import RolloutFailed, roll_out
+from operators.serving.targets import OpenAITarget, target_from_connection
+from operators.spec import Latency, Smoke
 
 TOKEN = "sk-test-7d1f0c9e"
 MODELS = {"object": "list", "data": [{"id": "alias-fast", "object": "model", "created": 1, "owned_by": "jsc"},
@@ -97,7 +98,7 @@ def test_health_is_the_model_id_listed_by_v1_models(server):
 
 
 def test_smoke_sends_one_deterministic_chat_message_and_checks_the_reply(server):
-    evidence = target(server).smoke("helper", "3", SmokeSpec(prompt="Say OK", expect_pattern=r"^OK\b"))
+    evidence = target(server).smoke("helper", "3", Smoke(prompt="Say OK", expect_pattern=r"^OK\b"))
     assert evidence == {"reply": "OK, ready.", "finish_reason": "stop"}
     body = server.requests[-1][3]
     assert body["model"] == "helper-v3" and body["messages"] == [{"role": "user", "content": "Say OK"}]
@@ -106,10 +107,10 @@ def test_smoke_sends_one_deterministic_chat_message_and_checks_the_reply(server)
 
 def test_a_reply_that_misses_the_pattern_or_is_empty_fails_the_smoke_test(server):
     with pytest.raises(CheckFailed, match=r"does not match serving\.smoke\.expect_pattern"):
-        target(server).smoke("helper", "3", SmokeSpec(prompt="Say OK", expect_pattern=r"^READY$"))
+        target(server).smoke("helper", "3", Smoke(prompt="Say OK", expect_pattern=r"^READY$"))
     server.reply = "   "
     with pytest.raises(CheckFailed, match="empty message"):
-        target(server).smoke("helper", "3", SmokeSpec(prompt="Say OK"))
+        target(server).smoke("helper", "3", Smoke(prompt="Say OK"))
 
 
 @pytest.mark.parametrize(("answer", "named"), [
@@ -125,7 +126,7 @@ def test_an_answer_off_the_documented_shape_names_what_is_missing(answer, named)
 def test_a_proxy_page_instead_of_json_is_reported_as_such(server):
     server.reply = "<html>"
     with pytest.raises(InferenceError, match="not JSON"):
-        target(server).smoke("helper", "3", SmokeSpec(prompt="Say OK"))
+        target(server).smoke("helper", "3", Smoke(prompt="Say OK"))
 
 
 def test_a_refused_token_is_reported_without_the_token(server):
@@ -137,8 +138,8 @@ def test_a_refused_token_is_reported_without_the_token(server):
 
 
 def test_a_rollout_against_the_openai_target_checks_and_measures_then_only_the_alias_can_move(server):
-    report = roll_out(target(server), "helper", "3", None, SmokeSpec(prompt="Say OK", expect_pattern="OK"),
-                      LatencySpec(requests=20, p99_ms=2000), say=lambda _line: None)
+    report = roll_out(target(server), "helper", "3", None, Smoke(prompt="Say OK", expect_pattern="OK"),
+                      Latency(requests=20, p99_ms=2000), say=lambda _line: None)
     assert set(report.seconds) == {"load", "ready", "smoke", "latency", "default"}
     assert report.latency["requests"] == 20 and report.latency["p99_ms"] <= 2000
     chats = [request for request in server.requests if request[1] == "/v1/chat/completions"]
@@ -148,22 +149,22 @@ def test_a_rollout_against_the_openai_target_checks_and_measures_then_only_the_a
 def test_a_failed_smoke_test_fails_the_rollout_with_the_step_and_reason(server):
     server.reply = "I cannot help with that."
     with pytest.raises(RolloutFailed) as raised:
-        roll_out(target(server), "helper", "3", None, SmokeSpec(prompt="Say OK", expect_pattern="^OK"),
-                 LatencySpec(requests=10, p99_ms=2000), say=lambda _line: None)
+        roll_out(target(server), "helper", "3", None, Smoke(prompt="Say OK", expect_pattern="^OK"),
+                 Latency(requests=10, p99_ms=2000), say=lambda _line: None)
     assert raised.value.step == "smoke" and "expect_pattern" in raised.value.reason
     assert "failed at smoke" in str(raised.value)
 
 
 def test_a_latency_above_the_limit_fails_the_rollout(server):
     with pytest.raises(RolloutFailed) as raised:
-        roll_out(target(server), "helper", "3", None, SmokeSpec(prompt="Say OK"),
-                 LatencySpec(requests=10, p99_ms=0.0001), say=lambda _line: None)
+        roll_out(target(server), "helper", "3", None, Smoke(prompt="Say OK"),
+                 Latency(requests=10, p99_ms=0.0001), say=lambda _line: None)
     assert raised.value.step == "latency" and "p99 latency" in raised.value.reason
 
 
 def test_a_model_id_the_endpoint_does_not_serve_never_gets_ready(server):
     with pytest.raises(RolloutFailed) as raised:
-        roll_out(target(server), "helper", "9", None, SmokeSpec(prompt="Say OK"), LatencySpec(requests=10),
+        roll_out(target(server), "helper", "9", None, Smoke(prompt="Say OK"), Latency(requests=10),
                  ready_timeout_s=0.5, say=lambda _line: None)
     assert raised.value.step == "ready" and "helper version 9 not ready" in raised.value.reason
 
