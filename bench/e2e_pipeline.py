@@ -25,7 +25,7 @@ def seconds(start: str, end: str) -> float:
 
 def main() -> None:
     info = json.loads(StackPaths.from_env().info_file.read_text())
-    airflow = AirflowAPI(info["airflow"]["url"], info["airflow"]["username"], info["airflow"]["password"])
+    airflow = AirflowAPI.of_stack(info)
     airflow.wait_for_dag(DAG)
     began = time.monotonic()
     run_id = airflow.trigger(DAG, {"revision": "breast-cancer-v1", "train_params": {}})

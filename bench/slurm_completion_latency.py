@@ -40,8 +40,7 @@ def job_ends(run_id: str) -> dict[int, datetime]:
 def main() -> None:
     count = int(os.environ.get("BENCH_JOBS", "20"))
     info, _, _ = connect()
-    airflow = info["airflow"]
-    api = AirflowAPI(airflow["url"], airflow["username"], airflow["password"])
+    api = AirflowAPI.of_stack(info)
     api.wait_for_dag(DAG_ID)
     run_id = f"latency-{os.getpid()}-{int(time.time())}"
     api.trigger(DAG_ID, {"count": count, "seconds": 1}, run_id=run_id)

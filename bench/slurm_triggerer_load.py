@@ -95,8 +95,7 @@ def deferred_count(api: AirflowAPI, run_id: str) -> int:
 def main() -> None:
     count = int(os.environ.get("BENCH_DEFERRED", "100"))
     info, rest, cli = connect()
-    airflow = info["airflow"]
-    api = AirflowAPI(airflow["url"], airflow["username"], airflow["password"])
+    api = AirflowAPI.of_stack(info)
     api.wait_for_dag(DAG_ID)
     root = triggerer_pid()
     progress(f"idle window ({WINDOW_S:.0f} s)")

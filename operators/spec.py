@@ -428,6 +428,12 @@ def discover(pipelines_dir: Path = PIPELINES_DIR) -> list[Path]:
     return sorted(pipelines_dir.glob("*/pipeline.yaml"))
 
 
+def unknown_pipeline(name: str, pipelines_dir: Path = PIPELINES_DIR) -> str | None:
+    """Why ``name`` is not a pipeline of the folder, naming the known ones; None when it is one."""
+    known = [path.parent.name for path in discover(pipelines_dir)]
+    return None if name in known else f"no pipeline {name!r} in {pipelines_dir} (known: {', '.join(known)})"
+
+
 def load_all(pipelines_dir: Path = PIPELINES_DIR, sites_dir: Path = SITES_DIR) -> tuple[list[PipelineSpec], list[str]]:
     """Every spec in the folder and every error of the bad ones (a bad spec does not hide the others')."""
     specs, errors, sites, contracts = [], [], {}, {}

@@ -27,6 +27,12 @@ class AirflowAPI:
         self._credentials = {"username": username, "password": password}
         self._token: str | None = None
 
+    @classmethod
+    def of_stack(cls, info: dict[str, Any]) -> AirflowAPI:
+        """The stack's Airflow as its admin, from the stack's info file (``stack.json``)."""
+        airflow = info["airflow"]
+        return cls(airflow["url"], airflow["username"], airflow["password"])
+
     def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
         delays = iter(DATABASE_ERROR_RETRY_DELAYS_S if method in REPEATABLE_METHODS else ())
         while True:

@@ -27,16 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     say = (lambda _text: None) if args.json else print
     dag_id = f"pipeline_{args.pipeline}"
-    from operators.spec import PIPELINES_DIR, discover
+    from operators.spec import unknown_pipeline
 
-    known = [path.parent.name for path in discover(PIPELINES_DIR)]
-    if args.pipeline not in known:
-        print(f"factory demo: no pipeline {args.pipeline!r} in {PIPELINES_DIR} (known: {', '.join(known)})",
-              file=sys.stderr)
+    if problem := unknown_pipeline(args.pipeline):
+        print(f"factory demo: {problem}", file=sys.stderr)
         return 2
     paths = StackPaths.from_env()
     info = json.loads(paths.info_file.read_text())
-    airflow = AirflowAPI(info["airflow"]["url"], info["airflow"]["username"], info["airflow"]["password"])
+    airflow = AirflowAPI.of_stack(info)
     began = time.monotonic()
     try:
         airflow.wait_for_dag(dag_id)

@@ -22,18 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reason", required=True, help="why; recorded on the rolled-back model version")
     parser.add_argument("--to", dest="to_version", default="", help="the version to serve (default: the one before)")
     args = parser.parse_args(argv)
-    from operators.spec import PIPELINES_DIR, discover
+    from operators.spec import unknown_pipeline
 
-    known = [path.parent.name for path in discover(PIPELINES_DIR)]
-    if args.pipeline not in known:
-        print(f"factory rollback: no pipeline {args.pipeline!r} in {PIPELINES_DIR} (known: {', '.join(known)})",
-              file=sys.stderr)
+    if problem := unknown_pipeline(args.pipeline):
+        print(f"factory rollback: {problem}", file=sys.stderr)
         return 2
     if args.to_version and not args.to_version.isdigit():
         print(f"factory rollback: --to {args.to_version!r} is not a model version number", file=sys.stderr)
         return 2
     info = json.loads(StackPaths.from_env().info_file.read_text())
-    airflow = AirflowAPI(info["airflow"]["url"], info["airflow"]["username"], info["airflow"]["password"])
+    airflow = AirflowAPI.of_stack(info)
     airflow.wait_for_dag(DAG_ID)
     run_id = airflow.trigger(DAG_ID, {"pipeline": args.pipeline, "reason": args.reason,
                                       "to_version": args.to_version})

@@ -72,8 +72,7 @@ def airflow(stack_info, request):
     """Airflow's REST API as the stack's admin; waits for the module's ``DAG`` to be parsed."""
     from stack.airflow_api import AirflowAPI
 
-    config = stack_info["airflow"]
-    api = AirflowAPI(config["url"], config["username"], config["password"])
+    api = AirflowAPI.of_stack(stack_info)
     dag_id = getattr(request.module, "DAG", None)
     if dag_id:
         api.wait_for_dag(dag_id)
