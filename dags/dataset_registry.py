@@ -49,9 +49,10 @@ with DAG(
         from operators.datasets.watch import asset_conflicts, watched_repositories
         from operators.spec import PIPELINES_DIR, load_all
 
-        specs, errors = load_all(Path(os.environ.get("FACTORY_PIPELINES_DIR") or PIPELINES_DIR))
-        if errors:
-            print(f"{len(errors)} error(s) in pipeline specs; their datasets are not watched:\n" + "\n".join(errors))
+        specs, failed = load_all(Path(os.environ.get("FACTORY_PIPELINES_DIR") or PIPELINES_DIR))
+        if failed:
+            errors = [line for error in failed.values() for line in error.errors]
+            print(f"{len(failed)} pipeline spec(s) with errors; their datasets are not watched:\n" + "\n".join(errors))
         for conflict in asset_conflicts(specs):
             print(f"warning: one dataset name, two assets (Airflow keeps one; rename a dataset): {conflict}")
         watched = watched_repositories(specs)

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from operators.contracts.contract import CONTRACTS_DIR, Contract, ContractError, load_contract
 from operators.sites.catalogue import SITES_DIR, Site, SiteError, load_site
 from operators.sites.request import account_value, check_request
-from operators.typed_yaml import ConfigError, TypedReader, Walltime, compose
+from operators.typed_yaml import ConfigError, Problem, TypedReader, Walltime, compose
+from operators.user_regex import pattern_problem
 
 API_VERSION = "aifactory/v1"
 REPO = Path(__file__).resolve().parents[1]
@@ -28,22 +29,37 @@ NotifyOn = Literal["failure", "success", "retry"]
 TrackingMode = Literal["auto", "online", "offline"]
 
 # Values that end up in #SBATCH lines, command lines and URLs: nothing a shell or Slurm would read twice.
-SAFE = {"pattern": r"[A-Za-z0-9_.:/@+=,-]+",
-        "pattern_help": "letters, digits and _.:/@+=,- only; no spaces, quotes, shell metacharacters or newlines"}
+SAFE = {"pattern": r"[A-Za-z0-9_.:/@+=,][A-Za-z0-9_.:/@+=,-]{0,511}",
+        "pattern_help": "letters, digits and _.:/@+=,- only, not starting with -; no spaces, quotes, shell "
+                        "metacharacters or newlines"}
 NAME = {"pattern": r"[a-z][a-z0-9_]{0,62}", "pattern_help": "lower-case letters, digits and _, starting with a letter"}
 MODEL_NAME = {"pattern": r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", "pattern_help": "letters, digits and _.- only"}
 RELATIVE = {"pattern": r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*",
             "pattern_help": "a relative path inside the pipeline folder or dataset: no leading /, no '..', "
                             "letters, digits and _.- only"}
-SLURM_NAME = {"pattern": r"[A-Za-z0-9][A-Za-z0-9_-]*", "pattern_help": "letters, digits, _ and - only"}
+PARAM_KEY = r"[A-Za-z_][A-Za-z0-9_]{0,99}"
+SLURM_NAME = {"pattern": r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", "pattern_help": "letters, digits, _ and - only"}
 ENVIRONMENT = {"pattern": r"[a-z][a-z0-9_-]{0,62}|(/[A-Za-z0-9_.-]+)+",
                "pattern_help": "the name of a Python environment the site's connection provides "
                                "(e.g. job-runtime) or an absolute path on the cluster"}
-MEMORY = {"pattern": r"[1-9]\d*[KMGT]?", "pattern_help": "memory per node such as 512M or 4G"}
-EMAIL = {"pattern": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+", "pattern_help": "an e-mail address"}
-CRON = {"pattern": r"@(hourly|daily|weekly|monthly|yearly)|([0-9*/,-]+|[A-Z]{3}(-[A-Z]{3})?)( ([0-9*/,-]+|[A-Z]{3}"
-                   r"(-[A-Z]{3})?)){4}",
+MEMORY = {"pattern": r"[1-9][0-9]{0,9}[KMGT]?", "pattern_help": "memory per node such as 512M or 4G"}
+MAX_MEMORY_BYTES = 64 << 40  # no node anywhere has more
+EMAIL = {"pattern": r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9][A-Za-z0-9.-]{0,252}",
+         "pattern_help": "an e-mail address"}
+CRON = {"pattern": r"@(hourly|daily|weekly|monthly|yearly)|[0-9A-Za-z*/,-]+( [0-9A-Za-z*/,-]+){4}",
         "pattern_help": "five cron fields (e.g. '0 3 * * 1') or @hourly, @daily, @weekly, @monthly, @yearly"}
+# A dataset registry: a git URL (https, http, ssh, git, file), scp-like user@host:path or an absolute path;
+# ${NAME} only for the variables REPOSITORY_VARIABLES lists
+REPOSITORY = {"pattern": r"[A-Za-z0-9_.:/@+=,${}-]+",
+              "pattern_help": "a git URL: letters, digits and _.:/@+=,- only, and ${FACTORY_STATE}"}
+REPOSITORY_VARIABLES = ("FACTORY_STATE",)  # paths, never secrets: documented in SECURITY.md
+REPOSITORY_SHAPE = re.compile(r"(https?|ssh|git|file)://[A-Za-z0-9_.@:\[\]-]*/[A-Za-z0-9_.:/@+=,~-]+"
+                              r"|[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[A-Za-z0-9_./~+=,-]+|/[A-Za-z0-9_./+=,~@:-]+")
+# MLflow refuses aliases outside [A-Za-z0-9_-] and reserves latest and v<number> (case-insensitive)
+ALIAS = {"pattern": r"[A-Za-z0-9_-]{1,255}", "pattern_help": "letters, digits, _ and - only (MLflow's alias rule)"}
+TAG_KEY = r"[A-Za-z][A-Za-z0-9_.-]{0,249}"
+MAX_TAG_VALUE = 5000
+LIMITS = {"nodes": 10_000, "tasks_per_node": 1024, "gpus_per_node": 64, "cpus_per_task": 4096}
 
 
 DEFAULT_TIME = Walltime("00:30:00")
@@ -58,7 +74,7 @@ class Dataset:
     """Where the versioned data lives: a DVC repository, the file in it, the revision to train on."""
 
     name: str = field(metadata=NAME)
-    repository: str  # may name ${ENVIRONMENT_VARIABLES}: checked once expanded
+    repository: str = field(metadata=REPOSITORY)  # ${FACTORY_STATE} is expanded: see repository_location
     path: str = field(metadata=RELATIVE)
     revision: str = field(metadata=SAFE)
     test_path: str = field(metadata=RELATIVE)  # the held-out split, same repository and revision
@@ -68,10 +84,10 @@ class Dataset:
 class Resources:
     """One job's request: nodes x tasks per node, each task with its CPUs; GPUs and memory per node."""
 
-    nodes: int = field(default=1, metadata={"min": 1})
-    tasks_per_node: int = field(default=1, metadata={"min": 1})
-    gpus_per_node: int = field(default=0, metadata={"min": 0})
-    cpus_per_task: int = field(default=1, metadata={"min": 1})
+    nodes: int = field(default=1, metadata={"min": 1, "max": LIMITS["nodes"]})
+    tasks_per_node: int = field(default=1, metadata={"min": 1, "max": LIMITS["tasks_per_node"]})
+    gpus_per_node: int = field(default=0, metadata={"min": 0, "max": LIMITS["gpus_per_node"]})
+    cpus_per_task: int = field(default=1, metadata={"min": 1, "max": LIMITS["cpus_per_task"]})
     memory: str = field(default="1G", metadata=MEMORY)
     time: Walltime = DEFAULT_TIME
     partition: str | None = field(default=None, metadata=SLURM_NAME)
@@ -96,7 +112,7 @@ class Container:
 @dataclass(frozen=True)
 class Training:
     script: str = field(metadata=RELATIVE)
-    params: dict[str, Any] = field(default_factory=dict, metadata={"keys": r"^[A-Za-z_][A-Za-z0-9_]*$"})
+    params: dict[str, Any] = field(default_factory=dict, metadata={"keys": PARAM_KEY})
     environment: str | None = field(default=None, metadata=ENVIRONMENT)
     container: Container | None = None
     launcher: Launcher = "plain"
@@ -108,7 +124,7 @@ class Evaluation:
     script: str = field(metadata=RELATIVE)
     metrics: list[str] = field(metadata={"pattern": r"[a-z][a-z0-9_]*", "pattern_help": "a metric name"})
     primary_metric: str
-    thresholds: dict[str, float] = field(default_factory=dict, metadata={"keys": r"^[a-z][a-z0-9_]*$"})
+    thresholds: dict[str, float] = field(default_factory=dict, metadata={"keys": r"[a-z][a-z0-9_]*"})
     compare_with_champion: bool = True  # the champion scored on the same test set in the same job
     min_improvement: float = field(default=0.0, metadata={"min": 0})
     environment: str | None = field(default=None, metadata=ENVIRONMENT)
@@ -146,15 +162,15 @@ class DataValidation:
 
 @dataclass(frozen=True)
 class Aliases:
-    challenger: str = field(default="challenger", metadata=MODEL_NAME)  # every registered version
-    champion: str = field(default="champion", metadata=MODEL_NAME)  # the version that passed the gate
+    challenger: str = field(default="challenger", metadata=ALIAS)  # every registered version
+    champion: str = field(default="champion", metadata=ALIAS)  # the version that passed the gate
 
 
 @dataclass(frozen=True)
 class Registry:
     model_name: str = field(metadata=MODEL_NAME)
     aliases: Aliases = field(default_factory=Aliases)
-    tags: dict[str, str] = field(default_factory=dict, metadata={"keys": r"^[A-Za-z][A-Za-z0-9_.-]*$"})
+    tags: dict[str, str] = field(default_factory=dict, metadata={"keys": TAG_KEY})
     intended_use: str = ""  # for the model card; the pipeline's description when empty
 
 
@@ -171,8 +187,8 @@ class Smoke:
 
 @dataclass(frozen=True)
 class Latency:
-    requests: int = field(default=100, metadata={"min": 10})  # one after another, to the new version
-    p99_ms: float = field(default=250.0, metadata={"min": 0})  # the 99th percentile must not exceed it
+    requests: int = field(default=100, metadata={"min": 10, "max": 100_000})  # one after another, to the new version
+    p99_ms: float = field(default=250.0, metadata={"min": 0, "max": 600_000})  # the 99th percentile must not exceed it
 
 
 @dataclass(frozen=True)
@@ -182,7 +198,8 @@ class Serving:
     connection: str = field(default="factory_inference", metadata=SAFE)
     smoke: Smoke = field(default_factory=Smoke)
     latency: Latency = field(default_factory=Latency)
-    grace_period_s: int = field(default=600, metadata={"min": 0})  # the previous version stays loaded this long
+    # the previous version stays loaded this long (at most 30 days)
+    grace_period_s: int = field(default=600, metadata={"min": 0, "max": 30 * 86400})
 
 
 @dataclass(frozen=True)
@@ -261,13 +278,33 @@ class PipelineSpec:
         return named[0] if named else f"factory_slurm_{self.site}"
 
 
-def expand(value: str) -> str:
-    """``${FACTORY_STATE}`` and other environment variables in repository URLs."""
-    expanded = os.path.expandvars(value)
-    unresolved = re.findall(r"\$\{?(\w+)", expanded)
-    if unresolved:
-        raise SpecError(f"{value!r}: environment variable {unresolved[0]} is not set")
-    return expanded
+def repository_location(written: str) -> str:
+    """Where git and DVC find a dataset registry: ``written`` with ``${NAME}`` replaced for the variables
+    of ``REPOSITORY_VARIABLES`` only. Messages show ``written``, never the expanded text: only git and DVC
+    see that. Raises ``SpecError`` for any other ``$``, an unset variable or a URL that is not a plain git
+    location (``ext::`` transports run commands; a leading ``-`` would be read as an option)."""
+    allowed = ", ".join(f"${{{name}}}" for name in REPOSITORY_VARIABLES)
+    pieces = re.split(r"(\$\{[^}]*\})", written)
+    expanded = []
+    for piece in pieces:
+        if piece.startswith("${") and piece.endswith("}"):
+            name = piece[2:-1]
+            if name not in REPOSITORY_VARIABLES:
+                raise SpecError(f"{written!r}: {piece} is not allowed: only {allowed} is expanded "
+                                "(other variables of the reading process may hold secrets)")
+            value = os.environ.get(name)
+            if not value:
+                raise SpecError(f"{written!r}: the variable {name} is not set on this machine")
+            expanded.append(value)
+        elif "$" in piece or "{" in piece or "}" in piece:
+            raise SpecError(f"{written!r}: '$', '{{' and '}}' are only allowed as {allowed}")
+        else:
+            expanded.append(piece)
+    location = "".join(expanded)
+    if not REPOSITORY_SHAPE.fullmatch(location) or ".." in location.split("/"):
+        raise SpecError(f"{written!r} is not a git location this platform reads (allowed: https://, http://, "
+                        "ssh://, git://, file:// URLs, user@host:path or an absolute path; no '..')")
+    return location
 
 
 def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
@@ -280,6 +317,9 @@ def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
     parse, so each is read once.
     """
     reader = TypedReader(path, SpecError, "spec")
+    if path.parent.is_symlink():
+        raise SpecError(Problem(str(path), None, None, f"the pipeline folder {path.parent} is a symbolic link: a "
+                                                       "pipeline's files must live in its own folder"))
     root = compose(path, SpecError, "spec", f"apiVersion: {API_VERSION}, kind: Pipeline, name: ...")
     spec = reader.read_record(PipelineSpec, root, "")
     object.__setattr__(spec, "folder", path.parent)
@@ -325,12 +365,12 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
     if spec.name != spec.folder.name:
         problem("name", f"{spec.name!r} must match the pipeline's folder name {spec.folder.name!r}")
     try:
-        repository = expand(spec.dataset.repository)
+        repository_location(spec.dataset.repository)
     except SpecError as error:
         problem("dataset.repository", str(error))
-    else:
-        if not re.fullmatch(SAFE["pattern"], repository):
-            problem("dataset.repository", f"{repository!r} is not allowed ({SAFE['pattern_help']})")
+    if spec.dataset.test_path == spec.dataset.path:
+        problem("dataset.test_path", f"{spec.dataset.test_path!r} is the training file: the held-out split must "
+                                     "be another file")
     if not spec.contract_file.exists():
         known = ", ".join(sorted(file.stem for file in CONTRACTS_DIR.glob("*.yaml"))) or "none"
         problem("contract", f"no data contract {spec.contract!r} in {CONTRACTS_DIR} (known: {known})")
@@ -362,14 +402,54 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
             problem(f"evaluation.thresholds.{metric}", f"{metric!r} is not one of evaluation.metrics "
                                                         f"(allowed: {', '.join(evaluation.metrics)})")
     _check_serving(spec.serving, problem)
-    if spec.registry.aliases.challenger == spec.registry.aliases.champion:
+    aliases = spec.registry.aliases
+    if aliases.challenger == aliases.champion:
         problem("registry.aliases.champion", "must differ from the challenger alias")
+    for role in ("challenger", "champion"):
+        alias = getattr(aliases, role)
+        if alias.lower() == "latest" or re.fullmatch(r"[vV][0-9]+", alias):
+            problem(f"registry.aliases.{role}", f"{alias!r} is reserved by MLflow ('latest' and v<number> name "
+                                                "versions): choose another alias")
+    for key, value in spec.registry.tags.items():
+        if len(value) > MAX_TAG_VALUE:
+            problem(f"registry.tags.{key}", f"{len(value)} characters: at most {MAX_TAG_VALUE}")
     if spec.schedule is not None and spec.schedule.cron and spec.schedule.dataset_version:
         problem("schedule", "give either cron or dataset_version: true, not both")
+    if spec.schedule is not None and spec.schedule.cron:
+        for message in cron_problems(spec.schedule.cron):
+            problem("schedule.cron", message)
     if spec.notifications.events and not spec.notifications.email and "notifications" in spec.lines:
         problem("notifications.email", "list at least one address to notify")
     if not spec.owners:
         problem("owners", "list at least one owner (an e-mail address)")
+
+
+CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, ()),
+               ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+               ("day of week", 0, 7, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")))
+
+
+def cron_problems(cron: str) -> list[str]:
+    """What Airflow's cron parser would refuse at parse time, said at review time: each field in its range."""
+    if cron.startswith("@"):
+        return []
+    problems = []
+    for text, (name, low, high, names) in zip(cron.split(" "), CRON_FIELDS, strict=True):
+        def number(value: str, name: str = name, low: int = low, names: tuple[str, ...] = names) -> int | None:
+            if value.upper() in names:
+                return names.index(value.upper()) + (low if name == "month" else 0)
+            return int(value) if value.isdigit() and len(value) <= 2 else None
+
+        for item in text.split(","):
+            span, _, step = item.partition("/")
+            ends = span.split("-")
+            values = [low, high] if span == "*" else [number(end) for end in ends]
+            if len(ends) > 2 or None in values or (step and not (step.isdigit() and 0 < int(step) <= high)):
+                problems.append(f"{name} field {text!r}: {item!r} is not a value, range or step of {low}-{high}"
+                                + (f" or {names[0]}-{names[-1]}" if names else ""))
+            elif any(not low <= value <= high for value in values) or values[0] > values[-1]:
+                problems.append(f"{name} field {text!r}: {item!r} is outside {low}-{high}")
+    return problems
 
 
 def _check_serving(serving: Serving, problem: Any) -> None:
@@ -377,11 +457,12 @@ def _check_serving(serving: Serving, problem: Any) -> None:
     bounds = smoke.output_range
     if bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
         problem("serving.smoke.output_range", f"{smoke.output_range} must be [min, max] with min <= max")
+    if smoke.inputs is not None and sum(len(row) for row in smoke.inputs) > 100_000:
+        problem("serving.smoke.inputs", "more than 100,000 values: a smoke test needs a few rows")
     if smoke.expect_pattern is not None:
-        try:
-            re.compile(smoke.expect_pattern)
-        except re.error as error:
-            problem("serving.smoke.expect_pattern", f"{smoke.expect_pattern!r} is not a regular expression: {error}")
+        reason = pattern_problem(smoke.expect_pattern)
+        if reason:
+            problem("serving.smoke.expect_pattern", f"{smoke.expect_pattern!r}: {reason}")
     if serving.target == "openai" and not smoke.prompt:
         problem("serving.smoke.prompt", "an openai target is smoke-tested with a chat message: give the prompt")
     if serving.target == "v2":
@@ -412,6 +493,8 @@ def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any
     if launcher == "torchrun" and site.gpu_request.style == "gpus-per-task" and resources.gpus_per_node:
         problem(f"{step}.launcher", f"{site.title} gives one GPU per task (--gpus-per-task): use launcher srun, "
                                     "one rank per task, instead of torchrun")
+    if _memory_bytes(resources.memory) > MAX_MEMORY_BYTES:
+        problem(f"{where}.memory", f"{resources.memory!r} is more memory than any node has (at most 64T)")
     cpus = resources.slurm_tasks(launcher)[2]
     for message in check_request(site, nodes=resources.nodes, gpus_per_node=resources.gpus_per_node,
                                  cpus_per_task=cpus, memory=resources.memory, time_limit=resources.time,
@@ -424,6 +507,11 @@ def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any
             problem(f"{where}.account", str(error))
 
 
+def _memory_bytes(memory: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(memory[:-1]) * units[memory[-1]] if memory[-1] in units else int(memory) << 20
+
+
 def discover(pipelines_dir: Path = PIPELINES_DIR) -> list[Path]:
     return sorted(pipelines_dir.glob("*/pipeline.yaml"))
 
@@ -434,12 +522,44 @@ def unknown_pipeline(name: str, pipelines_dir: Path = PIPELINES_DIR) -> str | No
     return None if name in known else f"no pipeline {name!r} in {pipelines_dir} (known: {', '.join(known)})"
 
 
-def load_all(pipelines_dir: Path = PIPELINES_DIR, sites_dir: Path = SITES_DIR) -> tuple[list[PipelineSpec], list[str]]:
-    """Every spec in the folder and every error of the bad ones (a bad spec does not hide the others')."""
-    specs, errors, sites, contracts = [], [], {}, {}
+def ignored_files(folder: Path, pattern: str, meant: str) -> list[Problem]:
+    """Files that look like config but are never read (``*.yml``): a warning each, so nobody waits for them."""
+    return [Problem(str(path), None, None, f"ignored: only {meant} files are read (rename it to "
+                                            f"{path.with_suffix('.yaml').name})")
+            for path in sorted(folder.glob(pattern))]
+
+
+def load_all(pipelines_dir: Path = PIPELINES_DIR, sites_dir: Path = SITES_DIR,
+             sites: dict[str, Site | SiteError] | None = None,
+             contracts: dict[Path, Contract | ContractError] | None = None,
+             ) -> tuple[list[PipelineSpec], dict[Path, SpecError]]:
+    """Every good spec in the folder, and each bad one's errors by file: a bad spec never hides the others'
+    errors nor stops the others from loading. Two specs that register or serve the same model name both
+    fail, naming each other: they would overwrite each other's versions and served model."""
+    specs: list[PipelineSpec] = []
+    failed: dict[Path, SpecError] = {}
+    sites, contracts = ({} if sites is None else sites), ({} if contracts is None else contracts)
     for path in discover(pipelines_dir):
         try:
             specs.append(load_spec(path, sites_dir, sites=sites, contracts=contracts))
         except SpecError as error:
-            errors.extend(error.errors)
-    return specs, errors
+            failed[path] = error
+    for file, problems in _name_clashes(specs).items():
+        failed[file] = SpecError(problems)
+    return [spec for spec in specs if spec.file not in failed], failed
+
+
+def _name_clashes(specs: list[PipelineSpec]) -> dict[Path, list[Problem]]:
+    clashes: dict[Path, list[Problem]] = {}
+    for where, what in (("registry.model_name", "registered model"), ("serving.model_name", "served model")):
+        owners: dict[str, list[PipelineSpec]] = {}
+        for spec in specs:
+            owners.setdefault(getattr(spec, where.split(".")[0]).model_name, []).append(spec)
+        for name, sharing in owners.items():
+            for spec in sharing if len(sharing) > 1 else []:
+                others = ", ".join(str(other.file) for other in sharing if other is not spec)
+                clashes.setdefault(spec.file, []).append(Problem(
+                    str(spec.file), spec.lines.get(where, 1), where,
+                    f"{name!r} is also the {what} of {others}: two pipelines would overwrite each other's "
+                    "versions; give each its own name"))
+    return clashes

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from operators.typed_yaml import ConfigError, TypedReader, compose, line_of
+from operators.user_regex import pattern_problem
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = REPO / "data_contracts"
@@ -21,10 +22,12 @@ API_VERSION = "aifactory/v1"
 
 Severity = Literal["error", "warn"]
 ColumnType = Literal["int", "float", "str", "bool", "datetime"]
-EMAIL = {"pattern": r"[^@\s]+@[^@\s]+", "pattern_help": "an e-mail address"}
-DURATION = {"pattern": r"\d+[smhdw]", "pattern_help": "a number and a unit: s, m, h, d or w, e.g. 36h or 30d"}
-SIZE = {"pattern": r"\d+(\.\d+)?[KMGT]?B?", "pattern_help": "bytes with an optional unit, e.g. 500M or 2G"}
-COLUMN_NAME = {"keys": r"[^\n]+$"}
+EMAIL = {"pattern": r"[^@\s]{1,64}@[^@\s]{1,253}", "pattern_help": "an e-mail address"}
+DURATION = {"pattern": r"[0-9]{1,7}[smhdw]", "pattern_help": "a number and a unit: s, m, h, d or w, e.g. 36h or 30d"}
+SIZE = {"pattern": r"[0-9]{1,9}(\.[0-9]{1,6})?[KMGT]?B?",
+        "pattern_help": "bytes with an optional unit, e.g. 500M or 2G"}
+COLUMN_NAME = {"keys": r".{1,250}"}  # any text but control characters (the reader refuses those)
+MAX_DURATION_DAYS = 3650  # ten years: beyond it a date computed from the duration leaves the calendar
 NUMERIC: tuple[str, ...] = ("int", "float")
 
 
@@ -50,7 +53,7 @@ class Drift:
     """Against the newest accepted earlier version of the dataset: KL divergence of the column's histogram."""
 
     max_kl: float = field(metadata={"min": 0})
-    bins: int = field(default=10, metadata={"min": 2})
+    bins: int = field(default=10, metadata={"min": 2, "max": 10_000})
 
 
 CHECKS = ("range", "allowed", "unique", "pattern", "max_age", "mean", "quantiles", "drift")
@@ -108,8 +111,8 @@ class Validation:
     """Where and how the data is validated: on the Airflow worker, or as a Slurm job above a size."""
 
     cluster_above: str = field(default="1G", metadata=SIZE)
-    chunk_rows: int = field(default=1_000_000, metadata={"min": 1000})
-    sample_rows: int = field(default=1_000_000, metadata={"min": 1000})
+    chunk_rows: int = field(default=1_000_000, metadata={"min": 1000, "max": 100_000_000})
+    sample_rows: int = field(default=1_000_000, metadata={"min": 1000, "max": 100_000_000})
 
     @property
     def cluster_above_bytes(self) -> int:
@@ -182,6 +185,8 @@ def _problems(contract: Contract, path: Path):
         yield "dataset", f"{contract.dataset!r} must match the file name {path.stem!r}"
     if contract.rows is not None:
         yield from _bounds("rows", contract.rows.min, contract.rows.max)
+    if duration(contract.review.timeout).days > MAX_DURATION_DAYS:
+        yield "review.timeout", f"{contract.review.timeout!r} is more than {MAX_DURATION_DAYS} days"
     for name, column in contract.columns.items():
         for index, rule in enumerate(column.rules):
             where = f"columns.{name}.rules.{index}"
@@ -214,10 +219,11 @@ def _rule_problems(where: str, rule: Rule, column: Column):
         if wrong:
             yield where, f"{wrong!r} do not fit the column's type {column.type}"
     if rule.pattern is not None:
-        try:
-            re.compile(rule.pattern)
-        except re.error as error:
-            yield where, f"not a regular expression: {error}"
+        reason = pattern_problem(rule.pattern)
+        if reason:
+            yield where, reason
+    if rule.max_age is not None and duration(rule.max_age).days > MAX_DURATION_DAYS:
+        yield where, f"{rule.max_age!r} is more than {MAX_DURATION_DAYS} days"
     for index, quantile in enumerate(rule.quantiles or []):
         if quantile.q > 1:
             yield f"{where}.{index}.q", f"{quantile.q} must be between 0 and 1"

@@ -9,6 +9,7 @@ dvc, no git, no I/O here.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 from airflow.sdk import Asset, AssetAlias
 
-from operators.spec import Dataset, expand
+from operators.spec import Dataset, SpecError, repository_location
 
 # The watcher's outlet: one alias through which it emits events on any dataset's asset. An asset
 # itself as an outlet would get an event on every successful run, new version or not.
@@ -59,8 +60,10 @@ def choose_revision(dataset: Dataset, requested: str | None, events: Iterable[As
     default = dataset.revision
     if requested and requested != default:
         return Choice(requested, None, f"the run's parameter revision={requested!r} (the spec says {default!r})")
-    events, repository = list(events), expand(dataset.repository)
-    ours = [event for event in events if event.extra.get("repository") == repository and event.extra.get("revision")]
+    events, names = list(events), {dataset.repository}
+    with contextlib.suppress(SpecError):  # events recorded before 2026-12 carry the expanded location
+        names.add(repository_location(dataset.repository))
+    ours = [event for event in events if event.extra.get("repository") in names and event.extra.get("revision")]
     if ours:
         newest = max(ours, key=lambda event: event.timestamp)
         revision, commit = str(newest.extra["revision"]), str(newest.extra.get("commit") or "") or None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
+import re
 import tempfile
 from pathlib import PurePosixPath
 from typing import Any
 
+from operators.datasets.git import git, repository_operand, revision_operand
 from operators.datasets.shards import MANIFEST
-from operators.spec import Dataset, expand
+from operators.spec import Dataset, repository_location
 
 
 class DatasetError(RuntimeError):
@@ -28,15 +29,18 @@ def pin_dataset(dataset: Dataset, revision: str | None = None,
     import dvc.api
     from dvc.api import DVCFileSystem
 
-    repository, revision = expand(dataset.repository), revision or dataset.revision
+    repository, revision = dataset.repository, revision or dataset.revision
+    location = repository_location(repository)  # only git and DVC see it: messages and records show repository
     where = f"dataset {dataset.name} ({repository} at {revision})"
-    listed = subprocess.run(["git", "ls-remote", repository, revision, f"{revision}^{{}}"],
-                            capture_output=True, text=True, timeout=60)
-    if listed.returncode != 0 or not listed.stdout.strip():
-        raise DatasetError(f"{where}: revision not found in the registry ({listed.stderr.strip() or 'no such ref'})")
-    refs = dict(reversed(line.split("\t")) for line in listed.stdout.strip().splitlines())
+    listed = git(["ls-remote", "--", repository_operand(location), revision_operand(revision), f"{revision}^{{}}"],
+                 where, DatasetError).strip()
+    if not listed:
+        raise DatasetError(f"{where}: revision not found in the registry (no such ref)")
+    refs = dict(reversed(line.split("\t")) for line in listed.splitlines())
     commit = refs.get(f"refs/tags/{revision}^{{}}") or next(iter(refs.values()))
-    filesystem = DVCFileSystem(repository, rev=commit, remote_config=remote_config)
+    if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit):
+        raise DatasetError(f"{where}: the registry answered {commit!r}, not a commit id")
+    filesystem = DVCFileSystem(location, rev=commit, remote_config=remote_config)
     files = {}
     for role, path in (("data", dataset.path), ("test", dataset.test_path)):
         try:
@@ -49,9 +53,9 @@ def pin_dataset(dataset: Dataset, revision: str | None = None,
             files[role] = _sharded_folder(filesystem, path, info, where)
             continue
         files[role] = {"path": path, "md5": info["md5"], "size": info.get("size"),
-                       "url": dvc.api.get_url(path, repo=repository, rev=commit, remote_config=remote_config)}
+                       "url": dvc.api.get_url(path, repo=location, rev=commit, remote_config=remote_config)}
     return {"name": dataset.name, "repository": repository, "revision": revision, "commit": commit,
-            "earlier": earlier_versions(repository, commit, revision, where), **files}
+            "earlier": earlier_versions(location, commit, revision, where), **files}
 
 
 def _sharded_folder(filesystem: Any, path: str, info: dict[str, Any], where: str) -> dict[str, Any]:
@@ -102,21 +106,15 @@ def _sharded_folder(filesystem: Any, path: str, info: dict[str, Any], where: str
     return folder
 
 
-def earlier_versions(repository: str, commit: str, revision: str, where: str) -> list[str]:
+def earlier_versions(location: str, commit: str, revision: str, where: str) -> list[str]:
     """The registry's tags on the history of ``commit`` (its strict ancestors): the versions a drift rule may
     compare with. Tags on ``commit`` itself (``revision``, or another name for the same data) are not earlier.
     A blob-less bare clone: refs and commits only, no data."""
     with tempfile.TemporaryDirectory(prefix="dataset-history-") as tmp:
-        cloned = subprocess.run(["git", "clone", "-q", "--bare", "--filter=blob:none", repository, tmp + "/r"],
-                                capture_output=True, text=True, timeout=120)
-        if cloned.returncode != 0:
-            raise DatasetError(f"{where}: cannot read the registry's history: {cloned.stderr.strip()}")
-        tags = {}
-        for listing in ("--merged", "--points-at"):
-            done = subprocess.run(["git", "-C", tmp + "/r", "tag", listing, commit], capture_output=True, text=True,
-                                  timeout=60)
-            if done.returncode != 0:
-                raise DatasetError(f"{where}: cannot read the registry's history: {done.stderr.strip()}")
-            tags[listing] = done.stdout.split()
+        history = f"{where}: cannot read the registry's history"
+        git(["clone", "-q", "--bare", "--filter=blob:none", "--", repository_operand(location), tmp + "/r"],
+            history, DatasetError, timeout_s=120)
+        tags = {listing: git(["tag", listing, commit], history, DatasetError, git_dir=tmp + "/r").split()
+                for listing in ("--merged", "--points-at")}
     same_commit = set(tags["--points-at"]) | {revision}
     return [tag for tag in tags["--merged"] if tag not in same_commit]

@@ -11,20 +11,18 @@ recorded without events, so turning the watcher on never floods pipelines with o
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
-from operators.spec import Dataset, PipelineSpec, expand
+from operators.datasets.git import git, repository_operand
+from operators.spec import Dataset, PipelineSpec, repository_location
 
 GIT_TIMEOUT_S = 120
 STATE_PREFIX = "dataset_registry_watch."
 # a task must never wait for a password that nobody types; messages in English for the task log
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
 
 class RegistryError(RuntimeError):
@@ -53,11 +51,12 @@ class NewVersion:
 
 
 def watched_repositories(specs: Iterable[PipelineSpec]) -> list[Watched]:
-    """Each repository the specs use (``${VARS}`` expanded), with its datasets, one per asset identity."""
+    """Each repository the specs use (as written: ``${FACTORY_STATE}`` is expanded only for git), with its
+    datasets, one per asset identity."""
     by_repository: dict[str, dict[tuple[str, str], Dataset]] = {}
     for spec in specs:
         dataset = spec.dataset
-        by_repository.setdefault(expand(dataset.repository), {}).setdefault((dataset.name, dataset.path), dataset)
+        by_repository.setdefault(dataset.repository, {}).setdefault((dataset.name, dataset.path), dataset)
     return [Watched(repository, [asdict(dataset) for _, dataset in sorted(datasets.items())])
             for repository, datasets in sorted(by_repository.items())]
 
@@ -114,20 +113,13 @@ def candidate_paths(path: str) -> list[str]:
 
 
 def _git(args: Sequence[str], where: str, git_dir: str | None = None) -> str:
-    command = ["git", *([f"--git-dir={git_dir}"] if git_dir else []), *args]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
-                              env={**os.environ, **GIT_ENV}, check=False)
-    except subprocess.TimeoutExpired:
-        raise RegistryError(f"{where}: git {args[0]} did not answer in {GIT_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        raise RegistryError(f"{where}: git {args[0]} failed: {done.stderr.strip() or done.returncode}")
-    return done.stdout
+    return git(args, where, RegistryError, GIT_TIMEOUT_S, git_dir)
 
 
 def list_tags(repository: str) -> dict[str, str]:
-    """{tag: commit} of the registry: refs only, nothing cloned."""
-    return parse_ls_remote(_git(["ls-remote", "--tags", repository], f"dataset registry {repository}"))
+    """{tag: commit} of the registry (as the spec writes it): refs only, nothing cloned."""
+    location = repository_operand(repository_location(repository))
+    return parse_ls_remote(_git(["ls-remote", "--tags", "--", location], f"dataset registry {repository}"))
 
 
 def inspect_tags(repository: str, tags: Sequence[str], paths: Sequence[str]) -> dict[str, tuple[str, int, set[str]]]:
@@ -137,7 +129,8 @@ def inspect_tags(repository: str, tags: Sequence[str], paths: Sequence[str]) -> 
     where = f"dataset registry {repository}"
     with tempfile.TemporaryDirectory(prefix="dataset-watch-") as tmp:
         _git(["init", "-q", "--bare", tmp], where)
-        _git(["fetch", "-q", "--depth=1", "--filter=blob:none", "--no-tags", repository,
+        _git(["fetch", "-q", "--depth=1", "--filter=blob:none", "--no-tags", "--",
+              repository_operand(repository_location(repository)),
               *(f"+refs/tags/{tag}:refs/tags/{tag}" for tag in tags)], where, git_dir=tmp)
         found = {}
         for tag in tags:

@@ -24,7 +24,8 @@ from operators.pipeline.links import MlflowRunLink, ModelVersionLink, Validation
 from operators.pipeline.review import StewardReviewOperator
 from operators.serving import tasks as serving
 from operators.slurm.operators import SlurmJobOperator
-from operators.spec import PipelineSpec
+from operators.spec import PipelineSpec, SpecError
+from operators.typed_yaml import Problem
 
 RUN = "ti.xcom_pull(task_ids='start_run')"
 
@@ -84,6 +85,31 @@ def _slurm_step(spec: PipelineSpec, step: str, task_id: str | None = None) -> Sl
         env_connections=step_connections(spec, step, tasks.MLFLOW_CONN, tasks.S3_CONN),
         commands=step_commands(spec, step, refs),
         **job_options(spec, step, spec.site_facts))
+
+
+class PipelineSpecErrors(DAG):
+    """Not a DAG to run: the messenger of the specs that failed to load.
+
+    Airflow validates each DAG a file defines before keeping it (``DAG.validate``); a DAG that fails becomes
+    the file's import error while the file's other DAGs are kept. This one always fails, with every bad
+    spec's errors (file:line: field: message), so a broken spec shows in Airflow's import errors and never
+    unschedules the good pipelines built from the same file.
+    """
+
+    spec_errors: SpecError
+
+    def validate(self) -> None:
+        raise self.spec_errors
+
+
+def spec_errors_dag(failed: dict[Any, SpecError]) -> DAG:
+    problems = [problem for error in failed.values() for problem in error.problems]
+    files = ", ".join(sorted(str(path) for path in failed))
+    messenger = PipelineSpecErrors(dag_id="pipeline_specs_with_errors", schedule=None,
+                                   description=f"{len(failed)} pipeline spec(s) with errors: {files}")
+    messenger.spec_errors = SpecError([Problem(None, None, None, f"{len(failed)} pipeline spec(s) with errors; "
+                                               "their DAGs are not built, the other pipelines run:"), *problems])
+    return messenger
 
 
 def build_dag(spec: PipelineSpec) -> DAG:

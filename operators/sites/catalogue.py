@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from operators.typed_yaml import ConfigError, TypedReader, Walltime, compose
+from operators.typed_yaml import ConfigError, Problem, TypedReader, Walltime, compose, full_match
+from operators.user_regex import pattern_problem
 
 API_VERSION = "aifactory/v1"
 SITES_DIR = Path(__file__).resolve().parents[2] / "sites"
@@ -25,12 +26,19 @@ Method = Literal["ssh", "slurmrestd", "local", "unicore", "firecrest"]
 BillingUnit = Literal["core-hours", "gpu-hours", "node-hours", "none"]
 
 MARK_LABELS: dict[str, str] = {"observed": "(obs.)", "unverified": "(?)", "unknown": "unknown"}
-SITE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-NAME_KEY = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # partitions; also safe inside an #SBATCH line
-QOS_KEY = r"^[A-Za-z0-9_-]*(<[a-z_]+>)?[A-Za-z0-9_-]*$"  # acc_<group>: one placeholder per name
-PATH_KEY = r"^[A-Za-z0-9_<>-]+(\.[A-Za-z0-9_<>-]+)*$"  # a dotted field path in `unverified`
-SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+=,-]+$")  # no shell metacharacters, spaces or newlines
-DIRECTIVE = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.:/@+,-]+)?$")
+SITE_NAME = r"[a-z][a-z0-9_]{0,62}"
+NAME_KEY = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"  # partitions; also safe inside an #SBATCH line
+QOS_KEY = r"[A-Za-z0-9_-]{0,64}(<[a-z_]{1,32}>)?[A-Za-z0-9_-]{0,64}"  # acc_<group>: one placeholder per name
+PATH_KEY = r"[A-Za-z0-9_<>-]{1,128}(\.[A-Za-z0-9_<>-]{1,128}){0,16}"  # a dotted field path in `unverified`
+# no shell metacharacters, spaces or newlines, and no leading - (it would be read as an option)
+SAFE_VALUE = r"[A-Za-z0-9_.:/@+=,][A-Za-z0-9_.:/@+=,-]{0,511}"
+DIRECTIVE = r"--([a-z][a-z-]{0,63})(=[A-Za-z0-9_.:/@+,][A-Za-z0-9_.:/@+,-]{0,255})?"
+# sbatch options a site may add to GPU jobs: how GPUs, CPUs and memory are bound, never who runs the job,
+# where it writes or what it runs (--uid, --output, --chdir, --export, --wrap, ... are not on the list)
+EXTRA_DIRECTIVES = ("constraint", "cores-per-socket", "cpu-freq", "cpus-per-gpu", "distribution", "exclusive",
+                    "gpu-bind", "gpu-freq", "gres-flags", "hint", "licenses", "mem-bind", "mem-per-gpu", "network",
+                    "ntasks-per-core", "prefer", "reservation", "sockets-per-node", "switches", "threads-per-core",
+                    "tmp")
 
 
 class SiteError(ConfigError):
@@ -41,10 +49,10 @@ class SiteError(ConfigError):
 class Node:
     """One GPU node as Slurm schedules it."""
 
-    gpus: int = field(metadata={"min": 0})  # Slurm GPUs: on LUMI a GCD, 8 per node
+    gpus: int = field(metadata={"min": 0, "max": 64})  # Slurm GPUs: on LUMI a GCD, 8 per node
     gpu_model: str
     cpu_arch: CpuArch | None
-    cores: int | None = field(metadata={"min": 1})
+    cores: int | None = field(metadata={"min": 1, "max": 100_000})
     gpu_memory_gb: int | None = field(default=None, metadata={"min": 1})
     cpu_model: str | None = None
 
@@ -195,7 +203,7 @@ class _SiteReader(TypedReader):
 def load_site(name_or_path: str | Path, directory: Path = SITES_DIR) -> Site:
     """One site by name (``jupiter``, from ``directory``) or by file path."""
     path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml") and SITE_NAME.match(str(name_or_path)):
+    if path.suffix not in (".yaml", ".yml") and full_match(SITE_NAME, str(name_or_path)):
         path = directory / f"{name_or_path}.yaml"
         if not path.exists():
             known = ", ".join(sorted(file.stem for file in directory.glob("*.yaml")))
@@ -212,14 +220,14 @@ def load_site(name_or_path: str | Path, directory: Path = SITES_DIR) -> Site:
 def load_catalogue(directory: Path = SITES_DIR) -> dict[str, Site]:
     """Every ``*.yaml`` in ``directory`` by name, local first; one SiteError lists every bad file."""
     sites: dict[str, Site] = {}
-    errors: list[str] = []
+    problems: list[Problem] = []
     for path in sorted(directory.glob("*.yaml"), key=lambda path: (path.stem != "local", path.stem)):
         try:
             sites[path.stem] = load_site(path)
         except SiteError as error:
-            errors.extend(error.errors)
-    if errors:
-        raise SiteError("\n".join(errors), errors)
+            problems.extend(error.problems)
+    if problems:
+        raise SiteError(problems)
     if not sites:
         raise SiteError(f"{directory}: no site files (*.yaml)")
     return sites
@@ -254,21 +262,24 @@ def _check_consistency(site: Site, reader: TypedReader, path: Path) -> None:
                 fail(f"qos.{name}.partitions.{index}", f"{partition_name!r} is not a partition of this site "
                                                        f"(allowed: {', '.join(sorted(site.partitions))})")
     template = site.account.template
-    if "{project}" not in template or not SAFE_VALUE.match(template.replace("{project}", "x")):
+    if "{project}" not in template or not full_match(SAFE_VALUE, template.replace("{project}", "x")):
         fail("account.template", f"{template!r} must contain {{project}} and otherwise only letters, digits "
                                  "and _.:/@+=,- (it becomes --account=...)")
     if site.account.pattern is not None:
-        try:
-            re.compile(site.account.pattern)
-        except re.error as error:
-            fail("account.pattern", f"{site.account.pattern!r} is not a regular expression: {error}")
+        reason = pattern_problem(site.account.pattern)
+        if reason:
+            fail("account.pattern", f"{site.account.pattern!r}: {reason}")
     for where, value in (("account.default", site.account.default),
                          ("gpu_request.constraint", site.gpu_request.constraint)):
-        if value is not None and not SAFE_VALUE.match(value):
+        if value is not None and not full_match(SAFE_VALUE, value):
             fail(where, f"{value!r} is not allowed (letters, digits and _.:/@+=,- only)")
     for index, directive in enumerate(site.gpu_request.extra_directives):
-        if not DIRECTIVE.match(directive):
+        match = re.fullmatch(DIRECTIVE, directive, re.ASCII)
+        if not match:
             fail(f"gpu_request.extra_directives.{index}", f"{directive!r} must look like --option or "
                                                           "--option=value (no spaces or shell characters)")
-    if not SITE_NAME.match(site.name):
-        fail("name", f"{site.name!r} must match {SITE_NAME.pattern}")
+        if match.group(1) not in EXTRA_DIRECTIVES:
+            fail(f"gpu_request.extra_directives.{index}", f"--{match.group(1)} is not an option a site may add "
+                                                          f"(allowed: {', '.join(EXTRA_DIRECTIVES)})")
+    if not full_match(SITE_NAME, site.name):
+        fail("name", f"{site.name!r} must match {SITE_NAME}")

@@ -6,12 +6,11 @@ day in the queue; and rendered per site, because the same request is spelt diffe
 
 from __future__ import annotations
 
-import re
-
 from operators.sites.catalogue import SAFE_VALUE, Site, SiteError, format_walltime
-from operators.typed_yaml import walltime_seconds
+from operators.typed_yaml import full_match, walltime_seconds
+from operators.user_regex import full_match as pattern_matches
 
-MEMORY = re.compile(r"^\d+[KMGT]?$")
+MEMORY = r"[0-9]{1,10}[KMGT]?"
 
 
 def _plural(count: int, word: str) -> str:
@@ -59,7 +58,7 @@ def check_request(site: Site, nodes: int = 1, gpus_per_node: int = 0, cpus_per_t
     if gpus_per_node and site.gpu_request.style is None:
         problems.append(f"{title}: how to ask for GPUs is not known (gpu_request.style is null in {site.file}), "
                         "so a GPU job cannot be rendered for it")
-    if memory is not None and not (isinstance(memory, str) and MEMORY.match(memory)):
+    if memory is not None and not (isinstance(memory, str) and full_match(MEMORY, memory)):
         problems.append(f"memory: {memory!r} must look like 512M or 4G")
 
     chosen = partition if partition is not None else site.default_partition()
@@ -162,9 +161,10 @@ def account_value(site: Site, project: str | None = None) -> str:
     if project is None:
         example = f" (e.g. {account.example})" if account.example else ""
         raise SiteError(f"{site.title} needs an account{example}: name the project to charge")
-    if not isinstance(project, str) or not SAFE_VALUE.match(project):
-        raise SiteError(f"account: {project!r} is not allowed (letters, digits and _.:/@+=,- only)")
-    if account.pattern is not None and not re.fullmatch(account.pattern, project):
+    if not isinstance(project, str) or not full_match(SAFE_VALUE, project):
+        raise SiteError(f"account: {project!r} is not allowed (letters, digits and _.:/@+=,- only, not starting "
+                        "with -)")
+    if account.pattern is not None and not pattern_matches(account.pattern, project):
         example = f", e.g. {account.example}" if account.example else ""
         raise SiteError(f"account: {project!r} is not shaped like {site.title} accounts "
                         f"(must match {account.pattern}{example})")
