@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from operators.contracts.contract import CONTRACTS_DIR, Contract, ContractError, load_contract
 from operators.sites.catalogue import SITES_DIR, Site, SiteError, load_site
 from operators.sites.request import account_value, check_request
+from operators.staged_files import staging_problem
 from operators.typed_yaml import ConfigError, Problem, TypedReader, Walltime, compose
 from operators.user_regex import pattern_problem
 
@@ -389,6 +390,11 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
         script = spec.folder / job.script
         if not script.is_file():
             problem(f"{step}.script", f"{job.script!r} does not exist in {spec.folder}")
+        else:
+            for relative in script_files(spec.folder, job.script).values():
+                reason = staging_problem(spec.folder, relative)
+                if reason:
+                    problem(f"{step}.script", f"cannot be staged: {reason}")
         if job.environment is not None and job.container is not None:
             problem(f"{step}.container", "give either environment (a Python environment on the cluster) or "
                                          "container (an image), not both")
@@ -510,6 +516,14 @@ def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any
 def _memory_bytes(memory: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     return int(memory[:-1]) * units[memory[-1]] if memory[-1] in units else int(memory) << 20
+
+
+def script_files(folder: Path, script: str) -> dict[str, str]:
+    """What a step stages from its pipeline folder: {name in the job folder: path inside ``folder``}, the
+    script under its own name and every ``*.py`` beside it (its modules)."""
+    path = PurePosixPath(script)
+    beside = sorted(file.name for file in (folder / path.parent).glob("*.py") if file.name != "__init__.py")
+    return {**{name: str(path.parent / name) for name in beside}, path.name: str(path)}
 
 
 def discover(pipelines_dir: Path = PIPELINES_DIR) -> list[Path]:

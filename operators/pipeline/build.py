@@ -22,6 +22,7 @@ from operators.pipeline.jobs import (
 )
 from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
 from operators.pipeline.review import StewardReviewOperator
+from operators.run_parameters import REVISION, VALIDATE_ON
 from operators.serving import tasks as serving
 from operators.slurm.operators import SlurmJobOperator
 from operators.spec import PipelineSpec, SpecError
@@ -79,8 +80,9 @@ def _slurm_step(spec: PipelineSpec, step: str, task_id: str | None = None) -> Sl
                    test_inputs=f"{{{{ {RUN}['test_inputs'] }}}}", params=f"{{{{ {RUN}['params'] }}}}",
                    pinned="{{ ti.xcom_pull(task_ids='pin_dataset') }}",
                    evaluate_inputs="{{ ti.xcom_pull(task_ids='replay_train')['evaluate_inputs'] }}")
+    files_root, files = step_files(spec, step)
     return SlurmJobOperator(
-        task_id=task_id or step, slurm_conn_id=spec.connection, files=step_files(spec, step),
+        task_id=task_id or step, slurm_conn_id=spec.connection, files=files, files_root=str(files_root),
         json_files=step_json_files(spec, step, refs), env=step_env(spec, step, refs),
         env_connections=step_connections(spec, step, tasks.MLFLOW_CONN, tasks.S3_CONN),
         commands=step_commands(spec, step, refs),
@@ -112,6 +114,11 @@ def spec_errors_dag(failed: dict[Any, SpecError]) -> DAG:
     return messenger
 
 
+def _known_keys(keys: list[str]) -> dict[str, Any]:
+    """JSON schema: only these keys (the trigger form and the REST API refuse others before a run exists)."""
+    return {"propertyNames": {"enum": keys}} if keys else {"maxProperties": 0}
+
+
 def build_dag(spec: PipelineSpec) -> DAG:
     with DAG(
         dag_id=spec.dag_id,
@@ -124,9 +131,14 @@ def build_dag(spec: PipelineSpec) -> DAG:
         tags=["pipeline", spec.name, f"site:{spec.site}"],
         default_args={"owner": ",".join(spec.owners), "retries": 0, **_notifier(spec)},
         params={
-            "revision": Param(spec.dataset.revision, type="string",
+            "revision": Param(spec.dataset.revision, type="string", pattern=f"^{REVISION}$",
                               description="dataset revision (tag or commit) in the dataset registry"),
-            "train_params": Param({}, type="object", description="overrides of training.params for this run"),
+            "train_params": Param({}, type="object", **_known_keys(sorted(spec.training.params)),
+                                  description="overrides of training.params for this run "
+                                              f"(keys: {', '.join(sorted(spec.training.params)) or 'none'})"),
+            "validate_on": Param("auto", type="string", enum=list(VALIDATE_ON),
+                                 description="where the data is validated: auto (the contract's "
+                                             "validation.cluster_above decides), worker or cluster"),
         },
         doc_md=f"**{spec.name}**: {spec.description}\n\nSpec: `{spec.file}`; site `{spec.site}` through "
                f"connection `{spec.connection}`. See the jobs with `./factory render {spec.name}`.",

@@ -7,12 +7,13 @@ show the batch script the task will submit). Imports no Airflow.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from operators.sites.catalogue import Site
 from operators.sites.request import account_value, gpu_directives
 from operators.slurm.script import BatchJob, ContainerRun, batch_job
-from operators.spec import Container, DataValidation, Evaluation, PipelineSpec, Training
+from operators.spec import Container, DataValidation, Evaluation, PipelineSpec, Training, script_files
 from operators.tracking.offline import STORE_DIR, offline_env
 
 STEPS = ("validate", "train", "evaluate")  # validate: only for data above the contract's size threshold
@@ -73,14 +74,13 @@ def job_options(spec: PipelineSpec, step: str, site: Site) -> dict[str, Any]:
     }
 
 
-def step_files(spec: PipelineSpec, step: str) -> dict[str, str]:
-    """The step's script, staged under its own name into the job folder (with every file beside it);
-    the validation job gets the contract."""
-    if step == "validate":
-        return {spec.contract_file.name: str(spec.contract_file)}  # its name is checked against the dataset
-    script = spec.folder / step_spec(spec, step).script
-    files = {path.name: str(path) for path in sorted(script.parent.glob("*.py")) if path.name != "__init__.py"}
-    return {**files, script.name: str(script)}
+def step_files(spec: PipelineSpec, step: str) -> tuple[Path, dict[str, str]]:
+    """The folder staged files come from and {name in the job folder: path inside that folder}: the step's
+    script under its own name, with every ``*.py`` beside it; the validation job gets the contract. They are
+    read without following links (``operators.staged_files``): nothing outside the folder reaches a job."""
+    if step == "validate":  # the contract's name is checked against the dataset
+        return spec.contract_file.parent, {spec.contract_file.name: spec.contract_file.name}
+    return spec.folder, script_files(spec.folder, step_spec(spec, step).script)
 
 
 def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str]]:

@@ -17,6 +17,7 @@ from operators.pipeline.links import (
     airflow_base_url,
     mlflow_base_url,
 )
+from operators.run_parameters import PipelineRun, RunParameterError, pipeline_run
 from operators.spec import PipelineSpec
 
 S3_CONN = "factory_s3"
@@ -32,13 +33,25 @@ def s3_client(conn_id: str = S3_CONN):
     return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
+def run_parameters(spec: PipelineSpec, context: dict[str, Any]) -> PipelineRun:
+    """The run's parameters, checked like the spec; a bad one fails the task naming it (nothing else runs)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return pipeline_run(spec, context["params"], context["dag_run"].conf)
+    except RunParameterError as error:
+        raise AirflowFailException(f"run parameters of {spec.dag_id}:\n{error}") from None
+
+
 def pin_dataset(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     """Pin the revision this run trains on: a ``revision`` run parameter other than the spec's, else the
-    newest dataset-version event that triggered the run (``dataset_registry_watch``), else the spec's."""
+    newest dataset-version event that triggered the run (``dataset_registry_watch``), else the spec's.
+    The first task: the run's parameters are checked here, before anything is read or submitted."""
     from operators.datasets.assets import choose_revision, triggering_events
     from operators.datasets.pin import pin_dataset as pin
 
-    choice = choose_revision(spec.dataset, context["params"].get("revision"), triggering_events(context, spec.dataset))
+    run = run_parameters(spec, context)
+    choice = choose_revision(spec.dataset, run.revision, triggering_events(context, spec.dataset))
     print(f"pinning dataset {spec.dataset.name} at {choice.revision}: {choice.reason}")
     pinned = pin(spec.dataset, choice.revision, remote_config=dvc_remote_config())
     if choice.commit and pinned["commit"] != choice.commit:
@@ -67,7 +80,7 @@ def validate_data(spec: PipelineSpec, **context: Any) -> list[str]:
 
     pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
     size = validated_object(pinned).get("size") or 0  # a sharded folder: only its manifest is read
-    chosen = (context["dag_run"].conf or {}).get("validate_on") or "auto"
+    chosen = run_parameters(spec, context).validate_on
     contract = spec.data_contract
     if validates_on_cluster(size, contract.validation.cluster_above_bytes, chosen):
         print(f"{pinned['data']['path']}: {size} bytes, above {contract.validation.cluster_above} "
@@ -156,7 +169,7 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     ti = context["ti"]
     pinned = ti.xcom_pull(task_ids="pin_dataset")
     validation = ti.xcom_pull(task_ids="apply_contract")
-    params = {**spec.training.params, **(context["params"].get("train_params") or {})}
+    params = run_parameters(spec, context).train_params
     with mlflow_tracking(MLFLOW_CONN):
         from mlflow import MlflowClient
 

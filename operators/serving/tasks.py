@@ -135,18 +135,23 @@ class RetirePreviousVersionOperator(BaseOperator):
 def roll_back(**context: Any) -> dict[str, Any]:
     """The manual rollback: the previous version (or the one asked for) becomes the default and the
     champion again; the replaced version is tagged with the reason and unloaded."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking
+    from operators.run_parameters import RunParameterError, rollback_run
     from operators.serving import record
     from operators.serving.rollout import switch_back
-    from operators.spec import PIPELINES_DIR, load_spec
+    from operators.spec import PIPELINES_DIR, discover, load_spec
 
-    params = context["params"]
-    spec = load_spec(PIPELINES_DIR / params["pipeline"] / "pipeline.yaml")
+    try:
+        params = rollback_run(context["params"], context["dag_run"].conf,
+                              [path.parent.name for path in discover(PIPELINES_DIR)])
+    except RunParameterError as error:
+        raise AirflowFailException(f"run parameters of serving_rollback:\n{error}") from None
+    spec = load_spec(PIPELINES_DIR / params.pipeline / "pipeline.yaml")
     name, served_as, alias = spec.registry.model_name, spec.serving.model_name, spec.registry.aliases.champion
-    reason = params["reason"].strip()
-    if not reason:
-        raise ValueError("params.reason: say why the version is rolled back (it is recorded on the version)")
+    reason = params.reason
     run = f"{context['dag_run'].dag_id}/{context['run_id']}"
     target = serving_target(spec.serving)
     with mlflow_tracking(MLFLOW_CONN):
@@ -156,7 +161,7 @@ def roll_back(**context: Any) -> dict[str, Any]:
         current = version_by_alias(client, name, alias)
         if current is None:
             raise ValueError(f"{name} has no {alias} alias: nothing to roll back")
-        to_version = str(params.get("to_version") or "") or \
+        to_version = params.to_version or \
             client.get_model_version(name, current).tags.get("serving.previous_version", "")
         if not to_version:
             raise ValueError(f"{name} v{current} records no previous serving version: give params.to_version")

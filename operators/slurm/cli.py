@@ -16,6 +16,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import shlex
 import signal
 import socket
@@ -51,7 +52,7 @@ class LocalRunner:
     """Runs commands here, as the connection's user (``runuser`` when the worker runs as root)."""
 
     def __init__(self, user: str | None = None, timeout_s: float = 60.0) -> None:
-        self.user = user
+        self.user = _account_name(user, "Slurm user (the connection's login)") if user else None
         self.timeout_s = timeout_s
 
     def argv(self, command: list[str]) -> list[str]:
@@ -106,6 +107,22 @@ class LocalRunner:
         return done.stdout.decode(errors="replace")
 
 
+def _account_name(name: str, what: str) -> str:
+    """A Unix account name as ``runuser -u`` and ``ssh user@host`` take it: never an option, never two words."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name or "", re.ASCII):
+        raise SlurmError(f"{what}: {name!r} is not an account name (letters, digits and _.-, not starting with - "
+                         "or .)")
+    return name
+
+
+def _host_name(host: str) -> str:
+    """A host name or address for ssh: ``-oProxyCommand=...`` or ``a b`` would be read as options or words."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]|[0-9A-Fa-f:.]{2,45}", host or "",
+                        re.ASCII):
+        raise SlurmError(f"SSH host (the connection's host): {host!r} is not a host name or address")
+    return host
+
+
 class SshRunner(LocalRunner):
     """Runs commands on a login node through one shared, persistent OpenSSH master connection."""
 
@@ -113,7 +130,9 @@ class SshRunner(LocalRunner):
                  known_hosts: str | None = None, control_dir: str | None = None, persist_s: int = 600,
                  timeout_s: float = 60.0) -> None:
         super().__init__(None, timeout_s)
-        self.host, self.user, self.port = host, user, port
+        self.host = _host_name(host)
+        self.user = _account_name(user, "SSH user (the connection's login)")
+        self.port = int(port)
         self.key_file, self.known_hosts = key_file, known_hosts
         self.persist_s = persist_s
         directory = Path(control_dir or f"/tmp/aifactory-ssh-{os.geteuid()}")

@@ -23,6 +23,7 @@ from operators.slurm.script import JOB_OPTIONS, BatchJob, ContainerRun, Launcher
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.triggers import SlurmJobTrigger, SlurmReconcileTrigger
 from operators.slurm.watcher import ClusterWatcher, PollSettings
+from operators.staged_files import read_inside
 
 LOG_TAIL_BYTES = 8192
 STATE_KEY = "slurm_job"  # task state store key; renaming it breaks in-flight retries
@@ -78,7 +79,8 @@ class SlurmJobOperator(BaseOperator):
     ui_color = "#d6e4f0"
 
     def __init__(self, *, commands: list[list[str]], slurm_conn_id: str = SlurmHook.default_conn_name,
-                 files: dict[str, str] | None = None, json_files: dict[str, Any] | None = None,
+                 files: dict[str, str] | None = None, files_root: str | None = None,
+                 json_files: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None, env_connections: Sequence[str] = (),
                  job_name: str | None = None, cpus: int = 1, memory: str = "1G", time_limit: str = "00:30:00",
                  partition: str | None = None, gpus: int = 0, poll_interval_s: float = 2.0,
@@ -92,6 +94,9 @@ class SlurmJobOperator(BaseOperator):
         self.commands = commands
         self.slurm_conn_id = slurm_conn_id
         self.files = files or {}
+        if self.files and not files_root:
+            raise ValueError("files are staged from inside one folder: give files_root (files name paths in it)")
+        self.files_root = files_root
         self.json_files = json_files or {}
         self.env = env or {}
         self.env_connections = tuple(env_connections)
@@ -118,7 +123,7 @@ class SlurmJobOperator(BaseOperator):
         return str(Path(site["job_workdir"]).joinpath(*(safe_path_part(part) for part in parts)))
 
     def _files(self, job_script: str, env: dict[str, str]) -> dict[str, bytes]:
-        files = {target: Path(source).read_bytes() for target, source in self.files.items()}
+        files = {target: read_inside(Path(self.files_root or "."), source) for target, source in self.files.items()}
         files.update({target: json.dumps(content, indent=2).encode() for target, content in self.json_files.items()})
         files["job.env"] = env_file_text(env).encode()
         files["job.sh"] = job_script.encode()

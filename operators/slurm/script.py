@@ -8,8 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from operators.arguments import UnsafeArgument, operand
+
 Launcher = Literal["plain", "srun", "torchrun"]
 RUNTIMES = ("apptainer", "singularity", "pyxis-enroot", "cscs-container-engine")
+
+
+class UnsafeScriptError(ValueError):
+    """A value would change the script's meaning (a newline ends an ``#SBATCH`` comment line)."""
 
 
 @dataclass(frozen=True)
@@ -20,9 +26,19 @@ class ContainerRun:
     image: str
     gpu_flag: str | None = None  # --nv (NVIDIA) or --rocm (AMD) for Apptainer/Singularity
 
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise UnsafeScriptError(f"container runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        try:
+            operand(self.image, "container image")
+        except UnsafeArgument as error:
+            raise UnsafeScriptError(str(error)) from None
+
     def prefix(self, workdir: str) -> list[str]:
+        """``apptainer exec [--nv] --bind DIR -- IMAGE``: the image is never read as an option."""
         if self.runtime in ("apptainer", "singularity"):
-            return [self.runtime, "exec", *([self.gpu_flag] if self.gpu_flag else []), "--bind", workdir, self.image]
+            return [self.runtime, "exec", *([self.gpu_flag] if self.gpu_flag else []), "--bind", workdir, "--",
+                    self.image]
         return []
 
     @property
@@ -122,10 +138,6 @@ def batch_job(*, name: str, workdir: str, comment: str, settings: dict, commands
         tasks_per_node=tasks_per_node, procs_per_node=procs_per_node, qos=qos,
         gpu_directives=tuple(gpu_directives) if gpu_directives is not None else None, launcher=launcher,
         container=container)
-
-
-class UnsafeScriptError(ValueError):
-    """A value would change the script's meaning (a newline ends an ``#SBATCH`` comment line)."""
 
 
 def env_file_text(env: dict[str, str]) -> str:

@@ -17,7 +17,7 @@ catches() { local mask; mask=$(awk '/^SigCgt:/{print $2}' "/proc/$1/status" 2>/d
 forward() { if [ -n "${child:-}" ] && catches "$child" "$1"; then kill -s "$1" "$child"; else echo "time-limit warning $1: the job does not handle it and runs on to its limit"; fi; }
 trap 'forward USR2' USR2
 run() { "$@" & child=$!; while true; do wait "$child" && status=0 || status=$?; kill -0 "$child" 2>/dev/null || break; done; child=; return "$status"; }
-run apptainer exec --bind '<job_workdir>/pipeline_cpu_container/<run_id>/train.-1.try1' /project/images/pytorch-24.05.sif python -m operators.tracking.offline init mlflow --experiment cpu_container
-run apptainer exec --bind '<job_workdir>/pipeline_cpu_container/<run_id>/train.-1.try1' /project/images/pytorch-24.05.sif python -m operators.jobs.fetch inputs.json data
-run apptainer exec --bind '<job_workdir>/pipeline_cpu_container/<run_id>/train.-1.try1' /project/images/pytorch-24.05.sif python train.py --data-dir data --params params.json
+run apptainer exec --bind '<job_workdir>/pipeline_cpu_container/<run_id>/train.-1.try1' -- /project/images/pytorch-24.05.sif python -m operators.tracking.offline init mlflow --experiment cpu_container
+run apptainer exec --bind '<job_workdir>/pipeline_cpu_container/<run_id>/train.-1.try1' -- /project/images/pytorch-24.05.sif python -m operators.jobs.fetch inputs.json data
+run apptainer exec --bind '<job_workdir>/pipeline_cpu_container/<run_id>/train.-1.try1' -- /project/images/pytorch-24.05.sif python train.py --data-dir data --params params.json
 echo "job $SLURM_JOB_ID finished $(date -Is)"

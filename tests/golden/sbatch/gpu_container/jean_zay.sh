@@ -24,7 +24,7 @@ run() { "$@" & child=$!; while true; do wait "$child" && status=0 || status=$?; 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 head_addr=$(scontrol show node "$head_node" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
 rdzv_port=$((29500 + SLURM_JOB_ID % 1000))
-run singularity exec --nv --bind '<job_workdir>/pipeline_gpu_container/<run_id>/train.-1.try1' /project/images/pytorch-24.05.sif python -m operators.tracking.offline init mlflow --experiment gpu_container
-run singularity exec --nv --bind '<job_workdir>/pipeline_gpu_container/<run_id>/train.-1.try1' /project/images/pytorch-24.05.sif python -m operators.jobs.fetch inputs.json data
-run srun --kill-on-bad-exit=1 --nodes=2 --ntasks-per-node=1 --cpus-per-task=16 singularity exec --nv --bind '<job_workdir>/pipeline_gpu_container/<run_id>/train.-1.try1' /project/images/pytorch-24.05.sif python -m torch.distributed.run --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="${head_addr:-$head_node}:$rdzv_port" train.py --data-dir data --params params.json
+run singularity exec --nv --bind '<job_workdir>/pipeline_gpu_container/<run_id>/train.-1.try1' -- /project/images/pytorch-24.05.sif python -m operators.tracking.offline init mlflow --experiment gpu_container
+run singularity exec --nv --bind '<job_workdir>/pipeline_gpu_container/<run_id>/train.-1.try1' -- /project/images/pytorch-24.05.sif python -m operators.jobs.fetch inputs.json data
+run srun --kill-on-bad-exit=1 --nodes=2 --ntasks-per-node=1 --cpus-per-task=16 singularity exec --nv --bind '<job_workdir>/pipeline_gpu_container/<run_id>/train.-1.try1' -- /project/images/pytorch-24.05.sif python -m torch.distributed.run --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="${head_addr:-$head_node}:$rdzv_port" train.py --data-dir data --params params.json
 echo "job $SLURM_JOB_ID finished $(date -Is)"
