@@ -52,6 +52,7 @@ CORE_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bo
 # values may not hold a carriage return either (a NUL or CR in a tag or an #SBATCH line is never meant)
 CONTROL_IN_FILE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffe\uffff]")
+CONTROL_IN_KEY = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff]")  # a key is one line: no tab or line feed
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,9 @@ def full_match(pattern: str, text: str) -> bool:
     return re.fullmatch(pattern, text, re.ASCII) is not None
 
 
-def text_problem(value: str) -> str | None:
+def text_problem(value: str, control: re.Pattern[str] = CONTROL_IN_TEXT) -> str | None:
     """Why a text value cannot be stored or shown as it is (control characters, broken Unicode); None if fine."""
-    found = CONTROL_IN_TEXT.search(value)
+    found = control.search(value)
     if found:
         return f"holds the control character U+{ord(found.group()):04X}: remove it"
     try:
@@ -311,7 +312,7 @@ class TypedReader:
             shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
             self.fail(key_node, where, f"keys must be text, got {shown!r}")
         key = key_node.value
-        problem = text_problem(key)
+        problem = text_problem(key, CONTROL_IN_KEY)
         if problem:
             self.fail(key_node, where, f"a key {problem}")
         if key in seen:

@@ -112,7 +112,9 @@ def _add_rule(add, rule_id: str, name: str, column: Column, rule: Rule, baseline
     elif check == "allowed":
         add(*common, gxe.ExpectColumnValuesToBeInSet, value_set=rule.allowed)
     elif check == "pattern":
-        add(*common, gxe.ExpectColumnValuesToMatchRegex, regex=f"^(?:{rule.pattern})$")
+        from operators.contracts.pattern_expectation import ExpectColumnValuesToMatchRegexRe2
+
+        add(*common, ExpectColumnValuesToMatchRegexRe2, regex=f"^(?:{rule.pattern})$")
     elif check == "unique":
         add(*common, gxe.ExpectColumnValuesToBeUnique)
     elif check == "max_age":

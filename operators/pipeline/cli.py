@@ -16,36 +16,36 @@ from typing import Any
 
 from operators.pipeline.jobs import STEPS
 from operators.sites.catalogue import SITES_DIR, SiteError, load_catalogue, load_site
-from operators.spec import CONTRACTS_DIR, PIPELINES_DIR, PipelineSpec, SpecError, discover, load_spec
-
-ERROR_SHAPE = re.compile(r"^(?P<file>[^:\n]+?\.ya?ml)(?::(?P<line>\d+))?: "
-                         r"(?:(?P<field>[A-Za-z0-9_.<>-]+): )?(?P<message>.*)$", re.DOTALL)
+from operators.spec import (
+    CONTRACTS_DIR,
+    PIPELINES_DIR,
+    PipelineSpec,
+    SpecError,
+    discover,
+    ignored_files,
+    load_all,
+    load_spec,
+)
+from operators.typed_yaml import Problem
 
 
 class UsageError(Exception):
     """Exit 2: the command line names something that does not exist."""
 
 
-def error_record(text: str) -> dict[str, Any]:
-    """``file:line: field: message`` as JSON fields (line and field may be absent)."""
-    match = ERROR_SHAPE.match(text)
-    if not match:
-        return {"file": None, "line": None, "field": None, "message": text}
-    line = match.group("line")
-    return {"file": match.group("file"), "line": int(line) if line else None, "field": match.group("field"),
-            "message": match.group("message")}
-
-
 def lint(pipelines_dir: Path, contracts_dir: Path, sites_dir: Path) -> dict[str, Any]:
-    """Every spec, contract and site file; a bad file never hides the errors of the others."""
+    """Every spec, contract and site file; a bad file never hides the errors of the others. Warnings name
+    files that look like config but are never read (``*.yml``)."""
     from operators.contracts.contract import ContractError, load_contract
 
-    errors: list[str] = []
+    problems: list[Problem] = []
+    warnings = [*ignored_files(pipelines_dir, "*/pipeline.yml", "pipeline.yaml"),
+                *ignored_files(contracts_dir, "*.yml", "*.yaml"), *ignored_files(sites_dir, "*.yml", "*.yaml")]
     try:
         sites = load_catalogue(sites_dir)
     except SiteError as error:
         sites = {}
-        errors.extend(error.errors)
+        problems.extend(error.problems)
     contracts = sorted(contracts_dir.glob("*.yaml"))
     read: dict[Path, Any] = {}  # each spec's contract and site are read once, with the others
     for path in contracts:
@@ -53,16 +53,15 @@ def lint(pipelines_dir: Path, contracts_dir: Path, sites_dir: Path) -> dict[str,
             read[path] = load_contract(path)
         except ContractError as error:
             read[path] = error
-            errors.extend(error.errors)
+            problems.extend(error.problems)
     specs = discover(pipelines_dir)
-    known: dict[str, Any] = dict(sites)
+    _, failed = load_all(pipelines_dir, sites_dir, sites=dict(sites), contracts=read)
     for path in specs:
-        try:
-            load_spec(path, sites_dir, sites=known, contracts=read)
-        except SpecError as error:
-            errors.extend(error.errors)
-    return {"ok": not errors, "checked": {"pipelines": len(specs), "contracts": len(contracts), "sites": len(sites)},
-            "errors": [error_record(error) for error in errors]}
+        if path in failed:
+            problems.extend(failed[path].problems)
+    return {"ok": not problems, "checked": {"pipelines": len(specs), "contracts": len(contracts), "sites": len(sites)},
+            "errors": [problem.as_dict() for problem in problems],
+            "warnings": [warning.as_dict() for warning in warnings]}
 
 
 def _spec_file(pipeline: str, pipelines_dir: Path) -> Path:
@@ -197,16 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except UsageError as error:
-        _fail(args, [str(error)], "usage")
+        _fail(args, [Problem(None, None, None, str(error))], "usage")
         return 2
 
 
-def _fail(args: argparse.Namespace, errors: list[str], kind: str = "config") -> None:
+def _fail(args: argparse.Namespace, problems: list[Problem], kind: str = "config") -> None:
+    """The one place errors are formatted: JSON records, or ``file:line: field: message`` lines."""
     if args.json:
-        print(json.dumps({"ok": False, "kind": kind, "errors": [error_record(error) for error in errors]}, indent=2))
+        print(json.dumps({"ok": False, "kind": kind, "errors": [problem.as_dict() for problem in problems]},
+                         indent=2))
     else:
-        for error in errors:
-            print(f"factory {args.command}: {error}", file=sys.stderr)
+        for problem in problems:
+            print(f"factory {args.command}: {problem}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -218,9 +219,9 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(result, indent=2))
         else:
             for error in result["errors"]:
-                where = ":".join(str(part) for part in (error["file"], error["line"]) if part is not None)
-                field = f"{error['field']}: " if error["field"] else ""
-                print(f"{where}: {field}{error['message']}", file=sys.stderr)
+                print(Problem(**error), file=sys.stderr)
+            for warning in result["warnings"]:
+                print(f"warning: {Problem(**warning)}", file=sys.stderr)
             checked = result["checked"]
             print(f"factory lint: {checked['pipelines']} pipeline(s), {checked['contracts']} contract(s), "
                   f"{checked['sites']} site(s): {len(result['errors']) or 'no'} error(s)")
@@ -228,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         spec = load(args.pipeline, args.pipelines, args.sites, args.site)
     except SpecError as error:
-        _fail(args, error.errors)
+        _fail(args, error.problems)
         return 1
     if args.command == "render":
         script = render_step(spec, args.step)

@@ -9,11 +9,11 @@ serves but cannot load, unload or switch a default: those steps say so in the ro
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from operators import user_regex
 from operators.serving.checks import CheckFailed, check_v2_outputs, v2_parameters, v2_smoke_inputs
 from operators.serving.http import Credentials, InferenceError
 from operators.serving.openai import OpenAIClient
@@ -137,7 +137,7 @@ class OpenAITarget:
         answer = self.client.chat(self._id(model, version), smoke.prompt)
         if not answer.content.strip():
             raise CheckFailed(f"{self._id(model, version)} answered an empty message")
-        if smoke.expect_pattern and not re.search(smoke.expect_pattern, answer.content):
+        if smoke.expect_pattern and not user_regex.search(smoke.expect_pattern, answer.content):
             raise CheckFailed(f"the reply {answer.content[:200]!r} does not match serving.smoke.expect_pattern "
                               f"{smoke.expect_pattern!r}")
         return {"reply": answer.content[:500], "finish_reason": answer.finish_reason}
