@@ -319,7 +319,7 @@ def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
     """
     reader = TypedReader(path, SpecError, "spec")
     if path.parent.is_symlink():
-        raise SpecError(Problem(str(path), None, None, f"the pipeline folder {path.parent} is a symbolic link: a "
+        raise SpecError(Problem(str(path), 1, "spec", f"the pipeline folder {path.parent} is a symbolic link: a "
                                                        "pipeline's files must live in its own folder"))
     root = compose(path, SpecError, "spec", f"apiVersion: {API_VERSION}, kind: Pipeline, name: ...")
     spec = reader.read_record(PipelineSpec, root, "")

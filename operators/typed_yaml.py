@@ -348,8 +348,8 @@ class TypedReader:
 def read_config_text(path: Path, error: type[ConfigError], root_name: str) -> str:
     """The file's text, read without following a link and only from a regular file of bounded size: a
     reviewed file may not stand for ``/etc/shadow``, a FIFO that never answers or ``/dev/zero``."""
-    def fail(message: str, line: int | None = None, field: str | None = None) -> NoReturn:
-        raise error(Problem(str(path), line, field, message))
+    def fail(message: str, line: int = 1) -> NoReturn:
+        raise error(Problem(str(path), line, root_name, message))
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -367,13 +367,12 @@ def read_config_text(path: Path, error: type[ConfigError], root_name: str) -> st
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as problem:
-        fail(f"not UTF-8 text (byte 0x{data[problem.start]:02x})", data.count(b"\n", 0, problem.start) + 1,
-             root_name)
+        fail(f"not UTF-8 text (byte 0x{data[problem.start]:02x})", data.count(b"\n", 0, problem.start) + 1)
     found = CONTROL_IN_FILE.search(text)
     if found:
         line = text.count("\n", 0, found.start()) + 1
         column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
-        fail(f"control character U+{ord(found.group()):04X} at column {column}: remove it", line, root_name)
+        fail(f"control character U+{ord(found.group()):04X} at column {column}: remove it", line)
     return text
 
 

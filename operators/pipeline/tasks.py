@@ -128,10 +128,11 @@ def apply_contract(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
 
 
 def code_version(folder: Path) -> str:
-    result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
+    result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            timeout=30)
     sha = result.stdout.strip() if result.returncode == 0 else "unknown"
     dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--", "."],
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, timeout=30).stdout.strip()
     return f"{sha}-dirty" if dirty else sha
 
 
