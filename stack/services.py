@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stack.job_access import JobAccess
 from stack.settings import (
     BUCKETS,
     CLUSTER,
@@ -132,6 +133,7 @@ class LocalFactory:
     def __init__(self, paths: StackPaths) -> None:
         self.paths = paths
         self.secrets = StackSecrets(paths)
+        self.job_access = JobAccess(self.secrets)
         self.hostname = short_hostname()
 
     def prepare_common(self) -> None:
@@ -252,15 +254,24 @@ class LocalFactory:
     def _s3_config_file(self) -> Path:
         return self.paths.secrets / "seaweedfs-s3.json"
 
+    def _s3_admin_identity(self) -> dict:
+        """The orchestrator's own S3 identity (tasks, the stack); Slurm jobs get their pipeline's (job_access)."""
+        return {"name": "factory", "credentials": [{"accessKey": self.secrets["s3_access_key"],
+                                                    "secretKey": self.secrets["s3_secret_key"]}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+
     def _prepare_seaweedfs(self) -> None:
         ensure_dir(self.paths.data / "seaweedfs", mode=0o700)
-        identities = {"identities": [{
-            "name": "factory",
-            "credentials": [{"accessKey": self.secrets["s3_access_key"],
-                             "secretKey": self.secrets["s3_secret_key"]}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-        }]}
-        write_private(self._s3_config_file(), json.dumps(identities))
+        self.job_access.apply_s3(self._s3_config_file(), None, self._s3_admin_identity())
+
+    def _apply_job_access(self) -> None:
+        """Every pipeline's job identities, also on a stack that is already up: SeaweedFS rereads its
+        identities on SIGHUP, MLflow users are created or their passwords set again."""
+        from stack.process import Supervised
+
+        pid = Supervised("seaweedfs", self.paths.run, self.paths.logs).pid()
+        self.job_access.apply_s3(self._s3_config_file(), pid, self._s3_admin_identity())
+        self.job_access.ensure_mlflow_users(basic_auth("admin", self.secrets["mlflow_admin_password"]))
 
     def s3_client(self):
         import boto3
@@ -403,7 +414,8 @@ class LocalFactory:
         folder = ensure_dir(self.paths.data / "mlflow", mode=0o700)
         write_private(self._mlflow_auth_config(), "\n".join([
             "[mlflow]",
-            "default_permission = READ",
+            "default_permission = NO_PERMISSIONS",  # a job's user sees only what start_run grants it
+            "auth_cache_ttl_seconds = 60",  # a password hash per credential per minute, not per request
             f"database_uri = sqlite:///{folder}/basic_auth.db",
             "admin_username = admin",
             f"admin_password = {self.secrets['mlflow_admin_password']}",
@@ -423,17 +435,19 @@ class LocalFactory:
         }
 
     def _bootstrap_mlflow_user(self) -> None:
-        """The pipelines' own MLflow user (not the admin), with the stack's generated password."""
+        """The orchestrator's MLflow user, with the stack's generated password: the platform's service
+        account (admin: it creates every pipeline's experiment and grants the pipeline's job user on it)."""
+        from stack.job_access import ensure_mlflow_user
+
         base = f"http://{HOST}:{PORTS['mlflow']}/api/2.0/mlflow/users"
         admin = basic_auth("admin", self.secrets["mlflow_admin_password"])
-        body = {"username": MLFLOW_USER, "password": self.secrets["mlflow_user_password"]}
-        status, _ = http_get(f"{base}/get?username={MLFLOW_USER}", admin)
-        method, url = ("PATCH", f"{base}/update-password") if status == 200 else ("POST", f"{base}/create")
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
+        ensure_mlflow_user(base, admin, {"username": MLFLOW_USER, "password": self.secrets["mlflow_user_password"]})
+        body = json.dumps({"username": MLFLOW_USER, "is_admin": True}).encode()
+        request = urllib.request.Request(f"{base}/update-admin", data=body, method="PATCH",
                                          headers={**admin, "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             if response.status != 200:
-                raise RuntimeError(f"MLflow user {MLFLOW_USER}: HTTP {response.status}")
+                raise RuntimeError(f"MLflow user {MLFLOW_USER}: admin flag: HTTP {response.status}")
 
     # ---------------------------------------------------------------- MLServer
     def _prepare_mlserver(self) -> None:
@@ -511,6 +525,7 @@ class LocalFactory:
                 "conn_type": "http", "host": HOST, "port": PORTS["mlserver_http"], "schema": "http",
                 "extra": {"model_repository": str(self.paths.model_repository)},
             },
+            **self.job_access.connections(),
         }
 
     def _connections_file(self) -> Path:
@@ -629,6 +644,8 @@ class LocalFactory:
                     health=lambda: http_check(f"http://{HOST}:{PORTS['mlflow']}/health"),
                     bootstrap=self._bootstrap_mlflow_user, url=f"http://{HOST}:{PORTS['mlflow']}",
                     start_timeout_s=90),
+            Service("job-access", [], needs=("seaweedfs", "mlflow"), health=lambda: None, oneshot=True,
+                    is_current=lambda: False, bootstrap=self._apply_job_access, start_timeout_s=60),
             Service("mlserver", [self.paths.bin("serving", "mlserver"), "start",
                                  str(self.paths.model_repository)],
                     prepare=self._prepare_mlserver,

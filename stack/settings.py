@@ -171,6 +171,13 @@ class StackSecrets:
     def __getitem__(self, name: str) -> str:
         return self.values[name]
 
+    def generated(self, name: str, make) -> str:
+        """A secret outside ``SECRET_NAMES`` (one per pipeline), made on first use and kept like the others."""
+        if name not in self.values:
+            self.values[name] = make()
+            write_private(self.file, json.dumps(self.values, indent=2))
+        return self.values[name]
+
     @property
     def slurm_jwt_key_file(self) -> Path:
         return self.paths.state / "slurm-auth" / "jwt_hs256.key"  # SlurmUser must reach it

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from operators.connections import VALIDATION_PREFIX
 from operators.contracts.contract import Contract, ContractError, load_contract
 
-PREFIX = "validation"
+PREFIX = VALIDATION_PREFIX
 ACCEPTED = {"passed", "approved"}
 
 

@@ -9,6 +9,7 @@ import pendulum
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, Param
 
+from operators.connections import REPORTS_BUCKET, S3_CONN, job_connections
 from operators.datasets.assets import dataset_asset
 from operators.pipeline import tasks
 from operators.pipeline.jobs import (
@@ -81,10 +82,11 @@ def _slurm_step(spec: PipelineSpec, step: str, task_id: str | None = None) -> Sl
                    pinned="{{ ti.xcom_pull(task_ids='pin_dataset') }}",
                    evaluate_inputs="{{ ti.xcom_pull(task_ids='replay_train')['evaluate_inputs'] }}")
     files_root, files = step_files(spec, step)
+    jobs = job_connections(spec.name)  # the job's own credentials, never the orchestrator's
     return SlurmJobOperator(
         task_id=task_id or step, slurm_conn_id=spec.connection, files=files, files_root=str(files_root),
         json_files=step_json_files(spec, step, refs), env=step_env(spec, step, refs),
-        env_connections=step_connections(spec, step, tasks.MLFLOW_CONN, tasks.S3_CONN),
+        env_connections=step_connections(spec, step, jobs.mlflow, jobs.s3),
         commands=step_commands(spec, step, refs),
         **job_options(spec, step, spec.site_facts))
 
@@ -148,8 +150,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
         validate_on_cluster = _slurm_step(spec, "validate", "validate_data_on_cluster")
         apply_contract = _python(ApplyContractOperator, "apply_contract", tasks.apply_contract, spec,
                                  trigger_rule="none_failed_min_one_success")
-        review = StewardReviewOperator(task_id="steward_review", spec=spec, reports_bucket=tasks.REPORTS_BUCKET,
-                                       s3_conn_id=tasks.S3_CONN)
+        review = StewardReviewOperator(task_id="steward_review", spec=spec, reports_bucket=REPORTS_BUCKET,
+                                       s3_conn_id=S3_CONN)
         start = _python(MlflowRunOperator, "start_run", tasks.start_run, spec)
         train, evaluate = _slurm_step(spec, "train"), _slurm_step(spec, "evaluate")
         decide = _python(PythonOperator, "gate", tasks.gate, spec)

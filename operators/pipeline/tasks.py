@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from operators.connections import MLFLOW_CONN, REPORTS_BUCKET, S3_CONN, STAGING_BUCKET, job_connections
 from operators.pipeline.links import (
     MlflowRunLink,
     ModelVersionLink,
@@ -19,11 +20,6 @@ from operators.pipeline.links import (
 )
 from operators.run_parameters import PipelineRun, RunParameterError, pipeline_run
 from operators.spec import PipelineSpec
-
-S3_CONN = "factory_s3"
-MLFLOW_CONN = "factory_mlflow"
-REPORTS_BUCKET = "reports"
-STAGING_BUCKET = "job-staging"  # models for offline evaluation jobs, removed when the run's evaluation is replayed
 
 
 def s3_client(conn_id: str = S3_CONN):
@@ -172,6 +168,7 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     validation = ti.xcom_pull(task_ids="apply_contract")
     params = run_parameters(spec, context).train_params
     with mlflow_tracking(MLFLOW_CONN):
+        import mlflow
         from mlflow import MlflowClient
 
         client = MlflowClient()
@@ -188,6 +185,15 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
             "airflow.run_id": ti.run_id, "pipeline": spec.name, "pipeline.site": spec.site,
             "pipeline.spec_sha256": spec_hash(spec), "tracking.mode": "offline" if spec.offline_tracking else "online"})
         client.log_inputs(run.info.run_id, datasets=dataset_inputs(pinned, validation))
+        if not spec.offline_tracking:  # the jobs log into this run with the pipeline's own job user
+            from airflow.sdk.bases.hook import BaseHook
+
+            from operators.registry.job_access import grant_job_access
+
+            job_user = BaseHook.get_connection(job_connections(spec.name).mlflow).login
+            granted = grant_job_access(mlflow.get_tracking_uri(), job_user, experiment_id,
+                                       spec.registry.model_name)
+            print(f"MLflow user {job_user} (the jobs'): {', '.join(granted) or 'permissions already in place'}")
     MlflowRunLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/experiments/{experiment_id}/runs/"
                                  f"{run.info.run_id}")
 

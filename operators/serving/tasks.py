@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from operators.pipeline.tasks import MLFLOW_CONN
+from operators.connections import MLFLOW_CONN
 from operators.spec import PipelineSpec, Serving
 
 
