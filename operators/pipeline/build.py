@@ -6,50 +6,36 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
-from operators.connections import REPORTS_BUCKET, S3_CONN, job_connections
+from operators.connections import REPORTS_BUCKET, S3_CONN
 from operators.datasets.assets import dataset_asset
-from operators.pipeline import tasks
-from operators.pipeline.jobs import (
-    RunRefs,
-    job_options,
-    step_commands,
-    step_connections,
-    step_env,
-    step_files,
-    step_json_files,
+from operators.pipeline import task_docs, tasks
+from operators.pipeline.operators import (
+    ApplyContractOperator,
+    MlflowRunOperator,
+    PipelineJobOperator,
+    RegisterModelOperator,
+    ValidateDataOperator,
 )
-from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
 from operators.pipeline.review import StewardReviewOperator
 from operators.run_parameters import REVISION, VALIDATE_ON
 from operators.serving import tasks as serving
-from operators.slurm.operators import SlurmJobOperator
 from operators.spec import PipelineSpec, SpecError
 from operators.typed_yaml import Problem
 
-RUN = "ti.xcom_pull(task_ids='start_run')"
+
+def _python(cls: type[PythonOperator], task_id: str, function, spec: PipelineSpec, inputs: dict[str, Any] | None = None,
+            **kwargs: Any) -> PythonOperator:
+    """A Python task of the pipeline: ``inputs`` are the upstream records it reads (XComArgs)."""
+    return cls(task_id=task_id, python_callable=function, op_kwargs={"spec": spec, **(inputs or {})},
+               doc_md=getattr(task_docs, task_id)(spec), **kwargs)
 
 
-class ValidateDataOperator(BranchPythonOperator):
-    operator_extra_links = (ValidationReportLink(),)
-
-
-class ApplyContractOperator(PythonOperator):
-    operator_extra_links = (ValidationReportLink(),)
-
-
-class MlflowRunOperator(PythonOperator):
-    operator_extra_links = (MlflowRunLink(),)
-
-
-class RegisterModelOperator(PythonOperator):
-    operator_extra_links = (ModelVersionLink(),)
-
-
-def _python(cls: type[PythonOperator], task_id: str, function, spec: PipelineSpec, **kwargs: Any) -> PythonOperator:
-    return cls(task_id=task_id, python_callable=function, op_kwargs={"spec": spec}, **kwargs)
+def _slurm(spec: PipelineSpec, step: str, task_id: str, **upstream: Any) -> PipelineJobOperator:
+    return PipelineJobOperator(task_id=task_id, spec=spec, step=step, upstream=upstream,
+                               doc_md=getattr(task_docs, task_id)(spec))
 
 
 def _schedule(spec: PipelineSpec) -> Any:
@@ -74,21 +60,6 @@ def _notifier(spec: PipelineSpec) -> dict[str, Any]:
             to=spec.notifications.email, subject=f"[{spec.dag_id}] {{{{ ti.task_id }}}}: {event}",
             html_content=f"Pipeline {spec.name}, run {{{{ run_id }}}}, task {{{{ ti.task_id }}}}: {event}.")
     return callbacks
-
-
-def _slurm_step(spec: PipelineSpec, step: str, task_id: str | None = None) -> SlurmJobOperator:
-    refs = RunRefs(run_id=f"{{{{ {RUN}['run_id'] }}}}", train_inputs=f"{{{{ {RUN}['train_inputs'] }}}}",
-                   test_inputs=f"{{{{ {RUN}['test_inputs'] }}}}", params=f"{{{{ {RUN}['params'] }}}}",
-                   pinned="{{ ti.xcom_pull(task_ids='pin_dataset') }}",
-                   evaluate_inputs="{{ ti.xcom_pull(task_ids='replay_train')['evaluate_inputs'] }}")
-    files_root, files = step_files(spec, step)
-    jobs = job_connections(spec.name)  # the job's own credentials, never the orchestrator's
-    return SlurmJobOperator(
-        task_id=task_id or step, slurm_conn_id=spec.connection, files=files, files_root=str(files_root),
-        json_files=step_json_files(spec, step, refs), env=step_env(spec, step, refs),
-        env_connections=step_connections(spec, step, jobs.mlflow, jobs.s3),
-        commands=step_commands(spec, step, refs),
-        **job_options(spec, step, spec.site_facts))
 
 
 class PipelineSpecErrors(DAG):
@@ -146,25 +117,35 @@ def build_dag(spec: PipelineSpec) -> DAG:
                f"connection `{spec.connection}`. See the jobs with `./factory render {spec.name}`.",
     ) as dag:
         pin = _python(PythonOperator, "pin_dataset", tasks.pin_dataset, spec, inlets=[dataset_asset(spec.dataset)])
-        validate = _python(ValidateDataOperator, "validate_data", tasks.validate_data, spec)
-        validate_on_cluster = _slurm_step(spec, "validate", "validate_data_on_cluster")
+        validate = _python(ValidateDataOperator, "validate_data", tasks.validate_data, spec, {"pinned": pin.output})
+        validate_on_cluster = _slurm(spec, "validate", "validate_data_on_cluster", pinned=pin.output)
         apply_contract = _python(ApplyContractOperator, "apply_contract", tasks.apply_contract, spec,
-                                 trigger_rule="none_failed_min_one_success")
-        review = StewardReviewOperator(task_id="steward_review", spec=spec, reports_bucket=REPORTS_BUCKET,
-                                       s3_conn_id=S3_CONN)
-        start = _python(MlflowRunOperator, "start_run", tasks.start_run, spec)
-        train, evaluate = _slurm_step(spec, "train"), _slurm_step(spec, "evaluate")
-        decide = _python(PythonOperator, "gate", tasks.gate, spec)
-        register = _python(RegisterModelOperator, "register", tasks.register, spec)
-        push = _python(PythonOperator, "push_to_inference", serving.push_to_inference, spec)
-        retire = serving.RetirePreviousVersionOperator(task_id="retire_previous_version", spec=spec)
-        pin >> validate >> [validate_on_cluster, apply_contract]
-        validate_on_cluster >> apply_contract >> review
+                                 {"pinned": pin.output}, trigger_rule="none_failed_min_one_success")
+        validate >> [validate_on_cluster, apply_contract]  # a branch: one of the two validates
+        validate_on_cluster >> apply_contract
+        review = StewardReviewOperator(task_id="steward_review", spec=spec, validation=apply_contract.output,
+                                       reports_bucket=REPORTS_BUCKET, s3_conn_id=S3_CONN,
+                                       doc_md=task_docs.steward_review(spec))
+        start = _python(MlflowRunOperator, "start_run", tasks.start_run, spec, {
+            "pinned": pin.output, "validation": apply_contract.output, "review": review.output})
+        train = _slurm(spec, "train", "train", run=start.output)
         if spec.offline_tracking:  # the jobs logged into their own stores: copy them into the server's run
-            replay_train = _python(MlflowRunOperator, "replay_train", tasks.replay_train, spec)
-            replay_evaluate = _python(MlflowRunOperator, "replay_evaluate", tasks.replay_evaluate, spec)
-            review >> start >> train >> replay_train >> evaluate >> replay_evaluate >> decide
+            replay_train = _python(MlflowRunOperator, "replay_train", tasks.replay_train, spec,
+                                   {"run": start.output, "train": train.output})
+            evaluate = _slurm(spec, "evaluate", "evaluate", run=start.output, replayed=replay_train.output)
+            replay_evaluate = _python(MlflowRunOperator, "replay_evaluate", tasks.replay_evaluate, spec,
+                                      {"run": start.output, "evaluate": evaluate.output})
         else:
-            review >> start >> train >> evaluate >> decide
-        decide >> register >> push >> retire
+            evaluate = _slurm(spec, "evaluate", "evaluate", run=start.output)
+            train >> evaluate  # it scores the model train logged into the run
+        decide = _python(PythonOperator, "gate", tasks.gate, spec,
+                         {"run": start.output, "train": train.output, "evaluate": evaluate.output})
+        if spec.offline_tracking:
+            replay_evaluate >> decide
+        register = _python(RegisterModelOperator, "register", tasks.register, spec, {
+            "run": start.output, "verdict": decide.output, "validation": apply_contract.output})
+        push = _python(PythonOperator, "push_to_inference", serving.push_to_inference, spec,
+                       {"registered": register.output})
+        serving.RetirePreviousVersionOperator(task_id="retire_previous_version", spec=spec, rollout=push.output,
+                                              doc_md=task_docs.retire_previous_version(spec))
     return dag

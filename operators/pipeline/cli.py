@@ -94,77 +94,11 @@ def render_step(spec: PipelineSpec, step: str) -> str:
 
 
 def plan(spec: PipelineSpec) -> list[dict[str, str]]:
-    """The DAG's tasks in order, each with what it will do, in words a reviewer checks against the spec."""
-    from operators.pipeline.jobs import job_options, step_spec
+    """The DAG's tasks in order, each with what it will do: read from the built DAG (each task's ``doc_md``),
+    so the plan is the DAG."""
+    from operators.pipeline.build import build_dag
 
-    dataset, evaluation, registry, serving = spec.dataset, spec.evaluation, spec.registry, spec.serving
-    contract = spec.data_contract
-    site = spec.site_facts
-
-    def slurm(step: str) -> str:
-        job = step_spec(spec, step)
-        options = job_options(spec, step, site)
-        resources = job.resources
-        where = f"a container ({job.container.image}, {options['container'].runtime})" if job.container else \
-            f"environment {job.environment or 'job-runtime'}"
-        launcher = job.launcher
-        request = (f"{resources.nodes} node(s) x {resources.tasks_per_node} task(s), {resources.cpus_per_task} CPU(s) "
-                   f"per task, {resources.gpus_per_node} GPU(s) per node, {resources.memory} per node, "
-                   f"time limit {resources.time}, partition {options['partition'] or 'the cluster default'}")
-        program = "the contract validation (python -m operators.contracts.job)" if step == "validate" else job.script
-        return (f"Slurm job on {site.title} through connection {spec.connection}: {program} with launcher "
-                f"{launcher} in {where}; {request}. Stages the pinned data from S3 into the job folder.")
-
-    thresholds = ", ".join(f"{name} >= {bound}" for name, bound in evaluation.thresholds.items()) or "none"
-    champion = (f"the challenger must beat {registry.aliases.champion} by at least {evaluation.min_improvement} on "
-                f"{evaluation.primary_metric}, both scored on the same test split in the same job"
-                if evaluation.compare_with_champion else "no champion comparison")
-    smoke = serving.smoke
-    tracking = "offline: each job logs to SQLite in its own folder, which a replay task copies into the run" \
-        if spec.offline_tracking else "online: the jobs log straight into the MLflow server"
-    replays = [
-        {"task": "replay_train", "does": "copy the training job's offline MLflow store into the run (params, "
-                                         "metrics with steps, tags, artifacts, model; idempotent), then stage the "
-                                         "challenger and champion in S3 for the evaluation job"},
-        {"task": "replay_evaluate", "does": "copy the evaluation job's offline MLflow store into the run"},
-    ] if spec.offline_tracking else []
-    return [
-        {"task": "pin_dataset", "does": f"resolve revision {dataset.revision} of {dataset.path} and "
-                                        f"{dataset.test_path} in {dataset.repository} to a commit and md5"},
-        {"task": "validate_data", "does": f"validate the pinned data against data_contracts/{spec.contract}.yaml "
-                                          f"({len(contract.columns)} columns) on the Airflow worker, or, above "
-                                          f"{contract.validation.cluster_above}, leave it to the Slurm job; publish "
-                                          "Data Docs and summary.json to S3"},
-        {"task": "validate_data_on_cluster", "does": slurm("validate") + " Same validation, in chunks."},
-        {"task": "apply_contract", "does": "a broken error rule (or unreadable data) fails the run before "
-                                           "anything trains; broken warn rules ask a data steward"},
-        {"task": "steward_review", "does": f"only when warn rules broke: a data steward approves or rejects "
-                                           f"(Airflow human-in-the-loop); after {contract.review.timeout} the "
-                                           f"answer is {contract.review.on_timeout}"},
-        {"task": "start_run", "does": "create the MLflow run the jobs log into (params, dataset inputs, code "
-                                      f"version); tracking {tracking}"},
-        {"task": "train", "does": slurm("train")},
-        *replays[:1],
-        {"task": "evaluate", "does": slurm("evaluate") + f" Scores {', '.join(evaluation.metrics)}."},
-        *replays[1:],
-        {"task": "gate", "does": f"thresholds {thresholds}; {champion}"},
-        {"task": "register", "does": f"register {registry.model_name} with alias {registry.aliases.challenger}"
-                                     + (f"; tags {json.dumps(registry.tags)}" if registry.tags else "")},
-        {"task": "push_to_inference", "does": f"{serving.target} target via connection {serving.connection}: load "
-                                              f"{serving.model_name} next to the serving version, wait until ready, "
-                                              f"smoke-test with "
-                                              f"{'the spec inputs' if smoke.inputs else 'the model input example'}"
-                                              + (f", outputs in {smoke.allowed_outputs}" if smoke.allowed_outputs
-                                                 else "")
-                                              + (f", outputs within {smoke.output_range}" if smoke.output_range
-                                                 else "")
-                                              + f"; p99 latency over {serving.latency.requests} requests <= "
-                                                f"{serving.latency.p99_ms} ms; then make it the default and move "
-                                                f"alias {registry.aliases.champion}. A failed step unloads it and "
-                                                "tags why; skipped if not promoted"},
-        {"task": "retire_previous_version", "does": f"after a grace period of {serving.grace_period_s} s, unload "
-                                                    "the version the rollout replaced (kept if rolled back to)"},
-    ]
+    return [{"task": task.task_id, "does": task.doc_md} for task in build_dag(spec).task_dict.values()]
 
 
 def schedule_words(spec: PipelineSpec) -> str:

@@ -16,6 +16,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from operators.pipeline.links import ValidationReportLink
+from operators.pipeline.records import ValidationOutcome
 from operators.pipeline.tasks import s3_client
 from operators.spec import PipelineSpec
 
@@ -23,7 +24,10 @@ from operators.spec import PipelineSpec
 class StewardReviewOperator(ApprovalOperator):
     operator_extra_links = (ValidationReportLink(),)
 
-    def __init__(self, *, spec: PipelineSpec, reports_bucket: str, s3_conn_id: str, **kwargs: Any) -> None:
+    template_fields = (*ApprovalOperator.template_fields, "validation")
+
+    def __init__(self, *, spec: PipelineSpec, validation: Any, reports_bucket: str, s3_conn_id: str,
+                 **kwargs: Any) -> None:
         review = spec.data_contract.review
         super().__init__(
             subject=f"Data steward review: {spec.dataset.name} for pipeline {spec.name}",
@@ -33,9 +37,10 @@ class StewardReviewOperator(ApprovalOperator):
         self.contract_name, self.dataset = spec.contract, spec.dataset.name
         self.on_timeout = review.on_timeout
         self.reports_bucket, self.s3_conn_id = reports_bucket, s3_conn_id
+        self.validation = validation  # apply_contract's ValidationOutcome (an XComArg until rendered)
 
     def _summary(self, context: Any) -> dict[str, Any]:
-        return context["ti"].xcom_pull(task_ids="apply_contract")
+        return ValidationOutcome.of(self.validation).as_xcom()
 
     def execute(self, context: Any) -> Any:
         from operators.contracts.validate import failure_message, get_json

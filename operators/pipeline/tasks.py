@@ -7,6 +7,7 @@ import json
 import subprocess
 import tempfile
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,16 @@ from operators.pipeline.links import (
     ValidationReportLink,
     airflow_base_url,
     mlflow_base_url,
+)
+from operators.pipeline.records import (
+    GateVerdict,
+    PinnedDataset,
+    RegisteredVersion,
+    Replayed,
+    SlurmJob,
+    StewardDecision,
+    TrackingRun,
+    ValidationOutcome,
 )
 from operators.run_parameters import PipelineRun, RunParameterError, pipeline_run
 from operators.spec import PipelineSpec
@@ -49,11 +60,11 @@ def pin_dataset(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     run = run_parameters(spec, context)
     choice = choose_revision(spec.dataset, run.revision, triggering_events(context, spec.dataset))
     print(f"pinning dataset {spec.dataset.name} at {choice.revision}: {choice.reason}")
-    pinned = pin(spec.dataset, choice.revision, remote_config=dvc_remote_config())
-    if choice.commit and pinned["commit"] != choice.commit:
-        print(f"warning: {choice.revision} moved from {choice.commit} (the event's) to {pinned['commit']} since the "
+    pinned = PinnedDataset.of(pin(spec.dataset, choice.revision, remote_config=dvc_remote_config()))
+    if choice.commit and pinned.commit != choice.commit:
+        print(f"warning: {choice.revision} moved from {choice.commit} (the event's) to {pinned.commit} since the "
               "event; pinned the tag as it is now (its move is a new event, and a new run)")
-    return pinned
+    return pinned.as_xcom()
 
 
 def dvc_remote_config(conn_id: str = S3_CONN) -> dict[str, str]:
@@ -68,18 +79,17 @@ def validates_on_cluster(size: int, threshold: int, chosen: str = "auto") -> boo
     return size > threshold if chosen == "auto" else chosen == "cluster"
 
 
-def validate_data(spec: PipelineSpec, **context: Any) -> list[str]:
+def validate_data(spec: PipelineSpec, pinned: dict[str, Any], **context: Any) -> list[str]:
     """Validate small data here; leave data above the contract's ``validation.cluster_above`` to the Slurm
     job. A branch: returns the tasks to run next. The run's conf key ``validate_on`` (``worker`` or
     ``cluster``) overrides the threshold."""
     from operators.contracts.validate import validate_pinned, validated_object
 
-    pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
     size = validated_object(pinned).get("size") or 0  # a sharded folder: only its manifest is read
     chosen = run_parameters(spec, context).validate_on
     contract = spec.data_contract
     if validates_on_cluster(size, contract.validation.cluster_above_bytes, chosen):
-        print(f"{pinned['data']['path']}: {size} bytes, above {contract.validation.cluster_above} "
+        print(f"{PinnedDataset.of(pinned).data['path']}: {size} bytes, above {contract.validation.cluster_above} "
               f"(validate_on {chosen}): validated by a Slurm job next to the data")
         return ["validate_data_on_cluster", "apply_contract"]
     summary = validate_pinned(pinned, contract, s3_client(), REPORTS_BUCKET, dag_id=spec.dag_id,
@@ -93,22 +103,15 @@ def report_url(summary: dict[str, Any]) -> str:
     return f"{airflow_base_url()}/factory/reports/{summary['report']['index']}"
 
 
-def _brief(summary: dict[str, Any]) -> dict[str, Any]:
-    """What later tasks need in XCom; the full summary (rules, profiles) stays in S3."""
-    keys = ("status", "success", "dataset", "revision", "commit", "md5", "rows", "counts", "report", "error",
-            "validated_on", "seconds_total")
-    return {key: summary.get(key) for key in keys}
-
-
-def apply_contract(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+def apply_contract(spec: PipelineSpec, pinned: dict[str, Any], **context: Any) -> dict[str, Any]:
     """The contract's policy on the published summary, wherever it was validated: errors stop the run
     before anything trains; warnings go to a data steward (``steward_review``)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from operators.contracts.validate import dataset_version, failure_message, get_json, run_prefix
 
-    pinned = context["ti"].xcom_pull(task_ids="pin_dataset")
-    prefix = run_prefix(pinned["name"], pinned["revision"], context["run_id"])
+    dataset = PinnedDataset.of(pinned)
+    prefix = run_prefix(dataset.name, dataset.revision, context["run_id"])
     summary = get_json(s3_client(), REPORTS_BUCKET, f"{prefix}/summary.json")
     ValidationReportLink.store(context, report_url(summary))
     report = f"Report: s3://{REPORTS_BUCKET}/{summary['report']['index']}"
@@ -120,7 +123,8 @@ def apply_contract(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
             f"{failure_message(summary, 'error')}. Nothing was submitted to Slurm. {report}")
     if summary["status"] == "warned":
         print(f"warn rules broken, a data steward decides: {failure_message(summary, 'warn')}. {report}")
-    return _brief(summary)
+    # what later tasks need; the full summary (rules, profiles) stays in S3
+    return ValidationOutcome.of({item.name: summary.get(item.name) for item in fields(ValidationOutcome)}).as_xcom()
 
 
 def code_version(folder: Path) -> str:
@@ -139,33 +143,33 @@ def spec_hash(spec: PipelineSpec) -> str:
     return hashlib.sha256(spec.file.read_bytes()).hexdigest()
 
 
-def dataset_inputs(pinned: dict[str, Any], validation: dict[str, Any]) -> list[Any]:
+def dataset_inputs(pinned: PinnedDataset, validation: ValidationOutcome) -> list[Any]:
     """The pinned splits as MLflow dataset inputs: digest = DVC md5, source = where DVC keeps the version."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     inputs = []
-    for role, context in (("data", "training"), ("test", "evaluation")):
-        split = pinned[role]
-        source = {"repository": pinned["repository"], "path": split["path"], "revision": pinned["revision"],
-                  "commit": pinned["commit"], "url": split["url"]}
+    for split, context in ((pinned.data, "training"), (pinned.test, "evaluation")):
+        source = {"repository": pinned.repository, "path": split["path"], "revision": pinned.revision,
+                  "commit": pinned.commit, "url": split["url"]}
         profile = {"size_bytes": split.get("size")}
-        if role == "data":  # what the contract saw
-            profile |= {"num_rows": validation.get("rows"), "contract": validation.get("status")}
-        dataset = Dataset(name=f"{pinned['name']}/{split['path'].rsplit('/', 1)[-1]}@{pinned['revision']}",
+        if context == "training":  # what the contract saw
+            profile |= {"num_rows": validation.rows, "contract": validation.status}
+        dataset = Dataset(name=f"{pinned.name}/{split['path'].rsplit('/', 1)[-1]}@{pinned.revision}",
                           digest=split["md5"], source_type="dvc", source=json.dumps(source),
                           profile=json.dumps(profile))
         inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
     return inputs
 
 
-def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+def start_run(spec: PipelineSpec, pinned: dict[str, Any], validation: dict[str, Any],
+              review: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
     """Create the MLflow run the Slurm jobs log into, tagged with the data and the orchestration."""
     from operators.datasets.shards import job_inputs
     from operators.registry.connection import mlflow_tracking
 
     ti = context["ti"]
-    pinned = ti.xcom_pull(task_ids="pin_dataset")
-    validation = ti.xcom_pull(task_ids="apply_contract")
+    dataset, outcome = PinnedDataset.of(pinned), ValidationOutcome.of(validation)
+    decision = StewardDecision.of(review).decision if review else "none"
     params = run_parameters(spec, context).train_params
     with mlflow_tracking(MLFLOW_CONN):
         import mlflow
@@ -175,16 +179,15 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         experiment = client.get_experiment_by_name(spec.name)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(spec.name)
         run = client.create_run(experiment_id, run_name=context["run_id"][:250], tags={
-            "dataset.name": pinned["name"], "dataset.repository": pinned["repository"],
-            "dataset.revision": pinned["revision"], "dataset.commit": pinned["commit"],
-            "dataset.md5": pinned["data"]["md5"], "dataset.test_md5": pinned["test"]["md5"],
-            "validation.status": validation["status"],
-            "validation.decision": (ti.xcom_pull(task_ids="steward_review") or {}).get("decision", "none"),
-            "validation.report": f"s3://{REPORTS_BUCKET}/{validation['report']['index']}",
+            "dataset.name": dataset.name, "dataset.repository": dataset.repository,
+            "dataset.revision": dataset.revision, "dataset.commit": dataset.commit,
+            "dataset.md5": dataset.data["md5"], "dataset.test_md5": dataset.test["md5"],
+            "validation.status": outcome.status, "validation.decision": decision,
+            "validation.report": f"s3://{REPORTS_BUCKET}/{outcome.report['index']}",
             "code.git_sha": code_version(spec.folder), "airflow.dag_id": ti.dag_id,
             "airflow.run_id": ti.run_id, "pipeline": spec.name, "pipeline.site": spec.site,
             "pipeline.spec_sha256": spec_hash(spec), "tracking.mode": "offline" if spec.offline_tracking else "online"})
-        client.log_inputs(run.info.run_id, datasets=dataset_inputs(pinned, validation))
+        client.log_inputs(run.info.run_id, datasets=dataset_inputs(dataset, outcome))
         if not spec.offline_tracking:  # the jobs log into this run with the pipeline's own job user
             from airflow.sdk.bases.hook import BaseHook
 
@@ -197,25 +200,24 @@ def start_run(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     MlflowRunLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/experiments/{experiment_id}/runs/"
                                  f"{run.info.run_id}")
 
-    def inputs(role: str, stem: str) -> list[dict[str, Any]]:
+    def inputs(split: dict[str, Any], stem: str) -> list[dict[str, Any]]:
         """``data/train.csv`` for a file (its own suffix), ``data/train/`` for a sharded folder."""
-        split = pinned[role]
         return job_inputs(split, stem if "shards" in split else stem + Path(split["path"]).suffix)
 
-    return {"run_id": run.info.run_id, "experiment_id": experiment_id, "params": params,
-            "train_inputs": inputs("data", "train"), "test_inputs": inputs("test", "test")}
+    return TrackingRun(run.info.run_id, experiment_id, params, inputs(dataset.data, "train"),
+                       inputs(dataset.test, "test")).as_xcom()
 
 
-def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+def gate(spec: PipelineSpec, run: dict[str, Any], train: dict[str, Any], evaluate: dict[str, Any],
+         **context: Any) -> dict[str, Any]:
     """Thresholds and the champion comparison on metrics the evaluation job logged."""
     from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking
     from operators.registry.gate import decide
     from operators.registry.model_card import comparison_rows, comparison_table
 
-    ti = context["ti"]
-    run_id = ti.xcom_pull(task_ids="start_run")["run_id"]
-    train_job, evaluate_job = ti.xcom_pull(task_ids="train"), ti.xcom_pull(task_ids="evaluate")
+    run_id = TrackingRun.of(run).run_id
+    train_job, evaluate_job = SlurmJob.of(train).as_xcom(), SlurmJob.of(evaluate).as_xcom()
     with mlflow_tracking(MLFLOW_CONN):
         from mlflow import MlflowClient
         from mlflow.entities import Metric, RunTag
@@ -248,7 +250,8 @@ def gate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         client.log_text(run_id, comparison_table(rows, label) + "\n", "gate/comparison.md")
         client.log_dict(run_id, {**decision.as_dict(), "comparison": rows, "champion_version": champion_version},
                         "gate/decision.json")
-    return {**decision.as_dict(), "comparison": rows, "champion_version": champion_version, "cost": cost}
+    return GateVerdict(**decision.as_dict(), comparison=rows, champion_version=champion_version,
+                       cost=cost).as_xcom()
 
 
 def job_cost(*jobs: dict[str, Any]) -> dict[str, float | None]:
@@ -264,7 +267,8 @@ def job_cost(*jobs: dict[str, Any]) -> dict[str, float | None]:
 LINEAGE_TAG_GROUPS = {"dataset", "validation", "code", "airflow", "slurm", "gate", "pipeline", "cost", "tracking"}
 
 
-def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+def register(spec: PipelineSpec, run: dict[str, Any], verdict: dict[str, Any], validation: dict[str, Any],
+             **context: Any) -> dict[str, Any]:
     """A model version with its lineage and model card, alias challenger. When the gate passed, the rollout
     (push_to_inference) makes it the champion once it serves."""
     from operators.registry.aliases import version_by_alias
@@ -272,8 +276,7 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     from operators.registry.model_card import model_card
 
     ti = context["ti"]
-    run = ti.xcom_pull(task_ids="start_run")
-    decision = ti.xcom_pull(task_ids="gate")
+    run, decision = TrackingRun.of(run).as_xcom(), GateVerdict.of(verdict).as_xcom()
     name = spec.registry.model_name
     with mlflow_tracking(MLFLOW_CONN):
         import mlflow
@@ -281,9 +284,8 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
 
         client = MlflowClient()
         run_tags = client.get_run(run["run_id"]).data.tags
-        validation = ti.xcom_pull(task_ids="apply_contract")
         tags = {key: value for key, value in run_tags.items() if key.split(".")[0] in LINEAGE_TAG_GROUPS}
-        tags["validation.report_url"] = report_url(validation)
+        tags["validation.report_url"] = report_url(ValidationOutcome.of(validation).as_xcom())
         aliases = spec.registry.aliases
         previous = version_by_alias(client, name, aliases.champion)
         version = mlflow.register_model(f"runs:/{run['run_id']}/model", name, tags={**tags, **spec.registry.tags})
@@ -306,11 +308,10 @@ def register(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         client.update_model_version(name, version.version, description=card)
         client.set_model_version_tag(name, version.version, "model_card", f"runs:/{run['run_id']}/model_card.md")
     ModelVersionLink.store(context, f"{base}/#/models/{name}/versions/{version.version}")
-    return {"model": name, "version": version.version, "promoted": decision["promote"],
-            "previous_champion": previous}
+    return RegisteredVersion(name, version.version, decision["promote"], previous).as_xcom()
 
 
-def _replay(spec: PipelineSpec, step: str, context: dict[str, Any]) -> dict[str, Any]:
+def _replay(spec: PipelineSpec, step: str, run: TrackingRun, job: SlurmJob, context: dict[str, Any]) -> Replayed:
     """Copy the step's offline MLflow store from the job's folder (through the Slurm connection, as its
     files were staged) and replay it into the pipeline's run; idempotent, so a retry is safe."""
     from operators.registry.connection import mlflow_tracking
@@ -318,31 +319,32 @@ def _replay(spec: PipelineSpec, step: str, context: dict[str, Any]) -> dict[str,
     from operators.tracking.offline import STORE_DIR
     from operators.tracking.replay import replay
 
-    ti = context["ti"]
-    run, job = ti.xcom_pull(task_ids="start_run"), ti.xcom_pull(task_ids=step)
-    store = f"{job['workdir']}/{STORE_DIR}"
+    store = f"{job.workdir}/{STORE_DIR}"
     with tempfile.TemporaryDirectory(prefix="offline-mlflow-") as tmp, mlflow_tracking(MLFLOW_CONN):
         from mlflow import MlflowClient
 
         SlurmHook(spec.connection).get_transport().fetch_folder(store, Path(tmp))
-        counts = replay(Path(tmp), MlflowClient(), run["run_id"],
-                        {f"slurm.{step}.job_id": str(job["job_id"]), f"offline.{step}.store": store})
-    MlflowRunLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/experiments/{run['experiment_id']}/runs/"
-                                 f"{run['run_id']}")
+        counts = replay(Path(tmp), MlflowClient(), run.run_id,
+                        {f"slurm.{step}.job_id": str(job.job_id), f"offline.{step}.store": store})
+    MlflowRunLink.store(context, f"{mlflow_base_url(MLFLOW_CONN)}/#/experiments/{run.experiment_id}/runs/"
+                                 f"{run.run_id}")
     added = counts.added
-    print(f"replayed {store} (Slurm job {job['job_id']}) into MLflow run {run['run_id']}: "
+    print(f"replayed {store} (Slurm job {job.job_id}) into MLflow run {run.run_id}: "
           f"{counts.params} params, {counts.metrics} metric points, {counts.tags} tags, {counts.artifacts} "
           f"artifact files, {counts.models} models; added now: {added}")
-    return counts.as_dict()
+    return Replayed.of(counts.as_dict())
 
 
-def replay_train(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+def replay_train(spec: PipelineSpec, run: dict[str, Any], train: dict[str, Any], **context: Any) -> dict[str, Any]:
     """Replay the training job's store, then stage the models the offline evaluation job scores."""
-    return {**_replay(spec, "train", context), "evaluate_inputs": stage_models(spec, context)}
+    tracking = TrackingRun.of(run)
+    replayed = _replay(spec, "train", tracking, SlurmJob.of(train), context)
+    return replace(replayed, evaluate_inputs=stage_models(spec, tracking, context)).as_xcom()
 
 
-def replay_evaluate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
-    counts = _replay(spec, "evaluate", context)
+def replay_evaluate(spec: PipelineSpec, run: dict[str, Any], evaluate: dict[str, Any],
+                    **context: Any) -> dict[str, Any]:
+    counts = _replay(spec, "evaluate", TrackingRun.of(run), SlurmJob.of(evaluate), context).as_xcom()
     s3, prefix = s3_client(), f"{spec.dag_id}/{context['run_id']}/"
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=STAGING_BUCKET, Prefix=prefix):
         if page.get("Contents"):
@@ -350,7 +352,7 @@ def replay_evaluate(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     return counts
 
 
-def stage_models(spec: PipelineSpec, context: dict[str, Any]) -> list[dict[str, str]]:
+def stage_models(spec: PipelineSpec, run: TrackingRun, context: dict[str, Any]) -> list[dict[str, str]]:
     """The evaluation job's inputs when it cannot reach the registry: the test split, the challenger
     as replayed (so the model evaluated is the one registered) and the champion's pinned version, each
     file in S3 with its md5 (``python -m operators.jobs.fetch`` checks them)."""
@@ -359,14 +361,13 @@ def stage_models(spec: PipelineSpec, context: dict[str, Any]) -> list[dict[str, 
     from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking
 
-    run = context["ti"].xcom_pull(task_ids="start_run")
     name, prefix = spec.registry.model_name, f"{spec.dag_id}/{context['run_id']}/models"
-    items = [{**item, "name": f"data/{item['name']}"} for item in run["test_inputs"]]
+    items = [{**item, "name": f"data/{item['name']}"} for item in run.test_inputs]
     with tempfile.TemporaryDirectory(prefix="staged-models-") as tmp, mlflow_tracking(MLFLOW_CONN):
         import mlflow
         from mlflow import MlflowClient
 
-        uris = {"challenger": f"runs:/{run['run_id']}/model"}
+        uris = {"challenger": f"runs:/{run.run_id}/model"}
         champion = version_by_alias(MlflowClient(), name, spec.registry.aliases.champion) \
             if spec.evaluation.compare_with_champion else None
         if champion is not None:

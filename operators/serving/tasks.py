@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from operators.connections import MLFLOW_CONN
+from operators.pipeline.records import RegisteredVersion, Rollout
 from operators.spec import PipelineSpec, Serving
 
 
@@ -43,7 +44,7 @@ def registered_model_folder(name: str, version: str, needed: bool = True) -> Ite
         yield Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
 
 
-def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+def push_to_inference(spec: PipelineSpec, registered: dict[str, Any], **context: Any) -> dict[str, Any]:
     """Roll the promoted version out (load → ready → smoke → latency → default), then move the champion
     alias. A failed step unloads the new version, tags why on it, and fails the task: the previous
     version keeps serving and stays champion."""
@@ -53,11 +54,11 @@ def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
     from operators.serving import record
     from operators.serving.rollout import RolloutFailed, roll_out, switch_back
 
-    registered = context["ti"].xcom_pull(task_ids="register")
-    if not registered["promoted"]:
-        raise AirflowSkipException(f"{registered['model']} v{registered['version']} was not promoted: "
-                                   f"champion v{registered['previous_champion']} keeps serving")
-    name, version, served_as = registered["model"], str(registered["version"]), spec.serving.model_name
+    version_record = RegisteredVersion.of(registered)
+    if not version_record.promoted:
+        raise AirflowSkipException(f"{version_record.model} v{version_record.version} was not promoted: "
+                                   f"champion v{version_record.previous_champion} keeps serving")
+    name, version, served_as = version_record.model, str(version_record.version), spec.serving.model_name
     target, run = serving_target(spec.serving), f"{context['dag_run'].dag_id}/{context['run_id']}"
     with mlflow_tracking(MLFLOW_CONN):
         from mlflow import MlflowClient
@@ -80,7 +81,7 @@ def push_to_inference(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
         record.rolled_out(client, name, report.as_dict(), target.kind, run)
     print(f"{served_as} version {version} serves unversioned requests; alias "
           f"{spec.registry.aliases.champion} -> v{version}; rollout {report.total_s} s {report.seconds}")
-    return {**report.as_dict(), "registered_model": name, "rolled_out_at": time.time()}
+    return Rollout(**report.as_dict(), registered_model=name, rolled_out_at=time.time()).as_xcom()
 
 
 class RetirePreviousVersionOperator(BaseOperator):
@@ -90,10 +91,12 @@ class RetirePreviousVersionOperator(BaseOperator):
     """
 
     ui_color = "#e8f0fe"
+    template_fields = ("rollout",)
 
-    def __init__(self, *, spec: PipelineSpec, **kwargs: Any) -> None:
+    def __init__(self, *, spec: PipelineSpec, rollout: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
+        self.rollout = rollout  # push_to_inference's Rollout (an XComArg until rendered)
 
     def execute(self, context: Any) -> Any:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -101,12 +104,12 @@ class RetirePreviousVersionOperator(BaseOperator):
 
         from operators.slurm.triggers import RESUME_AFTER_S
 
-        pushed = context["ti"].xcom_pull(task_ids="push_to_inference")
-        if not pushed or not pushed.get("previous_version"):
+        pushed = Rollout.of(self.rollout) if self.rollout else None
+        if pushed is None or not pushed.previous_version:
             raise AirflowSkipException("no version served before this one: nothing to retire")
-        remaining = pushed["rolled_out_at"] + self.spec.serving.grace_period_s - time.time()
+        remaining = pushed.rolled_out_at + self.spec.serving.grace_period_s - time.time()
         if remaining > RESUME_AFTER_S:  # a shorter wait is slept here: Airflow fails a task resumed too soon
-            print(f"version {pushed['previous_version']} stays loaded for {remaining:.0f} s more (grace period)")
+            print(f"version {pushed.previous_version} stays loaded for {remaining:.0f} s more (grace period)")
             moment = datetime.datetime.fromtimestamp(time.time() + remaining, tz=datetime.UTC)
             self.defer(trigger=DateTimeTrigger(moment), method_name="retire")
         time.sleep(max(0.0, remaining))
@@ -118,8 +121,8 @@ class RetirePreviousVersionOperator(BaseOperator):
         from operators.registry.connection import mlflow_tracking
         from operators.serving import record
 
-        pushed = context["ti"].xcom_pull(task_ids="push_to_inference")
-        previous, model = pushed["previous_version"], self.spec.serving.model_name
+        pushed = Rollout.of(self.rollout)
+        previous, model = pushed.previous_version, self.spec.serving.model_name
         target = serving_target(self.spec.serving)
         if target.default_version(model) == previous:
             raise AirflowSkipException(f"version {previous} is the default again (rolled back): kept loaded")
@@ -127,7 +130,7 @@ class RetirePreviousVersionOperator(BaseOperator):
         with mlflow_tracking(MLFLOW_CONN):
             from mlflow import MlflowClient
 
-            record.retired(MlflowClient(), pushed["registered_model"], previous,
+            record.retired(MlflowClient(), pushed.registered_model, previous,
                            f"{context['dag_run'].dag_id}/{context['run_id']}")
         return {"retired": previous}
 
