@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -248,11 +248,6 @@ class PipelineSpec:
     schedule: Schedule | None = None
     tracking: Tracking = field(default_factory=Tracking)
     notifications: Notifications = field(default_factory=Notifications)
-    folder: Path = field(init=False, default=Path(), repr=False, compare=False)
-    file: Path = field(init=False, default=Path(), repr=False, compare=False)
-    lines: dict[str, int] = field(init=False, default_factory=dict, repr=False, compare=False)
-    site_facts: Site | None = field(init=False, default=None, repr=False, compare=False)
-    data_contract: Contract | None = field(init=False, default=None, repr=False, compare=False)
 
     @property
     def dag_id(self) -> str:
@@ -262,20 +257,40 @@ class PipelineSpec:
     def contract_file(self) -> Path:
         return CONTRACTS_DIR / f"{self.contract}.yaml"
 
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A spec as loaded and checked: the file's record, the file and the line of each field, the site it was
+    checked against and its data contract. The spec's own fields read through (``pipeline.training``)."""
+
+    spec: PipelineSpec
+    file: Path
+    lines: dict[str, int] = field(repr=False)
+    site_facts: Site
+    data_contract: Contract
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "spec":  # copy and pickle probe dunders before the fields exist
+            raise AttributeError(name)
+        return getattr(self.spec, name)
+
+    @property
+    def folder(self) -> Path:
+        return self.file.parent
+
     @property
     def offline_tracking(self) -> bool:
         """Whether the jobs log to an offline store (see :class:`Tracking`)."""
         if self.tracking.mode != "auto":
             return self.tracking.mode == "offline"
-        return not (self.site_facts is not None and self.site_facts.network.compute_nodes_internet is True)
+        return self.site_facts.network.compute_nodes_internet is not True
 
     @property
     def connection(self) -> str:
         """The Airflow connection that submits this pipeline's jobs to its site."""
         if self.submission.connection:
             return self.submission.connection
-        site = self.site_facts
-        named = [method.connection for method in (site.submission or {}).values() if method.connection] if site else []
+        named = [method.connection for method in (self.site_facts.submission or {}).values() if method.connection]
         return named[0] if named else f"factory_slurm_{self.site}"
 
 
@@ -310,7 +325,7 @@ def repository_location(written: str) -> str:
 
 def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
               sites: dict[str, Site | SiteError] | None = None,
-              contracts: dict[Path, Contract | ContractError] | None = None) -> PipelineSpec:
+              contracts: dict[Path, Contract | ContractError] | None = None) -> Pipeline:
     """Load and check one ``pipeline.yaml``; ``SpecError.errors`` lists every mistake found after reading.
 
     ``site`` retargets the spec to another site of the catalogue (``factory render --site``), checked alike.
@@ -323,20 +338,16 @@ def load_spec(path: Path, sites_dir: Path = SITES_DIR, site: str | None = None,
                                                        "pipeline's files must live in its own folder"))
     root = compose(path, SpecError, "spec", f"apiVersion: {API_VERSION}, kind: Pipeline, name: ...")
     spec = reader.read_record(PipelineSpec, root, "")
-    object.__setattr__(spec, "folder", path.parent)
-    object.__setattr__(spec, "file", path)
-    object.__setattr__(spec, "lines", reader.lines)
     if site is not None:
-        object.__setattr__(spec, "site", site)
+        spec = replace(spec, site=site)
     problems: list[tuple[str, str]] = []
     facts = _site(spec.site, sites_dir, {} if sites is None else sites)
     if isinstance(facts, SiteError):
         problems.append(("site", str(facts)))
         facts = None
-    object.__setattr__(spec, "site_facts", facts)
-    _check(spec, facts, problems, {} if contracts is None else contracts)
+    contract = _check(spec, path.parent, reader.lines, facts, problems, {} if contracts is None else contracts)
     reader.fail_all(problems)
-    return spec
+    return Pipeline(spec, path, reader.lines, facts, contract)
 
 
 def _site(name: str, sites_dir: Path, sites: dict[str, Site | SiteError]) -> Site | SiteError:
@@ -357,14 +368,15 @@ def _contract(path: Path, contracts: dict[Path, Contract | ContractError]) -> Co
     return contracts[path]
 
 
-def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]],
-           contracts: dict[Path, Contract | ContractError]) -> None:
-    """What types cannot say: names match files, files exist, the site can run the jobs asked of it."""
+def _check(spec: PipelineSpec, folder: Path, lines: dict[str, int], site: Site | None,
+           problems: list[tuple[str, str]], contracts: dict[Path, Contract | ContractError]) -> Contract | None:
+    """What types cannot say: names match files, files exist, the site can run the jobs asked of it. The
+    spec's contract, read once, when it can be."""
     def problem(where: str, message: str) -> None:
         problems.append((where, message))
 
-    if spec.name != spec.folder.name:
-        problem("name", f"{spec.name!r} must match the pipeline's folder name {spec.folder.name!r}")
+    if spec.name != folder.name:
+        problem("name", f"{spec.name!r} must match the pipeline's folder name {folder.name!r}")
     try:
         repository_location(spec.dataset.repository)
     except SpecError as error:
@@ -372,6 +384,7 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
     if spec.dataset.test_path == spec.dataset.path:
         problem("dataset.test_path", f"{spec.dataset.test_path!r} is the training file: the held-out split must "
                                      "be another file")
+    contract: Contract | ContractError | None = None
     if not spec.contract_file.exists():
         known = ", ".join(sorted(file.stem for file in CONTRACTS_DIR.glob("*.yaml"))) or "none"
         problem("contract", f"no data contract {spec.contract!r} in {CONTRACTS_DIR} (known: {known})")
@@ -379,20 +392,18 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
         contract = _contract(spec.contract_file, contracts)
         if isinstance(contract, ContractError):
             problem("contract", "the contract has errors (fix them first):\n  " + "\n  ".join(contract.errors))
-        else:
-            object.__setattr__(spec, "data_contract", contract)
-            if contract.dataset != spec.dataset.name:
-                problem("contract", f"contract {spec.contract!r} is for dataset {spec.data_contract.dataset!r}, "
-                                    f"not {spec.dataset.name!r}")
+        elif contract.dataset != spec.dataset.name:
+            problem("contract", f"contract {spec.contract!r} is for dataset {contract.dataset!r}, "
+                                f"not {spec.dataset.name!r}")
     _check_launch(spec, site, "validation", problem)
     for step in ("training", "evaluation"):
         job = getattr(spec, step)
-        script = spec.folder / job.script
+        script = folder / job.script
         if not script.is_file():
-            problem(f"{step}.script", f"{job.script!r} does not exist in {spec.folder}")
+            problem(f"{step}.script", f"{job.script!r} does not exist in {folder}")
         else:
-            for relative in script_files(spec.folder, job.script).values():
-                reason = staging_problem(spec.folder, relative)
+            for relative in script_files(folder, job.script).values():
+                reason = staging_problem(folder, relative)
                 if reason:
                     problem(f"{step}.script", f"cannot be staged: {reason}")
         if job.environment is not None and job.container is not None:
@@ -424,10 +435,11 @@ def _check(spec: PipelineSpec, site: Site | None, problems: list[tuple[str, str]
     if spec.schedule is not None and spec.schedule.cron:
         for message in cron_problems(spec.schedule.cron):
             problem("schedule.cron", message)
-    if spec.notifications.events and not spec.notifications.email and "notifications" in spec.lines:
+    if spec.notifications.events and not spec.notifications.email and "notifications" in lines:
         problem("notifications.email", "list at least one address to notify")
     if not spec.owners:
         problem("owners", "list at least one owner (an e-mail address)")
+    return contract if isinstance(contract, Contract) else None
 
 
 CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, ()),
@@ -546,11 +558,11 @@ def ignored_files(folder: Path, pattern: str, meant: str) -> list[Problem]:
 def load_all(pipelines_dir: Path = PIPELINES_DIR, sites_dir: Path = SITES_DIR,
              sites: dict[str, Site | SiteError] | None = None,
              contracts: dict[Path, Contract | ContractError] | None = None,
-             ) -> tuple[list[PipelineSpec], dict[Path, SpecError]]:
+             ) -> tuple[list[Pipeline], dict[Path, SpecError]]:
     """Every good spec in the folder, and each bad one's errors by file: a bad spec never hides the others'
     errors nor stops the others from loading. Two specs that register or serve the same model name both
     fail, naming each other: they would overwrite each other's versions and served model."""
-    specs: list[PipelineSpec] = []
+    specs: list[Pipeline] = []
     failed: dict[Path, SpecError] = {}
     sites, contracts = ({} if sites is None else sites), ({} if contracts is None else contracts)
     for path in discover(pipelines_dir):
@@ -563,10 +575,10 @@ def load_all(pipelines_dir: Path = PIPELINES_DIR, sites_dir: Path = SITES_DIR,
     return [spec for spec in specs if spec.file not in failed], failed
 
 
-def _name_clashes(specs: list[PipelineSpec]) -> dict[Path, list[Problem]]:
+def _name_clashes(specs: list[Pipeline]) -> dict[Path, list[Problem]]:
     clashes: dict[Path, list[Problem]] = {}
     for where, what in (("registry.model_name", "registered model"), ("serving.model_name", "served model")):
-        owners: dict[str, list[PipelineSpec]] = {}
+        owners: dict[str, list[Pipeline]] = {}
         for spec in specs:
             owners.setdefault(getattr(spec, where.split(".")[0]).model_name, []).append(spec)
         for name, sharing in owners.items():

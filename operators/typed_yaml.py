@@ -11,7 +11,8 @@ than ``MAX_DEPTH``, more than ``MAX_ALIASES`` aliases and documents that expand 
 so a bad file answers with an error in milliseconds, never a hang, a crash or a traceback.
 
 Field metadata understood: ``min`` and ``max`` (numbers), ``pattern`` with ``pattern_help`` (text, full
-match, ASCII classes), ``keys`` (a pattern every mapping key must match in full).
+match, ASCII classes), ``keys`` (a pattern every mapping key must match in full), ``loaded`` (not a key of
+the file: set by the loader, e.g. the file's path and its line table).
 """
 
 from __future__ import annotations
@@ -323,7 +324,8 @@ class TypedReader:
         if not isinstance(node, yaml.MappingNode):
             self.fail(node, where, "expected a mapping")
         hints = get_type_hints(cls)
-        known: dict[str, Field[Any]] = {spec.name: spec for spec in fields(cls) if spec.init}
+        known: dict[str, Field[Any]] = {spec.name: spec for spec in fields(cls)
+                                        if spec.init and not spec.metadata.get("loaded")}
         values: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = self.read_key(key_node, where, values)

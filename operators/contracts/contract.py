@@ -8,7 +8,7 @@ are read at DAG parse time and by ``factory lint``; Great Expectations runs them
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -144,8 +144,8 @@ class Contract:
     extra_columns: Literal["error", "warn", "allow"] = "error"
     validation: Validation = field(default_factory=Validation)
     review: Review = field(default_factory=Review)
-    file: Path = field(default=Path(), init=False, compare=False)
-    lines: dict[str, int] = field(default_factory=dict, init=False, compare=False, repr=False)
+    file: Path = field(default=Path(), compare=False, metadata={"loaded": True})
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False, metadata={"loaded": True})
 
     def line_of(self, where: str) -> int:
         return line_of(self.lines, where)
@@ -172,9 +172,7 @@ def load_contract(path: Path) -> Contract:
     """Read and check one contract; ``ContractError.errors`` lists every mistake found after reading."""
     reader = TypedReader(path, ContractError, "contract")
     root = compose(path, ContractError, "contract", f"apiVersion: {API_VERSION}, kind: DataContract, dataset: ...")
-    contract = reader.read_record(Contract, root, "")
-    object.__setattr__(contract, "file", path)
-    object.__setattr__(contract, "lines", reader.lines)
+    contract = replace(reader.read_record(Contract, root, ""), file=path, lines=reader.lines)
     reader.fail_all(list(_problems(contract, path)))
     return contract
 

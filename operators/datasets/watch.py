@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from operators.datasets.git import git, repository_operand
-from operators.spec import Dataset, PipelineSpec, repository_location
+from operators.spec import Dataset, Pipeline, repository_location
 
 GIT_TIMEOUT_S = 120
 STATE_PREFIX = "dataset_registry_watch."
@@ -50,7 +50,7 @@ class NewVersion:
     moved_from: str | None = None
 
 
-def watched_repositories(specs: Iterable[PipelineSpec]) -> list[Watched]:
+def watched_repositories(specs: Iterable[Pipeline]) -> list[Watched]:
     """Each repository the specs use (as written: ``${FACTORY_STATE}`` is expanded only for git), with its
     datasets, one per asset identity."""
     by_repository: dict[str, dict[tuple[str, str], Dataset]] = {}
@@ -61,7 +61,7 @@ def watched_repositories(specs: Iterable[PipelineSpec]) -> list[Watched]:
             for repository, datasets in sorted(by_repository.items())]
 
 
-def asset_conflicts(specs: Iterable[PipelineSpec]) -> list[str]:
+def asset_conflicts(specs: Iterable[Pipeline]) -> list[str]:
     """Dataset names given different paths by different specs. A name is one Airflow asset
     (``dataset:<name>``): Airflow keeps only one of two assets with the same name active, so the
     other's events would be dropped. Each such name, with its specs and paths, for the log."""

@@ -22,23 +22,23 @@ from operators.pipeline.operators import (
 from operators.pipeline.review import StewardReviewOperator
 from operators.run_parameters import REVISION, VALIDATE_ON
 from operators.serving import tasks as serving
-from operators.spec import PipelineSpec, SpecError
+from operators.spec import Pipeline, SpecError
 from operators.typed_yaml import Problem
 
 
-def _python(cls: type[PythonOperator], task_id: str, function, spec: PipelineSpec, inputs: dict[str, Any] | None = None,
+def _python(cls: type[PythonOperator], task_id: str, function, spec: Pipeline, inputs: dict[str, Any] | None = None,
             **kwargs: Any) -> PythonOperator:
     """A Python task of the pipeline: ``inputs`` are the upstream records it reads (XComArgs)."""
     return cls(task_id=task_id, python_callable=function, op_kwargs={"spec": spec, **(inputs or {})},
                doc_md=getattr(task_docs, task_id)(spec), **kwargs)
 
 
-def _slurm(spec: PipelineSpec, step: str, task_id: str, **upstream: Any) -> PipelineJobOperator:
+def _slurm(spec: Pipeline, step: str, task_id: str, **upstream: Any) -> PipelineJobOperator:
     return PipelineJobOperator(task_id=task_id, spec=spec, step=step, upstream=upstream,
                                doc_md=getattr(task_docs, task_id)(spec))
 
 
-def _schedule(spec: PipelineSpec) -> Any:
+def _schedule(spec: Pipeline) -> Any:
     """Cron, a new dataset version (the dataset's Asset, which ``dataset_registry_watch`` updates for each
     new registry tag), or manual runs only."""
     if spec.schedule is None:
@@ -48,7 +48,7 @@ def _schedule(spec: PipelineSpec) -> Any:
     return spec.schedule.cron
 
 
-def _notifier(spec: PipelineSpec) -> dict[str, Any]:
+def _notifier(spec: Pipeline) -> dict[str, Any]:
     """E-mail on the events the spec lists, through Airflow's SMTP connection ``smtp_default``."""
     if not spec.notifications.email:
         return {}
@@ -92,7 +92,7 @@ def _known_keys(keys: list[str]) -> dict[str, Any]:
     return {"propertyNames": {"enum": keys}} if keys else {"maxProperties": 0}
 
 
-def build_dag(spec: PipelineSpec) -> DAG:
+def build_dag(spec: Pipeline) -> DAG:
     with DAG(
         dag_id=spec.dag_id,
         description=spec.description,

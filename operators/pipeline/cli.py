@@ -19,7 +19,7 @@ from operators.sites.catalogue import SITES_DIR, SiteError, load_catalogue, load
 from operators.spec import (
     CONTRACTS_DIR,
     PIPELINES_DIR,
-    PipelineSpec,
+    Pipeline,
     SpecError,
     discover,
     ignored_files,
@@ -77,7 +77,7 @@ def _spec_file(pipeline: str, pipelines_dir: Path) -> Path:
     raise UsageError(f"no pipeline {pipeline!r} in {pipelines_dir} (known: {known})")
 
 
-def load(pipeline: str, pipelines_dir: Path, sites_dir: Path, site: str | None) -> PipelineSpec:
+def load(pipeline: str, pipelines_dir: Path, sites_dir: Path, site: str | None) -> Pipeline:
     if site is not None:
         try:
             load_site(site, sites_dir)
@@ -86,14 +86,14 @@ def load(pipeline: str, pipelines_dir: Path, sites_dir: Path, site: str | None) 
     return load_spec(_spec_file(pipeline, pipelines_dir), sites_dir, site=site)
 
 
-def render_step(spec: PipelineSpec, step: str) -> str:
+def render_step(spec: Pipeline, step: str) -> str:
     from operators.pipeline.jobs import preview
     from operators.slurm.script import render
 
     return render(preview(spec, step, spec.site_facts))
 
 
-def plan(spec: PipelineSpec) -> list[dict[str, str]]:
+def plan(spec: Pipeline) -> list[dict[str, str]]:
     """The DAG's tasks in order, each with what it will do: read from the built DAG (each task's ``doc_md``),
     so the plan is the DAG."""
     from operators.pipeline.build import build_dag
@@ -101,7 +101,7 @@ def plan(spec: PipelineSpec) -> list[dict[str, str]]:
     return [{"task": task.task_id, "does": task.doc_md} for task in build_dag(spec).task_dict.values()]
 
 
-def schedule_words(spec: PipelineSpec) -> str:
+def schedule_words(spec: Pipeline) -> str:
     if spec.schedule is None:
         return "manual runs only"
     if spec.schedule.dataset_version:

@@ -13,7 +13,7 @@ from typing import Any
 from operators.sites.catalogue import Site
 from operators.sites.request import account_value, gpu_directives
 from operators.slurm.script import BatchJob, ContainerRun, batch_job
-from operators.spec import Container, DataValidation, Evaluation, PipelineSpec, Training, script_files
+from operators.spec import Container, DataValidation, Evaluation, Pipeline, Training, script_files
 from operators.tracking.offline import STORE_DIR, offline_env
 
 STEPS = ("validate", "train", "evaluate")  # validate: only for data above the contract's size threshold
@@ -39,7 +39,7 @@ PLACEHOLDERS = RunRefs(run_id="<mlflow-run-id>", train_inputs="<pinned train spl
 OFFLINE_MODELS = {"challenger": "models/challenger", "champion": "models/champion"}  # fetched by the evaluate job
 
 
-def step_spec(spec: PipelineSpec, step: str) -> Training | Evaluation | DataValidation:
+def step_spec(spec: Pipeline, step: str) -> Training | Evaluation | DataValidation:
     return {"validate": spec.validation, "train": spec.training, "evaluate": spec.evaluation}[step]
 
 
@@ -55,7 +55,7 @@ def container_run(site: Site, container: Container | None, gpus_per_node: int) -
     return ContainerRun(runtime=runtime, image=container.image, gpu_flag=gpu_flag)
 
 
-def job_options(spec: PipelineSpec, step: str, site: Site) -> dict[str, Any]:
+def job_options(spec: Pipeline, step: str, site: Site) -> dict[str, Any]:
     """SlurmJobOperator arguments for one step on one site (everything but files and connections)."""
     job = step_spec(spec, step)
     resources = job.resources
@@ -74,7 +74,7 @@ def job_options(spec: PipelineSpec, step: str, site: Site) -> dict[str, Any]:
     }
 
 
-def step_files(spec: PipelineSpec, step: str) -> tuple[Path, dict[str, str]]:
+def step_files(spec: Pipeline, step: str) -> tuple[Path, dict[str, str]]:
     """The folder staged files come from and {name in the job folder: path inside that folder}: the step's
     script under its own name, with every ``*.py`` beside it; the validation job gets the contract. They are
     read without following links (``operators.staged_files``): nothing outside the folder reaches a job."""
@@ -83,7 +83,7 @@ def step_files(spec: PipelineSpec, step: str) -> tuple[Path, dict[str, str]]:
     return spec.folder, script_files(spec.folder, step_spec(spec, step).script)
 
 
-def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str]]:
+def step_commands(spec: Pipeline, step: str, refs: RunRefs) -> list[list[str]]:
     if step == "validate":
         return [["python", "-m", "operators.contracts.job", "pinned.json", spec.contract_file.name,
                  "--dag-id", spec.dag_id, "--run-id", refs.airflow_run_id]]
@@ -106,7 +106,7 @@ def step_commands(spec: PipelineSpec, step: str, refs: RunRefs) -> list[list[str
                      "--output", "evaluation.json"]]
 
 
-def step_env(spec: PipelineSpec, step: str, refs: RunRefs) -> dict[str, str]:
+def step_env(spec: Pipeline, step: str, refs: RunRefs) -> dict[str, str]:
     """Variables a step's job gets: the central run to log into, or the job's offline store. The
     validation job logs nothing to MLflow."""
     if step == "validate":
@@ -114,13 +114,13 @@ def step_env(spec: PipelineSpec, step: str, refs: RunRefs) -> dict[str, str]:
     return offline_env(spec.name) if spec.offline_tracking else {"MLFLOW_RUN_ID": refs.run_id}
 
 
-def step_connections(spec: PipelineSpec, step: str, mlflow_conn: str, s3_conn: str) -> tuple[str, ...]:
+def step_connections(spec: Pipeline, step: str, mlflow_conn: str, s3_conn: str) -> tuple[str, ...]:
     """Airflow connections whose credentials reach the job (as environment variables): MLflow's only
     when the job logs online."""
     return (s3_conn,) if step == "validate" or spec.offline_tracking else (mlflow_conn, s3_conn)
 
 
-def step_json_files(spec: PipelineSpec, step: str, refs: RunRefs) -> dict[str, Any]:
+def step_json_files(spec: Pipeline, step: str, refs: RunRefs) -> dict[str, Any]:
     if step == "validate":
         return {"pinned.json": refs.pinned}
     if step == "train":
@@ -128,7 +128,7 @@ def step_json_files(spec: PipelineSpec, step: str, refs: RunRefs) -> dict[str, A
     return {"inputs.json": refs.evaluate_inputs if spec.offline_tracking else refs.test_inputs}
 
 
-def preview(spec: PipelineSpec, step: str, site: Site) -> BatchJob:
+def preview(spec: Pipeline, step: str, site: Site) -> BatchJob:
     """The job as ``factory render`` shows it: the run's values and the connection's folders as placeholders."""
     options = job_options(spec, step, site)
     if options["account"] is None:  # the connection's account at run time; the site's example here

@@ -21,7 +21,7 @@ from operators.pipeline.jobs import (
 from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
 from operators.pipeline.records import Replayed, TrackingRun
 from operators.slurm.operators import SlurmJobOperator
-from operators.spec import PipelineSpec
+from operators.spec import Pipeline
 
 
 class ValidateDataOperator(BranchPythonOperator):
@@ -58,7 +58,7 @@ class PipelineJobOperator(SlurmJobOperator):
 
     template_fields = (*SlurmJobOperator.template_fields, "upstream")
 
-    def __init__(self, *, spec: PipelineSpec, step: str, upstream: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, spec: Pipeline, step: str, upstream: dict[str, Any], **kwargs: Any) -> None:
         files_root, files = step_files(spec, step)
         jobs = job_connections(spec.name)
         super().__init__(slurm_conn_id=spec.connection, files=files, files_root=str(files_root),

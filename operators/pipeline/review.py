@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from operators.pipeline.links import ValidationReportLink
 from operators.pipeline.records import ValidationOutcome
 from operators.pipeline.tasks import s3_client
-from operators.spec import PipelineSpec
+from operators.spec import Pipeline
 
 
 class StewardReviewOperator(ApprovalOperator):
@@ -26,7 +26,7 @@ class StewardReviewOperator(ApprovalOperator):
 
     template_fields = (*ApprovalOperator.template_fields, "validation")
 
-    def __init__(self, *, spec: PipelineSpec, validation: Any, reports_bucket: str, s3_conn_id: str,
+    def __init__(self, *, spec: Pipeline, validation: Any, reports_bucket: str, s3_conn_id: str,
                  **kwargs: Any) -> None:
         review = spec.data_contract.review
         super().__init__(

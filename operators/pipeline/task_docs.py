@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 from operators.pipeline.jobs import job_options, step_spec
-from operators.spec import PipelineSpec
+from operators.spec import Pipeline
 
 
-def slurm_step(spec: PipelineSpec, step: str) -> str:
+def slurm_step(spec: Pipeline, step: str) -> str:
     job, site = step_spec(spec, step), spec.site_facts
     options = job_options(spec, step, site)
     resources = job.resources
@@ -26,58 +26,58 @@ def slurm_step(spec: PipelineSpec, step: str) -> str:
             f"{job.launcher} in {where}; {request}. Stages the pinned data from S3 into the job folder.")
 
 
-def pin_dataset(spec: PipelineSpec) -> str:
+def pin_dataset(spec: Pipeline) -> str:
     dataset = spec.dataset
     return (f"resolve revision {dataset.revision} of {dataset.path} and {dataset.test_path} in {dataset.repository} "
             "to a commit and md5")
 
 
-def validate_data(spec: PipelineSpec) -> str:
+def validate_data(spec: Pipeline) -> str:
     contract = spec.data_contract
     return (f"validate the pinned data against data_contracts/{spec.contract}.yaml ({len(contract.columns)} "
             f"columns) on the Airflow worker, or, above {contract.validation.cluster_above}, leave it to the Slurm "
             "job; publish Data Docs and summary.json to S3")
 
 
-def validate_data_on_cluster(spec: PipelineSpec) -> str:
+def validate_data_on_cluster(spec: Pipeline) -> str:
     return slurm_step(spec, "validate") + " Same validation, in chunks."
 
 
-def apply_contract(spec: PipelineSpec) -> str:
+def apply_contract(spec: Pipeline) -> str:
     return "a broken error rule (or unreadable data) fails the run before anything trains; broken warn rules ask " \
            "a data steward"
 
 
-def steward_review(spec: PipelineSpec) -> str:
+def steward_review(spec: Pipeline) -> str:
     review = spec.data_contract.review
     return (f"only when warn rules broke: a data steward approves or rejects (Airflow human-in-the-loop); after "
             f"{review.timeout} the answer is {review.on_timeout}")
 
 
-def start_run(spec: PipelineSpec) -> str:
+def start_run(spec: Pipeline) -> str:
     tracking = "offline: each job logs to SQLite in its own folder, which a replay task copies into the run" \
         if spec.offline_tracking else "online: the jobs log straight into the MLflow server"
     return f"create the MLflow run the jobs log into (params, dataset inputs, code version); tracking {tracking}"
 
 
-def train(spec: PipelineSpec) -> str:
+def train(spec: Pipeline) -> str:
     return slurm_step(spec, "train")
 
 
-def replay_train(spec: PipelineSpec) -> str:
+def replay_train(spec: Pipeline) -> str:
     return ("copy the training job's offline MLflow store into the run (params, metrics with steps, tags, "
             "artifacts, model; idempotent), then stage the challenger and champion in S3 for the evaluation job")
 
 
-def evaluate(spec: PipelineSpec) -> str:
+def evaluate(spec: Pipeline) -> str:
     return slurm_step(spec, "evaluate") + f" Scores {', '.join(spec.evaluation.metrics)}."
 
 
-def replay_evaluate(spec: PipelineSpec) -> str:
+def replay_evaluate(spec: Pipeline) -> str:
     return "copy the evaluation job's offline MLflow store into the run"
 
 
-def gate(spec: PipelineSpec) -> str:
+def gate(spec: Pipeline) -> str:
     evaluation, registry = spec.evaluation, spec.registry
     thresholds = ", ".join(f"{name} >= {bound}" for name, bound in evaluation.thresholds.items()) or "none"
     champion = (f"the challenger must beat {registry.aliases.champion} by at least {evaluation.min_improvement} on "
@@ -86,13 +86,13 @@ def gate(spec: PipelineSpec) -> str:
     return f"thresholds {thresholds}; {champion}"
 
 
-def register(spec: PipelineSpec) -> str:
+def register(spec: Pipeline) -> str:
     registry = spec.registry
     return f"register {registry.model_name} with alias {registry.aliases.challenger}" + (
         f"; tags {json.dumps(registry.tags)}" if registry.tags else "")
 
 
-def push_to_inference(spec: PipelineSpec) -> str:
+def push_to_inference(spec: Pipeline) -> str:
     serving, smoke = spec.serving, spec.serving.smoke
     return (f"{serving.target} target via connection {serving.connection}: load {serving.model_name} next to the "
             f"serving version, wait until ready, smoke-test with "
@@ -104,6 +104,6 @@ def push_to_inference(spec: PipelineSpec) -> str:
               "skipped if not promoted")
 
 
-def retire_previous_version(spec: PipelineSpec) -> str:
+def retire_previous_version(spec: Pipeline) -> str:
     return (f"after a grace period of {spec.serving.grace_period_s} s, unload the version the rollout replaced (kept "
             "if rolled back to)")

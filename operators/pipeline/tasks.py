@@ -30,7 +30,7 @@ from operators.pipeline.records import (
     ValidationOutcome,
 )
 from operators.run_parameters import PipelineRun, RunParameterError, pipeline_run
-from operators.spec import PipelineSpec
+from operators.spec import Pipeline
 
 
 def s3_client(conn_id: str = S3_CONN):
@@ -40,7 +40,7 @@ def s3_client(conn_id: str = S3_CONN):
     return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
-def run_parameters(spec: PipelineSpec, context: dict[str, Any]) -> PipelineRun:
+def run_parameters(spec: Pipeline, context: dict[str, Any]) -> PipelineRun:
     """The run's parameters, checked like the spec; a bad one fails the task naming it (nothing else runs)."""
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -50,7 +50,7 @@ def run_parameters(spec: PipelineSpec, context: dict[str, Any]) -> PipelineRun:
         raise AirflowFailException(f"run parameters of {spec.dag_id}:\n{error}") from None
 
 
-def pin_dataset(spec: PipelineSpec, **context: Any) -> dict[str, Any]:
+def pin_dataset(spec: Pipeline, **context: Any) -> dict[str, Any]:
     """Pin the revision this run trains on: a ``revision`` run parameter other than the spec's, else the
     newest dataset-version event that triggered the run (``dataset_registry_watch``), else the spec's.
     The first task: the run's parameters are checked here, before anything is read or submitted."""
@@ -79,7 +79,7 @@ def validates_on_cluster(size: int, threshold: int, chosen: str = "auto") -> boo
     return size > threshold if chosen == "auto" else chosen == "cluster"
 
 
-def validate_data(spec: PipelineSpec, pinned: dict[str, Any], **context: Any) -> list[str]:
+def validate_data(spec: Pipeline, pinned: dict[str, Any], **context: Any) -> list[str]:
     """Validate small data here; leave data above the contract's ``validation.cluster_above`` to the Slurm
     job. A branch: returns the tasks to run next. The run's conf key ``validate_on`` (``worker`` or
     ``cluster``) overrides the threshold."""
@@ -103,7 +103,7 @@ def report_url(summary: dict[str, Any]) -> str:
     return f"{airflow_base_url()}/factory/reports/{summary['report']['index']}"
 
 
-def apply_contract(spec: PipelineSpec, pinned: dict[str, Any], **context: Any) -> dict[str, Any]:
+def apply_contract(spec: Pipeline, pinned: dict[str, Any], **context: Any) -> dict[str, Any]:
     """The contract's policy on the published summary, wherever it was validated: errors stop the run
     before anything trains; warnings go to a data steward (``steward_review``)."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -136,7 +136,7 @@ def code_version(folder: Path) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def spec_hash(spec: PipelineSpec) -> str:
+def spec_hash(spec: Pipeline) -> str:
     """sha256 of the spec file as committed: which configuration produced a model version."""
     import hashlib
 
@@ -161,7 +161,7 @@ def dataset_inputs(pinned: PinnedDataset, validation: ValidationOutcome) -> list
     return inputs
 
 
-def start_run(spec: PipelineSpec, pinned: dict[str, Any], validation: dict[str, Any],
+def start_run(spec: Pipeline, pinned: dict[str, Any], validation: dict[str, Any],
               review: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
     """Create the MLflow run the Slurm jobs log into, tagged with the data and the orchestration."""
     from operators.datasets.shards import job_inputs
@@ -208,7 +208,7 @@ def start_run(spec: PipelineSpec, pinned: dict[str, Any], validation: dict[str, 
                        inputs(dataset.test, "test")).as_xcom()
 
 
-def gate(spec: PipelineSpec, run: dict[str, Any], train: dict[str, Any], evaluate: dict[str, Any],
+def gate(spec: Pipeline, run: dict[str, Any], train: dict[str, Any], evaluate: dict[str, Any],
          **context: Any) -> dict[str, Any]:
     """Thresholds and the champion comparison on metrics the evaluation job logged."""
     from operators.registry.aliases import version_by_alias
@@ -267,7 +267,7 @@ def job_cost(*jobs: dict[str, Any]) -> dict[str, float | None]:
 LINEAGE_TAG_GROUPS = {"dataset", "validation", "code", "airflow", "slurm", "gate", "pipeline", "cost", "tracking"}
 
 
-def register(spec: PipelineSpec, run: dict[str, Any], verdict: dict[str, Any], validation: dict[str, Any],
+def register(spec: Pipeline, run: dict[str, Any], verdict: dict[str, Any], validation: dict[str, Any],
              **context: Any) -> dict[str, Any]:
     """A model version with its lineage and model card, alias challenger. When the gate passed, the rollout
     (push_to_inference) makes it the champion once it serves."""
@@ -311,7 +311,7 @@ def register(spec: PipelineSpec, run: dict[str, Any], verdict: dict[str, Any], v
     return RegisteredVersion(name, version.version, decision["promote"], previous).as_xcom()
 
 
-def _replay(spec: PipelineSpec, step: str, run: TrackingRun, job: SlurmJob, context: dict[str, Any]) -> Replayed:
+def _replay(spec: Pipeline, step: str, run: TrackingRun, job: SlurmJob, context: dict[str, Any]) -> Replayed:
     """Copy the step's offline MLflow store from the job's folder (through the Slurm connection, as its
     files were staged) and replay it into the pipeline's run; idempotent, so a retry is safe."""
     from operators.registry.connection import mlflow_tracking
@@ -335,14 +335,14 @@ def _replay(spec: PipelineSpec, step: str, run: TrackingRun, job: SlurmJob, cont
     return Replayed.of(counts.as_dict())
 
 
-def replay_train(spec: PipelineSpec, run: dict[str, Any], train: dict[str, Any], **context: Any) -> dict[str, Any]:
+def replay_train(spec: Pipeline, run: dict[str, Any], train: dict[str, Any], **context: Any) -> dict[str, Any]:
     """Replay the training job's store, then stage the models the offline evaluation job scores."""
     tracking = TrackingRun.of(run)
     replayed = _replay(spec, "train", tracking, SlurmJob.of(train), context)
     return replace(replayed, evaluate_inputs=stage_models(spec, tracking, context)).as_xcom()
 
 
-def replay_evaluate(spec: PipelineSpec, run: dict[str, Any], evaluate: dict[str, Any],
+def replay_evaluate(spec: Pipeline, run: dict[str, Any], evaluate: dict[str, Any],
                     **context: Any) -> dict[str, Any]:
     counts = _replay(spec, "evaluate", TrackingRun.of(run), SlurmJob.of(evaluate), context).as_xcom()
     s3, prefix = s3_client(), f"{spec.dag_id}/{context['run_id']}/"
@@ -352,7 +352,7 @@ def replay_evaluate(spec: PipelineSpec, run: dict[str, Any], evaluate: dict[str,
     return counts
 
 
-def stage_models(spec: PipelineSpec, run: TrackingRun, context: dict[str, Any]) -> list[dict[str, str]]:
+def stage_models(spec: Pipeline, run: TrackingRun, context: dict[str, Any]) -> list[dict[str, str]]:
     """The evaluation job's inputs when it cannot reach the registry: the test split, the challenger
     as replayed (so the model evaluated is the one registered) and the champion's pinned version, each
     file in S3 with its md5 (``python -m operators.jobs.fetch`` checks them)."""

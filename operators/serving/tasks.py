@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator
 
 from operators.connections import MLFLOW_CONN
 from operators.pipeline.records import RegisteredVersion, Rollout
-from operators.spec import PipelineSpec, Serving
+from operators.spec import Pipeline, Serving
 
 
 def serving_target(serving: Serving) -> Any:
@@ -44,7 +44,7 @@ def registered_model_folder(name: str, version: str, needed: bool = True) -> Ite
         yield Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
 
 
-def push_to_inference(spec: PipelineSpec, registered: dict[str, Any], **context: Any) -> dict[str, Any]:
+def push_to_inference(spec: Pipeline, registered: dict[str, Any], **context: Any) -> dict[str, Any]:
     """Roll the promoted version out (load → ready → smoke → latency → default), then move the champion
     alias. A failed step unloads the new version, tags why on it, and fails the task: the previous
     version keeps serving and stays champion."""
@@ -93,7 +93,7 @@ class RetirePreviousVersionOperator(BaseOperator):
     ui_color = "#e8f0fe"
     template_fields = ("rollout",)
 
-    def __init__(self, *, spec: PipelineSpec, rollout: Any, **kwargs: Any) -> None:
+    def __init__(self, *, spec: Pipeline, rollout: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.rollout = rollout  # push_to_inference's Rollout (an XComArg until rendered)

@@ -8,7 +8,7 @@ library, because specs are checked against their site while the DAG processor pa
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -153,8 +153,8 @@ class Site:
     qos: dict[str, Qos] = field(default_factory=dict, metadata={"keys": QOS_KEY})
     notes: str = ""
     unverified: dict[str, Mark] = field(default_factory=dict, metadata={"keys": PATH_KEY})
-    file: Path = field(init=False, default=Path(), repr=False, compare=False)
-    lines: dict[str, int] = field(init=False, default_factory=dict, repr=False, compare=False)
+    file: Path = field(default=Path(), repr=False, compare=False, metadata={"loaded": True})
+    lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False, metadata={"loaded": True})
 
     def mark(self, path: str) -> Mark | None:
         """How sure the catalogue is of a field: its own marking or its nearest marked parent's."""
@@ -212,9 +212,7 @@ def load_site(name_or_path: str | Path, directory: Path = SITES_DIR) -> Site:
     root = compose(path, SiteError, "site", f"apiVersion: {API_VERSION}, kind: Site, ...")
     site = reader.read_record(Site, root, "")
     _check_consistency(site, reader, path)
-    object.__setattr__(site, "file", path)
-    object.__setattr__(site, "lines", reader.lines)
-    return site
+    return replace(site, file=path, lines=reader.lines)
 
 
 def load_catalogue(directory: Path = SITES_DIR) -> dict[str, Site]:
