@@ -6,8 +6,9 @@ import argparse
 import sys
 import time
 
-from stack.manager import Stack, print_status, report_up
+from stack.manager import Stack, print_status
 from stack.process import StackError
+from stack.startup import report_up
 
 
 def main(argv: list[str] | None = None) -> int:

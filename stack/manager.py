@@ -18,12 +18,13 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from stack.process import StackError, Supervised, log_tail, process_start_time, processes_in_group
 from stack.services import LocalFactory, Service, run
 from stack.settings import JOB_USER, StackPaths
+from stack.slurm24.cluster import Slurm24
+from stack.startup import Outcome, wait_healthy
 
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 DAEMON_NAMES = {"slurmstepd", "slurmctld", "slurmd", "slurmdbd", "slurmrestd", "munged", "mariadbd"}
@@ -45,39 +46,6 @@ def own_ancestors() -> set[int]:
         except (OSError, IndexError, ValueError):
             break
     return pids
-
-
-def wait_healthy(service: Service, process: Supervised | None, log_file: Path, label: str = "") -> None:
-    """Until the service's health check passes; its process dying or the start timeout fails with its log."""
-    name = f"{label}{service.name}"
-    deadline = time.monotonic() + service.start_timeout_s
-    reason = "not checked"
-    while time.monotonic() < deadline:
-        if process is not None and process.pid() is None:
-            raise StackError(f"{name} exited while starting (log {log_file}):\n{log_tail(log_file)}")
-        reason = service.health()
-        if reason is None:
-            return
-        time.sleep(0.25)
-    raise StackError(f"{name} not healthy after {service.start_timeout_s:.0f} s: {reason}\n"
-                     f"--- last lines of {log_file} ---\n{log_tail(log_file)}")
-
-
-@dataclass
-class Outcome:
-    service: str
-    seconds: float
-    started: bool  # False when it was already running and healthy
-
-
-def report_up(outcomes: list[Outcome], total_s: float, as_json: bool, label: str, suffix: str = "") -> None:
-    """What ``up`` prints, for the stack and the second Slurm cluster alike."""
-    if as_json:
-        print(json.dumps({"total_s": round(total_s, 2), "services": {
-            o.service: {"seconds": round(o.seconds, 2), "started": o.started} for o in outcomes}}))
-    else:
-        started = sum(o.started for o in outcomes)
-        print(f"{label} up in {total_s:.1f} s ({started} started, {len(outcomes) - started} already running){suffix}")
 
 
 class Stack:
@@ -252,8 +220,6 @@ class Stack:
     def _down_slurm24(self, progress) -> None:
         """The second cluster (``./factory slurm24``) lives under the same state folder: stop it properly
         (jobs, daemons, its chroot's mounts) rather than leave its daemons to the sweep."""
-        from stack.slurm24.cluster import Slurm24
-
         try:
             Slurm24(self.paths).down(progress=lambda line: progress(f"  slurm24 {line.strip()}"))
         except StackError as error:

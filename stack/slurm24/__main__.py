@@ -7,9 +7,9 @@ import json
 import sys
 import time
 
-from stack.manager import report_up
 from stack.process import StackError
 from stack.slurm24.cluster import Slurm24
+from stack.startup import report_up
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from stack.manager import Outcome, wait_healthy
 from stack.process import StackError, Supervised, process_start_time
 from stack.services import Service, command_check, http_check, port_check, slurm_node_health
 from stack.settings import HOST, JOB_USER, REST_USER, SLURM_ACCOUNT, StackPaths, short_hostname, write_private
+from stack.startup import Outcome, wait_healthy
 
 SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"

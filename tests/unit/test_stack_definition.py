@@ -48,7 +48,7 @@ def test_the_issue_s_services_are_all_there(stack):
 
 
 def sshd_settings(stack: Stack) -> dict[str, str]:
-    lines = [line.split(None, 1) for line in stack.factory.sshd_config().splitlines() if line.strip()]
+    lines = [line.split(None, 1) for line in stack.factory.login_node.sshd_config().splitlines() if line.strip()]
     return dict(lines)
 
 
@@ -66,7 +66,7 @@ def test_login_node_listens_on_loopback_only_and_takes_keys_only(stack):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the login node's files are root-owned, as sshd's StrictModes wants")
 def test_login_node_files_are_private_where_they_must_be_and_sshd_accepts_them(stack):
-    stack.factory._prepare_sshd()  # also makes /run/sshd, without which even `sshd -t` refuses
+    stack.factory.login_node.prepare()  # also makes /run/sshd, without which even `sshd -t` refuses
     paths = stack.paths
     first_key = paths.ssh_key.read_bytes()
 
@@ -82,19 +82,19 @@ def test_login_node_files_are_private_where_they_must_be_and_sshd_accepts_them(s
     checked = subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(paths.ssh / "sshd_config")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    stack.factory._prepare_sshd()
+    stack.factory.login_node.prepare()
     assert paths.ssh_key.read_bytes() == first_key, "keys are made once, not on every start"
 
 
 def test_slurm_connections_share_the_site_and_differ_by_transport(stack):
     stack.paths.ensure()
     stack.factory.secrets.ensure_slurm_jwt_key(os.getuid(), os.getgid())
-    connections = stack.factory._connections()
+    connections = stack.factory.airflow.connections()
     slurm = {name: connections[name] for name in ("factory_slurm_local", "factory_slurm_cli", "factory_slurm_ssh")}
     assert {conn["conn_type"] for conn in slurm.values()} == {"slurm"}
     assert {name: conn["extra"]["transport"] for name, conn in slurm.items()} == {
         "factory_slurm_local": "rest", "factory_slurm_cli": "local", "factory_slurm_ssh": "ssh"}
-    site = stack.factory._slurm_site()
+    site = stack.factory.airflow.slurm_site()
     for conn in slurm.values():
         assert site.items() <= conn["extra"].items()
     ssh = slurm["factory_slurm_ssh"]

@@ -1,0 +1,163 @@
+"""Airflow: its database and the connections it imports, the API server, scheduler, dag-processor and triggerer."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from stack.job_access import JobAccess
+from stack.services.common import Check, Service, ensure_dir, http_check, http_get
+from stack.services.seaweedfs import S3_URL
+from stack.settings import (
+    CLUSTER,
+    HOST,
+    JOB_USER,
+    MLFLOW_USER,
+    PORTS,
+    REPO,
+    SLURM_ACCOUNT,
+    StackPaths,
+    StackSecrets,
+    write_private,
+)
+
+AIRFLOW_URL = f"http://{HOST}:{PORTS['airflow']}"
+
+
+class Airflow:
+    def __init__(self, paths: StackPaths, secrets: StackSecrets, job_access: JobAccess) -> None:
+        self.paths = paths
+        self.secrets = secrets
+        self.job_access = job_access
+
+    @property
+    def home(self) -> Path:
+        return self.paths.state / "airflow"
+
+    @property
+    def passwords_file(self) -> Path:
+        """The simple auth manager's users: admin, with the stack's generated password."""
+        return self.paths.secrets / "airflow-passwords.json"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW_CONFIG": str(REPO / "airflow.cfg"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            # SQLite unless the caller chose another database (PostgreSQL: see the README). A writer waits
+            # up to 30 s for another's lock instead of sqlite3's 5 s: the dag-processor's first parse of
+            # every DAG on a 2-core machine holds it longer.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                                                                  f"sqlite:///{self.home}/airflow.db?timeout=30"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__CORE__FERNET_KEY": self.secrets["airflow_fernet_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets["airflow_jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": self.secrets["airflow_api_secret_key"],
+            "FACTORY_STATE": str(self.paths.state),
+        }
+
+    # ---------------------------------------------------------------- connections
+    def slurm_site(self) -> dict[str, str]:
+        """What every Slurm connection of the stack shares, whichever transport reaches the cluster."""
+        return {"cluster": CLUSTER, "account": SLURM_ACCOUNT, "job_workdir": str(self.paths.jobs),
+                "job_runtime": str(self.paths.venv("job-runtime"))}
+
+    def connections(self) -> dict[str, dict[str, Any]]:
+        """What Airflow tasks use to reach the stack; imported as Airflow connections.
+
+        The one cluster is reachable three ways (slurmrestd, the Slurm commands on this host, and
+        the login node over SSH), so each transport can be tested against the same jobs.
+        """
+        slurm_site = self.slurm_site()
+        return {
+            "factory_s3": {
+                "conn_type": "aws", "login": self.secrets["s3_access_key"],
+                "password": self.secrets["s3_secret_key"],
+                "extra": {"endpoint_url": S3_URL, "region_name": "us-east-1"},
+            },
+            "factory_mlflow": {
+                "conn_type": "http", "host": HOST, "port": PORTS["mlflow"], "schema": "http",
+                "login": MLFLOW_USER, "password": self.secrets["mlflow_user_password"],
+            },
+            "factory_slurm_local": {
+                "conn_type": "slurm", "host": HOST, "port": PORTS["slurmrestd"], "schema": "http",
+                "login": JOB_USER, "password": self.secrets.stable_slurm_token(JOB_USER),
+                "extra": {"transport": "rest", "api_version": "auto", **slurm_site},
+            },
+            "factory_slurm_cli": {
+                "conn_type": "slurm", "login": JOB_USER,
+                "extra": {"transport": "local", **slurm_site},
+            },
+            "factory_slurm_ssh": {
+                "conn_type": "slurm", "host": HOST, "port": PORTS["sshd"], "login": JOB_USER,
+                "extra": {"transport": "ssh", "key_file": str(self.paths.ssh_key),
+                          "known_hosts": str(self.paths.ssh_known_hosts), **slurm_site},
+            },
+            "factory_inference": {
+                "conn_type": "http", "host": HOST, "port": PORTS["mlserver_http"], "schema": "http",
+                "extra": {"model_repository": str(self.paths.model_repository)},
+            },
+            **self.job_access.connections(),
+        }
+
+    @property
+    def connections_file(self) -> Path:
+        return self.paths.secrets / "airflow-connections.json"
+
+    @property
+    def _imported_marker(self) -> Path:
+        """A copy of the connections file as last imported: airflow-db runs again when they differ."""
+        return self.home / ".connections-imported"
+
+    def write_connections_file(self) -> None:
+        write_private(self.connections_file, json.dumps(self.connections(), sort_keys=True))
+
+    def connections_current(self) -> bool:
+        marker = self._imported_marker
+        return marker.exists() and marker.read_text() == self.connections_file.read_text()
+
+    def mark_connections_imported(self) -> None:
+        write_private(self._imported_marker, self.connections_file.read_text())
+
+    # ---------------------------------------------------------------- services
+    def prepare(self) -> None:
+        ensure_dir(self.home, mode=0o700)
+        write_private(self.passwords_file, json.dumps({"admin": self.secrets["airflow_admin_password"]}))
+
+    @staticmethod
+    def component_check(component: str) -> Check:
+        """A component is healthy when the API server's health endpoint says so (it reads their heartbeats)."""
+        def check() -> str | None:
+            try:
+                status, body = http_get(f"{AIRFLOW_URL}/api/v2/monitor/health")
+            except OSError as error:
+                return f"API server not answering: {error}"
+            if status != 200:
+                return f"health endpoint: HTTP {status}"
+            state = json.loads(body).get(component) or {}
+            return None if state.get("status") == "healthy" else f"{component}: {state}"
+        return check
+
+    def services(self) -> list[Service]:
+        airflow = self.paths.bin("orchestrator", "airflow")
+        env = self.env()
+        return [
+            Service("airflow-db", ["sh", "-c", f'"{airflow}" db migrate && "{airflow}" connections import '
+                                   f'--overwrite "{self.connections_file}"'],
+                    env=env, prepare=self.prepare, health=lambda: None, oneshot=True,
+                    is_current=self.connections_current, bootstrap=self.mark_connections_imported,
+                    start_timeout_s=180),
+            Service("airflow-api", [airflow, "api-server"], needs=("airflow-db",), env=env,
+                    health=lambda: http_check(f"{AIRFLOW_URL}/api/v2/monitor/health"),
+                    url=AIRFLOW_URL, start_timeout_s=120),
+            Service("airflow-scheduler", [airflow, "scheduler"], needs=("airflow-db",), env=env,
+                    health=self.component_check("scheduler"), start_timeout_s=120),
+            Service("airflow-dag-processor", [airflow, "dag-processor"], needs=("airflow-db",), env=env,
+                    health=self.component_check("dag_processor"), start_timeout_s=120),
+            Service("airflow-triggerer", [airflow, "triggerer"], needs=("airflow-db",), env=env,
+                    health=self.component_check("triggerer"), start_timeout_s=120),
+        ]

@@ -1,0 +1,91 @@
+"""What every service module shares: the service record, running a command, and health checks."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stack.settings import HOST
+
+Check = Callable[[], "str | None"]  # None when healthy, else why not
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    health: Check
+    needs: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    prepare: Callable[[], None] | None = None
+    bootstrap: Callable[[], None] | None = None
+    start_timeout_s: float = 60.0
+    oneshot: bool = False  # runs to completion before its dependents start
+    is_current: Callable[[], bool] = lambda: True  # a one-shot whose inputs changed runs again
+    url: str | None = None
+
+
+def run(command: list[str], *, input_text: str | None = None, timeout_s: float = 30.0,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, input=input_text, capture_output=True, text=True,
+                          timeout=timeout_s, env=env)
+
+
+def command_check(command: list[str], expect: str | None = None) -> str | None:
+    try:
+        result = run(command, timeout_s=10)
+    except subprocess.TimeoutExpired:
+        return f"{command[0]} timed out"
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0:
+        return output.splitlines()[-1] if output else f"{command[0]} exited {result.returncode}"
+    if expect and expect not in output:
+        return output[-200:]
+    return None
+
+
+def port_check(port: int) -> str | None:
+    try:
+        with socket.create_connection((HOST, port), timeout=1):
+            return None
+    except OSError as error:
+        return f"port {port}: {error.strerror or error}"
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout_s: float = 3.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def http_check(url: str, headers: dict[str, str] | None = None) -> str | None:
+    try:
+        status, body = http_get(url, headers)
+    except (OSError, urllib.error.URLError) as error:
+        return f"{url}: {getattr(error, 'reason', error)}"
+    return None if status == 200 else f"{url}: HTTP {status} {body[:200]!r}"
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def ensure_dir(path: Path, owner: str | None = None, mode: int = 0o755) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if owner:
+        user = pwd.getpwnam(owner)
+        os.chown(path, user.pw_uid, user.pw_gid)
+    path.chmod(mode)
+    return path

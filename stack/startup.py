@@ -1,0 +1,45 @@
+"""Bringing services up, shared by the stack (``stack.manager``) and the second Slurm cluster
+(``stack.slurm24``): waiting for a started service's health, and what ``up`` reports."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack.process import StackError, Supervised, log_tail
+from stack.services import Service
+
+
+def wait_healthy(service: Service, process: Supervised | None, log_file: Path, label: str = "") -> None:
+    """Until the service's health check passes; its process dying or the start timeout fails with its log."""
+    name = f"{label}{service.name}"
+    deadline = time.monotonic() + service.start_timeout_s
+    reason = "not checked"
+    while time.monotonic() < deadline:
+        if process is not None and process.pid() is None:
+            raise StackError(f"{name} exited while starting (log {log_file}):\n{log_tail(log_file)}")
+        reason = service.health()
+        if reason is None:
+            return
+        time.sleep(0.25)
+    raise StackError(f"{name} not healthy after {service.start_timeout_s:.0f} s: {reason}\n"
+                     f"--- last lines of {log_file} ---\n{log_tail(log_file)}")
+
+
+@dataclass
+class Outcome:
+    service: str
+    seconds: float
+    started: bool  # False when it was already running and healthy
+
+
+def report_up(outcomes: list[Outcome], total_s: float, as_json: bool, label: str, suffix: str = "") -> None:
+    """What ``up`` prints, for the stack and the second Slurm cluster alike."""
+    if as_json:
+        print(json.dumps({"total_s": round(total_s, 2), "services": {
+            o.service: {"seconds": round(o.seconds, 2), "started": o.started} for o in outcomes}}))
+    else:
+        started = sum(o.started for o in outcomes)
+        print(f"{label} up in {total_s:.1f} s ({started} started, {len(outcomes) - started} already running){suffix}")
