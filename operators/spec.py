@@ -18,6 +18,7 @@ from operators.sites.catalogue import SITES_DIR, Site, SiteError, load_site
 from operators.sites.request import account_value, check_request
 from operators.staged_files import staging_problem
 from operators.typed_yaml import ConfigError, Problem, TypedReader, Walltime, compose
+from operators.units import size_bytes
 from operators.user_regex import pattern_problem
 
 API_VERSION = "aifactory/v1"
@@ -511,7 +512,7 @@ def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any
     if launcher == "torchrun" and site.gpu_request.style == "gpus-per-task" and resources.gpus_per_node:
         problem(f"{step}.launcher", f"{site.title} gives one GPU per task (--gpus-per-task): use launcher srun, "
                                     "one rank per task, instead of torchrun")
-    if _memory_bytes(resources.memory) > MAX_MEMORY_BYTES:
+    if size_bytes(resources.memory + ("M" if resources.memory.isdigit() else "")) > MAX_MEMORY_BYTES:
         problem(f"{where}.memory", f"{resources.memory!r} is more memory than any node has (at most 64T)")
     cpus = resources.slurm_tasks(launcher)[2]
     for message in check_request(site, nodes=resources.nodes, gpus_per_node=resources.gpus_per_node,
@@ -523,11 +524,6 @@ def _check_launch(spec: PipelineSpec, site: Site | None, step: str, problem: Any
             account_value(site, resources.account)
         except SiteError as error:
             problem(f"{where}.account", str(error))
-
-
-def _memory_bytes(memory: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    return int(memory[:-1]) * units[memory[-1]] if memory[-1] in units else int(memory) << 20
 
 
 def script_files(folder: Path, script: str) -> dict[str, str]:

@@ -38,6 +38,8 @@ from yaml.events import (
     SequenceEndEvent,
 )
 
+from operators.units import slurm_time_seconds
+
 # Read from the YAML text as written: unquoted 24:00:00 is a base-60 integer to YAML 1.1.
 Walltime = NewType("Walltime", str)
 
@@ -45,7 +47,6 @@ MAX_FILE_BYTES = 1 << 20  # a spec is a few KB; a catalogue entry or a contract 
 MAX_DEPTH = 32  # levels of nesting; the deepest real file has 6
 MAX_ALIASES = 100  # YAML aliases (*name) in one file
 MAX_NODES = 200_000  # scalars, lists and mappings once every alias is expanded
-MAX_WALLTIME_S = 365 * 86400  # Slurm has no longer limit anywhere; 0 would mean "no limit" to Slurm
 LARGEST_INT = 2**63 - 1  # what PostgreSQL, JSON readers and Slurm's C integers all hold
 
 CORE_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")}
@@ -94,29 +95,6 @@ NULL_TAG = "tag:yaml.org,2002:null"
 # libyaml's parser gives the same events and marks as PyYAML's, ~10x faster: specs are read at parse time
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALARS = yaml.constructor.SafeConstructor()
-
-
-def walltime_seconds(text: str) -> int:
-    """Slurm's time formats: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``; ASCII digits only,
-    more than zero (Slurm reads 0 as no limit) and at most a year."""
-    match = re.fullmatch(r"(?:([0-9]{1,4})-)?([0-9]{1,7})(?::([0-9]{1,2}))?(?::([0-9]{1,2}))?", text)
-    if not match:
-        raise ValueError(f"{text!r} is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")
-    days, first, second, third = match.groups()
-    if days is None and third is None:  # M or M:S
-        hours, minutes, seconds = 0, int(first), int(second or 0)
-        too_big = seconds > 59
-    else:  # H:M:S, D-H, D-H:M, D-H:M:S
-        hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
-        too_big = minutes > 59 or seconds > 59
-    if too_big:
-        raise ValueError(f"{text!r}: minutes and seconds must be below 60")
-    total = ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
-    if total == 0:
-        raise ValueError(f"{text!r}: a time limit of zero means no limit to Slurm; give the job's real limit")
-    if total > MAX_WALLTIME_S:
-        raise ValueError(f"{text!r} is more than 365 days")
-    return total
 
 
 def describe(hint: Any) -> str:
@@ -223,7 +201,7 @@ class TypedReader:
             self.fail(node, where, f"expected {expected}, got {got}")
         if hint is Walltime:
             try:
-                walltime_seconds(node.value)
+                slurm_time_seconds(node.value)
             except ValueError as error:
                 self.fail(node, where, str(error))
             return node.value

@@ -7,13 +7,13 @@ are read at DAG parse time and by ``factory lint``; Great Expectations runs them
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from operators.typed_yaml import ConfigError, TypedReader, compose, line_of
+from operators.units import duration, size_bytes
 from operators.user_regex import pattern_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,19 +149,6 @@ class Contract:
 
     def line_of(self, where: str) -> int:
         return line_of(self.lines, where)
-
-
-UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def size_bytes(text: str) -> int:
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)B?", text).groups()
-    return int(float(number) * UNITS[unit])
-
-
-def duration(text: str) -> timedelta:
-    number, unit = int(text[:-1]), text[-1]
-    return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit])
 
 
 def contract_path(name: str, contracts_dir: Path = CONTRACTS_DIR) -> Path:

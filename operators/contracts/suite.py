@@ -118,7 +118,7 @@ def _add_rule(add, rule_id: str, name: str, column: Column, rule: Rule, baseline
     elif check == "unique":
         add(*common, gxe.ExpectColumnValuesToBeUnique)
     elif check == "max_age":
-        from operators.contracts.contract import duration
+        from operators.units import duration
 
         add(*common, gxe.ExpectColumnMaxToBeBetween, min_value=now - duration(rule.max_age))
     elif check == "mean":

@@ -120,7 +120,7 @@ def validated_object(pinned: dict[str, Any]) -> dict[str, Any]:
 def _download(s3_client, pinned: dict[str, Any], contract: Contract, target: Path, where: str) -> None:
     from botocore.exceptions import ClientError
 
-    from operators.jobs.fetch import md5_of
+    from operators.units import md5_of
 
     sharded = "shards" in pinned["data"]
     if sharded != (contract.format == "shards"):

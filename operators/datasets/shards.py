@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from operators.units import size_bytes
+
 MiB = 2**20
 DEFAULT_SHARD_SIZE = 256 * MiB
 MANIFEST = "manifest.json"
@@ -50,10 +52,8 @@ class SourceFile:
 
 def parse_size(text: str | int) -> int:
     """``256M``, ``1G``, ``512KiB`` or a byte count → bytes (binary units)."""
-    from operators.jobs.fetch import parse_size as parse
-
     try:
-        return parse(text)
+        return size_bytes(text)
     except ValueError as error:
         raise ShardError(str(error)) from None
 

@@ -24,7 +24,6 @@ arguments. Prints one line per item: bytes, seconds, MB/s (MB = 10^6 bytes).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
@@ -49,31 +48,22 @@ from operators.jobs.s3_stream import (
     Cancelled,
     Downloader,
     FetchError,
-    MiB,
     OrderedStream,
     S3Object,
     make_client,
 )
+from operators.units import size_bytes
 
 MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 
-def md5_of(path: Path) -> str:
-    """md5 of a file on disk (the Airflow-side validation reads files this way)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def parse_size(text: str | int) -> int:
-    """``8M``, ``256MiB``, ``1G``, ``4096`` → bytes (binary units): sizes are given the way humans write them."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", str(text), re.IGNORECASE)
-    if not match or int(match[1]) <= 0:
+    """A positive size as people write it (``8M``, ``256MiB``, ``1G``, ``4096``) → bytes."""
+    size = size_bytes(text, whole=True)
+    if size <= 0:
         raise ValueError(f"not a size: {text!r} (e.g. 8M, 256M, 1G or a byte count)")
-    return int(match[1]) * 1024 ** " kmgt".index(match[2].lower() or " ")
+    return size
 
 
 def relative_name(name: object, what: str) -> PurePosixPath:

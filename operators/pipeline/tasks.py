@@ -31,6 +31,7 @@ from operators.pipeline.records import (
 )
 from operators.run_parameters import PipelineRun, RunParameterError, pipeline_run
 from operators.spec import Pipeline
+from operators.units import md5_of
 
 
 def s3_client(conn_id: str = S3_CONN):
@@ -356,7 +357,6 @@ def stage_models(spec: Pipeline, run: TrackingRun, context: dict[str, Any]) -> l
     """The evaluation job's inputs when it cannot reach the registry: the test split, the challenger
     as replayed (so the model evaluated is the one registered) and the champion's pinned version, each
     file in S3 with its md5 (``python -m operators.jobs.fetch`` checks them)."""
-    from operators.jobs.fetch import md5_of
     from operators.pipeline.jobs import OFFLINE_MODELS
     from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking

@@ -13,7 +13,7 @@ from operators.sites.catalogue import (
     load_site,
 )
 from operators.sites.request import account_directive, check_request, gpu_directives
-from operators.typed_yaml import walltime_seconds
+from operators.units import slurm_time_seconds as walltime_seconds
 
 __all__ = [
     "API_VERSION",

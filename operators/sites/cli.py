@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from operators.sites.catalogue import MARK_LABELS, SITES_DIR, Site, SiteError, format_walltime, load_catalogue
-from operators.typed_yaml import walltime_seconds as seconds_of
+from operators.units import slurm_time_seconds as seconds_of
 
 COLUMNS = ("SITE", "GPUS/NODE", "ARCH", "GPU REQUEST", "CONTAINERS", "MAX WALLTIME", "SUBMISSION",
            "COMPUTE-NODE INTERNET")

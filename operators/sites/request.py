@@ -7,7 +7,8 @@ day in the queue; and rendered per site, because the same request is spelt diffe
 from __future__ import annotations
 
 from operators.sites.catalogue import SAFE_VALUE, Site, SiteError, format_walltime
-from operators.typed_yaml import full_match, walltime_seconds
+from operators.typed_yaml import full_match
+from operators.units import slurm_time_seconds as walltime_seconds
 from operators.user_regex import full_match as pattern_matches
 
 MEMORY = r"[0-9]{1,10}[KMGT]?"
