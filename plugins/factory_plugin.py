@@ -16,9 +16,9 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from operators.clients import s3_client
 from operators.connections import REPORTS_BUCKET
 from operators.contracts.validate import history, observed, outcome
-from operators.pipeline.tasks import s3_client
 
 app = FastAPI(title="AI Factory", dependencies=[Depends(requires_authenticated())])
 

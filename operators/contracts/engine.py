@@ -62,7 +62,7 @@ def _manifest_chunks(path: Path, where: str, chunk_rows: int) -> tuple[list[str]
 
     import pandas as pd
 
-    from operators.datasets.shards import MANIFEST_FORMAT
+    from operators.shard_manifest import MANIFEST_FORMAT
 
     try:
         manifest = json.loads(path.read_text())

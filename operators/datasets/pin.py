@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from operators.datasets.git import git, repository_operand, revision_operand
-from operators.datasets.shards import MANIFEST
+from operators.shard_manifest import MANIFEST
 from operators.spec import Dataset, repository_location
 
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from operators.shard_manifest import MANIFEST, MANIFEST_FORMAT
 from operators.units import size_bytes
 
 MiB = 2**20
 DEFAULT_SHARD_SIZE = 256 * MiB
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "aifactory-shards/1"
+
 SHARD_PATTERN = "shard-{:05d}.tar"
 MTIME = 946684800  # 2000-01-01T00:00:00Z: fixed, so a repack of the same files gives the same bytes
 FILE_MODE = 0o644

@@ -15,9 +15,9 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from operators.clients import s3_client
 from operators.pipeline.links import ValidationReportLink
 from operators.pipeline.records import ValidationOutcome
-from operators.pipeline.tasks import s3_client
 from operators.spec import Pipeline
 
 

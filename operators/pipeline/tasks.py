@@ -11,7 +11,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from operators.connections import MLFLOW_CONN, REPORTS_BUCKET, S3_CONN, STAGING_BUCKET, job_connections
+from operators.clients import dvc_remote_config, s3_client
+from operators.connections import MLFLOW_CONN, REPORTS_BUCKET, STAGING_BUCKET, job_connections
 from operators.pipeline.links import (
     MlflowRunLink,
     ModelVersionLink,
@@ -32,13 +33,6 @@ from operators.pipeline.records import (
 from operators.run_parameters import PipelineRun, RunParameterError, pipeline_run
 from operators.spec import Pipeline
 from operators.units import md5_of
-
-
-def s3_client(conn_id: str = S3_CONN):
-    """boto3 S3 client of an Airflow connection (tasks, the steward review, the plugin pages)."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
 def run_parameters(spec: Pipeline, context: dict[str, Any]) -> PipelineRun:
@@ -66,14 +60,6 @@ def pin_dataset(spec: Pipeline, **context: Any) -> dict[str, Any]:
         print(f"warning: {choice.revision} moved from {choice.commit} (the event's) to {pinned.commit} since the "
               "event; pinned the tag as it is now (its move is a new event, and a new run)")
     return pinned.as_xcom()
-
-
-def dvc_remote_config(conn_id: str = S3_CONN) -> dict[str, str]:
-    """The S3 connection's keys for DVC: pinning a sharded folder reads its listing (metadata) from the remote."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    credentials = S3Hook(aws_conn_id=conn_id).get_credentials()
-    return {"access_key_id": credentials.access_key, "secret_access_key": credentials.secret_key}
 
 
 def validates_on_cluster(size: int, threshold: int, chosen: str = "auto") -> bool:
