@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from operators.pipeline.jobs import STEPS
+from operators.pipeline.steps import STEPS
 from operators.sites.catalogue import SITES_DIR, SiteError, load_catalogue, load_site
 from operators.spec import (
     CONTRACTS_DIR,
@@ -87,7 +87,7 @@ def load(pipeline: str, pipelines_dir: Path, sites_dir: Path, site: str | None) 
 
 
 def render_step(spec: Pipeline, step: str) -> str:
-    from operators.pipeline.jobs import preview
+    from operators.pipeline.steps import preview
     from operators.slurm.script import render
 
     return render(preview(spec, step, spec.site_facts))

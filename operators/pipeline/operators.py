@@ -8,7 +8,9 @@ from typing import Any
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 
 from operators.connections import job_connections
-from operators.pipeline.jobs import (
+from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
+from operators.pipeline.records import Replayed, TrackingRun
+from operators.pipeline.steps import (
     PLACEHOLDERS,
     RunRefs,
     job_options,
@@ -18,8 +20,6 @@ from operators.pipeline.jobs import (
     step_files,
     step_json_files,
 )
-from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
-from operators.pipeline.records import Replayed, TrackingRun
 from operators.slurm.operators import SlurmJobOperator
 from operators.spec import Pipeline
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from operators.pipeline.jobs import job_options, step_spec
+from operators.pipeline.steps import job_options, step_spec
 from operators.spec import Pipeline
 
 

@@ -343,7 +343,7 @@ def stage_models(spec: Pipeline, run: TrackingRun, context: dict[str, Any]) -> l
     """The evaluation job's inputs when it cannot reach the registry: the test split, the challenger
     as replayed (so the model evaluated is the one registered) and the champion's pinned version, each
     file in S3 with its md5 (``python -m operators.jobs.fetch`` checks them)."""
-    from operators.pipeline.jobs import OFFLINE_MODELS
+    from operators.pipeline.steps import OFFLINE_MODELS
     from operators.registry.aliases import version_by_alias
     from operators.registry.connection import mlflow_tracking
 

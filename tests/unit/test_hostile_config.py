@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from operators.contracts.contract import ContractError, load_contract
-from operators.pipeline.jobs import PLACEHOLDERS, STEPS, job_options, step_commands, step_env
+from operators.pipeline.steps import PLACEHOLDERS, STEPS, job_options, step_commands, step_env
 from operators.run_parameters import RunParameterError, pipeline_run
 from operators.sites.catalogue import SITES_DIR, SiteError, load_site
 from operators.slurm.script import UnsafeScriptError, batch_job, render, write_env_file

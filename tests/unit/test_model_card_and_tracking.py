@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from operators.pipeline.jobs import PLACEHOLDERS, step_commands, step_connections, step_env, step_json_files
+from operators.pipeline.steps import PLACEHOLDERS, step_commands, step_connections, step_env, step_json_files
 from operators.pipeline.tasks import job_cost
 from operators.registry.model_card import comparison_rows, comparison_table, model_card
 from operators.spec import PIPELINES_DIR, Tracking, load_spec
