@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operators.links import StoredLink
+from operators.stored_link import StoredLink
 
 
 class ValidationReportLink(StoredLink):

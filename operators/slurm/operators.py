@@ -14,7 +14,6 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
-from operators.links import StoredLink
 from operators.slurm.breaker import CircuitBreaker
 from operators.slurm.hooks import SlurmHook
 from operators.slurm.model import JobAccounting, SlurmError, SlurmUnavailable
@@ -24,6 +23,7 @@ from operators.slurm.transport import SlurmTransport
 from operators.slurm.triggers import SlurmJobTrigger, SlurmReconcileTrigger
 from operators.slurm.watcher import ClusterWatcher, PollSettings
 from operators.staged_files import read_inside
+from operators.stored_link import StoredLink
 
 LOG_TAIL_BYTES = 8192
 STATE_KEY = "slurm_job"  # task state store key; renaming it breaks in-flight retries

@@ -1,4 +1,4 @@
-"""Extra links whose whole URL the task stores in XCom under the link's key (Airflow 3 reads it there)."""
+"""``StoredLink``: an extra link whose URL the task stores in XCom under the link's key (Airflow 3 reads it there)."""
 
 from __future__ import annotations
 
