@@ -9,8 +9,10 @@ value: refused if it could be an option) after a ``--`` where the program suppor
 
 from __future__ import annotations
 
+from operators.errors import RefusedInput
 
-class UnsafeArgument(ValueError):
+
+class UnsafeArgument(RefusedInput):
     """A value that a program would read as an option, or that cannot be passed as an argument."""
 
 

@@ -13,10 +13,12 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+from operators.errors import RefusedInput
+
 MAX_STAGED_BYTES = 64 << 20  # a script and its modules, a contract: never a dataset (those come from S3)
 
 
-class StagingError(ValueError):
+class StagingError(RefusedInput):
     """A file that cannot be staged: outside its folder, a link, not a regular file, or too large."""
 
 

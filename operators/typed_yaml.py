@@ -38,6 +38,7 @@ from yaml.events import (
     SequenceEndEvent,
 )
 
+from operators.errors import FactoryError
 from operators.units import slurm_time_seconds
 
 # Read from the YAML text as written: unquoted 24:00:00 is a base-60 integer to YAML 1.1.
@@ -74,7 +75,7 @@ class Problem:
         return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
 
 
-class ConfigError(ValueError):
+class ConfigError(FactoryError, ValueError):
     """A mistake in a reviewed file: ``file:line: field: what is wrong (allowed: ...)``; ``problems`` holds
     every one when several were found, ``errors`` the same as text."""
 

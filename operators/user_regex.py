@@ -13,11 +13,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from operators.errors import RefusedInput
+
 MAX_PATTERN_CHARS = 1000
 MAX_PROGRAM_BYTES = 8 << 20  # RE2's memory budget for one compiled pattern
 
 
-class PatternError(ValueError):
+class PatternError(RefusedInput):
     """A pattern RE2 cannot run: the message says why, without a traceback."""
 
 

@@ -8,12 +8,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from operators.datasets.git import git, repository_operand, revision_operand
+from operators.errors import DatasetError
 from operators.shard_manifest import MANIFEST
 from operators.spec import Dataset, repository_location
-
-
-class DatasetError(RuntimeError):
-    """A dataset revision or file cannot be resolved; the message names repository, revision, path."""
 
 
 def pin_dataset(dataset: Dataset, revision: str | None = None,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from operators.errors import DatasetError
 from operators.shard_manifest import MANIFEST, MANIFEST_FORMAT
 from operators.units import size_bytes
 
@@ -37,7 +38,7 @@ FILE_MODE = 0o644
 COPY_SIZE = MiB
 
 
-class ShardError(ValueError):
+class ShardError(DatasetError, ValueError):
     """Packing cannot be done as asked; the message names the path and what to change."""
 
 

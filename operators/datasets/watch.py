@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from operators.datasets.git import git, repository_operand
+from operators.errors import DatasetError
 from operators.spec import Dataset, Pipeline, repository_location
 
 GIT_TIMEOUT_S = 120
@@ -25,7 +26,7 @@ STATE_PREFIX = "dataset_registry_watch."
 # a task must never wait for a password that nobody types; messages in English for the task log
 
 
-class RegistryError(RuntimeError):
+class RegistryError(DatasetError):
     """The registry cannot be read; the message names the repository and git's own words."""
 
 

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from operators.errors import DatasetError
+
 MiB = 2**20
 WORKERS = 8
 PART_SIZE = 8 * MiB
 ATTEMPTS = 4  # per range: botocore retries failed requests, not a body that breaks off while streaming
 
-class FetchError(RuntimeError):
+class FetchError(DatasetError):
     """The fetch cannot complete; the message names the item or url (and both md5s on a mismatch)."""
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from operators.errors import FactoryError
 from operators.pipeline.steps import STEPS
 from operators.sites.catalogue import SITES_DIR, SiteError, load_catalogue, load_site
 from operators.spec import (
@@ -29,7 +30,7 @@ from operators.spec import (
 from operators.typed_yaml import Problem
 
 
-class UsageError(Exception):
+class UsageError(FactoryError):
     """Exit 2: the command line names something that does not exist."""
 
 

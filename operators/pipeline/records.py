@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Self
 
+from operators.errors import FactoryError
 
-class RecordError(ValueError):
+
+class RecordError(FactoryError, ValueError):
     """An upstream task's XCom is not the record this task expects."""
 
 

@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from operators.errors import ServingError
 
-class CheckFailed(RuntimeError):
+
+class CheckFailed(ServingError):
     """A smoke or latency check failed; the message says what was expected and what came back."""
 
 

@@ -9,8 +9,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.errors import ServingError
 
-class InferenceError(RuntimeError):
+
+class InferenceError(ServingError):
     """The inference server refused a request; the message names the call and the answer."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from operators.errors import ServingError
 from operators.serving.checks import CheckFailed, measure_latency
 from operators.serving.http import InferenceError
 from operators.serving.targets import ServingTarget
@@ -39,7 +40,7 @@ class RolloutReport:
                 "seconds": self.seconds, "total_s": self.total_s, "smoke": self.smoke, "latency": self.latency}
 
 
-class RolloutFailed(RuntimeError):
+class RolloutFailed(ServingError):
     """A step failed; the new version was unloaded and the previous default keeps serving."""
 
     def __init__(self, step: str, reason: str, report: RolloutReport, cleanup: str) -> None:

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from operators.errors import TrackingError
+
 BATCH = 1000  # MLflow's log_batch limit for metrics
 SYSTEM_TAG_PREFIX = "mlflow."  # the server's own (user, source, run name): never overwritten
 
 
-class ReplayError(RuntimeError):
+class ReplayError(TrackingError):
     """The offline store cannot be replayed as it is; the message names the store and the item."""
 
 
