@@ -24,10 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from operators.slurm.cli import CliTransport
+from operators.slurm.cli import LocalCommands
+from operators.slurm.files import SharedFiles
 from operators.slurm.model import JobStatus
-from operators.slurm.rest import RestTransport
+from operators.slurm.rest import RestControl
 from operators.slurm.script import BatchJob, render
+from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings
 from stack.settings import StackPaths
 
@@ -39,14 +41,14 @@ REST_STATUS_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE")
 SUBMIT_WORKERS = 8  # parallel sbatch calls: slurmctld takes them as fast as one at a time, minus our waits
 
 
-def connect() -> tuple[dict[str, Any], RestTransport, CliTransport]:
+def connect() -> tuple[dict[str, Any], RestControl, LocalCommands]:
     """The stack's settings, slurmrestd (also for slurmctld's RPC counters) and the job user's commands."""
     info = json.loads(StackPaths.from_env().info_file.read_text())
     rest = info["slurmrestd"]
-    return info, RestTransport(rest["url"], rest["user"], rest["token"]), CliTransport(user=info["job_user"])
+    return info, RestControl(rest["url"], rest["user"], rest["token"]), LocalCommands(user=info["job_user"])
 
 
-def rpc_counts(rest: RestTransport) -> dict[str, int]:
+def rpc_counts(rest: RestControl) -> dict[str, int]:
     """slurmctld's RPC counters by message type since its last reset (what ``sdiag`` shows)."""
     rows = rest.diag()["statistics"]["rpcs_by_message_type"]
     return {row["message_type"]: int(row["count"]) for row in rows}
@@ -63,7 +65,7 @@ def held_job(info: dict[str, Any], name: str) -> BatchJob:
                     signal=None, extra_directives=["--hold"])
 
 
-def submit_all(transport: CliTransport, job: BatchJob, count: int) -> list[int]:
+def submit_all(transport: LocalCommands, job: BatchJob, count: int) -> list[int]:
     """``count`` separate jobs (not an array: the watcher ignores array rows), submitted in parallel."""
     script = render(job)
     pool = ThreadPoolExecutor(SUBMIT_WORKERS)
@@ -73,13 +75,13 @@ def submit_all(transport: CliTransport, job: BatchJob, count: int) -> list[int]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def active_named(transport: CliTransport, name: str) -> list[int]:
+def active_named(transport: LocalCommands, name: str) -> list[int]:
     output = transport.runner.run(["squeue", "--noheader", f"--user={transport.user}", f"--name={name}",
                                    "--states=PENDING,RUNNING,SUSPENDED,CONFIGURING,COMPLETING", "--format=%i"])
     return [int(line) for line in output.split() if line.isdigit()]
 
 
-def cancel_named(transport: CliTransport, name: str, timeout_s: float = 60.0) -> list[int]:
+def cancel_named(transport: LocalCommands, name: str, timeout_s: float = 60.0) -> list[int]:
     """Cancel every job of ours with this name; the ones still not ended after ``timeout_s``."""
     transport.runner.run(["scancel", f"--user={transport.user}", f"--name={name}"])
     deadline = time.monotonic() + timeout_s
@@ -89,7 +91,7 @@ def cancel_named(transport: CliTransport, name: str, timeout_s: float = 60.0) ->
 
 
 @contextmanager
-def cancelled_afterwards(transport: CliTransport, name: str) -> Iterator[None]:
+def cancelled_afterwards(transport: LocalCommands, name: str) -> Iterator[None]:
     """Whatever happens inside (errors, Ctrl-C), no job named ``name`` outlives the benchmark."""
     try:
         yield
@@ -108,7 +110,7 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
-class CountingRest(RestTransport):
+class CountingRest(RestControl):
     """Counts answered ``jobs()`` calls: the watcher counts a call when it starts it."""
 
     answered = 0
@@ -119,12 +121,12 @@ class CountingRest(RestTransport):
         return statuses
 
 
-def measure_watcher(info: dict[str, Any], rest: RestTransport, job_ids: list[int]) -> tuple[int, int, float]:
+def measure_watcher(info: dict[str, Any], rest: RestControl, job_ids: list[int]) -> tuple[int, int, float]:
     """Status RPCs, answered watcher calls (intervals) and the seconds the window lasted."""
     transport = CountingRest(rest.base_url, rest.user, info["slurmrestd"]["token"], api_version=rest.api_version)
 
     async def watch() -> None:
-        watcher = ClusterWatcher(lambda: transport, PollSettings(interval_s=INTERVAL_S))
+        watcher = ClusterWatcher(lambda: SlurmTransport(transport, SharedFiles()), PollSettings(interval_s=INTERVAL_S))
         waits = [asyncio.ensure_future(watcher.wait(job_id)) for job_id in job_ids]
         while transport.answered < ROUNDS:
             await asyncio.sleep(0.05)
@@ -138,7 +140,7 @@ def measure_watcher(info: dict[str, Any], rest: RestTransport, job_ids: list[int
     return rpc_delta(before, rpc_counts(rest), REST_STATUS_RPCS), transport.answered, seconds
 
 
-def measure_per_job(rest: RestTransport, job_ids: list[int]) -> tuple[int, int, float]:
+def measure_per_job(rest: RestControl, job_ids: list[int]) -> tuple[int, int, float]:
     before, began = rpc_counts(rest), time.monotonic()
     for _ in range(ROUNDS):
         for job_id in job_ids:
@@ -148,7 +150,7 @@ def measure_per_job(rest: RestTransport, job_ids: list[int]) -> tuple[int, int, 
     return rpc_delta(before, rpc_counts(rest), REST_STATUS_RPCS), ROUNDS, seconds
 
 
-def background_rate(rest: RestTransport, seconds: float) -> float:
+def background_rate(rest: RestControl, seconds: float) -> float:
     """RPCs per second that other clients cause while we do nothing (0 on a quiet cluster)."""
     before = rpc_counts(rest)
     time.sleep(seconds)

@@ -38,10 +38,12 @@ from bench.slurm_polling import (
     rpc_delta,
     submit_all,
 )
-from operators.slurm.cli import CliTransport
+from operators.slurm.cli import LocalCommands
+from operators.slurm.files import SharedFiles
 from operators.slurm.model import JobStatus
-from operators.slurm.rest import RestTransport
+from operators.slurm.rest import RestControl
 from operators.slurm.script import BatchJob, render
+from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
 
 INTERVAL_S = 2.0
@@ -58,7 +60,7 @@ JOB_INFO_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_USER_INFO", "REQUEST_JOB_INFO_
 SQUEUE_SIDE_RPCS = ("REQUEST_PARTITION_INFO", "REQUEST_FED_INFO")
 
 
-class TimedCli(CliTransport):
+class TimedCli(LocalCommands):
     """Records how long each ``jobs()`` call took and how many jobs it listed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -80,7 +82,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ranked[max(0, min(len(ranked) - 1, round(fraction * len(ranked) + 0.5) - 1))]
 
 
-def sacct_ends(transport: CliTransport, job_ids: list[int], since: datetime) -> dict[int, float]:
+def sacct_ends(transport: LocalCommands, job_ids: list[int], since: datetime) -> dict[int, float]:
     """Each job's end (epoch seconds) as accounting recorded it; jobs without one yet are missing."""
     output = transport.runner.run(["sacct", "-n", "-P", "-X", f"--starttime={since:%Y-%m-%dT%H:%M:%S}",
                                    "-j", ",".join(map(str, job_ids)), "-o", "JobID,End"])
@@ -97,13 +99,13 @@ def short_job(info: dict[str, Any], name: str, workdir: str, seconds: int) -> Ba
                     time="00:02:00", gpus=0, workdir=workdir, commands=[["sleep", str(seconds)]], signal=None)
 
 
-def completion_latency(info: dict[str, Any], local: CliTransport, name: str) -> dict[str, Any]:
+def completion_latency(info: dict[str, Any], local: LocalCommands, name: str) -> dict[str, Any]:
     workdir = f"{info['jobs_dir']}/{name}"
     Path(workdir).mkdir(parents=True)  # the jobs' logs go here
     shutil.chown(workdir, info["job_user"], info["job_user"])
     since = datetime.now() - timedelta(minutes=5)
     delivered: dict[int, float] = {}
-    watcher = ClusterWatcher(lambda: local, PollSettings(interval_s=INTERVAL_S))
+    watcher = ClusterWatcher(lambda: SlurmTransport(local, SharedFiles()), PollSettings(interval_s=INTERVAL_S))
 
     async def follow(job_id: int) -> None:
         async for update in watcher.watch(Watch(job_id)):
@@ -156,7 +158,7 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def submit_scale_jobs(info: dict[str, Any], local: CliTransport, name: str) -> tuple[list[int], float]:
+def submit_scale_jobs(info: dict[str, Any], local: LocalCommands, name: str) -> tuple[list[int], float]:
     """1000 held jobs, or 500 if the first 50 show that 1000 would take over the budget."""
     job = held_job(info, name)
     began = time.monotonic()
@@ -167,9 +169,9 @@ def submit_scale_jobs(info: dict[str, Any], local: CliTransport, name: str) -> t
     return job_ids, time.monotonic() - began
 
 
-def watch_many(info: dict[str, Any], rest: RestTransport, job_ids: list[int]) -> dict[str, Any]:
+def watch_many(info: dict[str, Any], rest: RestControl, job_ids: list[int]) -> dict[str, Any]:
     transport = TimedCli(user=info["job_user"])
-    watcher = ClusterWatcher(lambda: transport, PollSettings(interval_s=INTERVAL_S))
+    watcher = ClusterWatcher(lambda: SlurmTransport(transport, SharedFiles()), PollSettings(interval_s=INTERVAL_S))
     updated: set[int] = set()
     in_window: dict[str, int] = {}
 
@@ -217,7 +219,7 @@ def watch_many(info: dict[str, Any], rest: RestTransport, job_ids: list[int]) ->
     }
 
 
-def rest_jobs_answer_s(rest: RestTransport, calls: int = 5) -> float:
+def rest_jobs_answer_s(rest: RestControl, calls: int = 5) -> float:
     """The same listing through slurmrestd, for comparison."""
     began = time.monotonic()
     for _ in range(calls):

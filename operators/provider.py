@@ -28,9 +28,19 @@ SLURM_CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
     "job_workdir": _text("Job folder", "Folder on the cluster's shared file system where job folders are made"),
     "job_runtime": _text("Job Python environment", "Environment on the cluster that runs job code"),
     "api_version": _text("REST API version", "rest: OpenAPI version such as v0.0.38, or auto", "auto"),
-    "key_file": _text("SSH private key file", "ssh: key file on the Airflow hosts"),
-    "known_hosts": _text("SSH known_hosts file", "ssh: file holding the login node's host key (always checked)"),
-    "control_dir": _text("SSH control socket folder", "ssh: where the shared connection's socket lives"),
+    "files": _text("Job files", "How job files reach the cluster: shared (the Airflow workers see the cluster's "
+                                "file system at the same paths) or ssh (through an SSH login node). local implies "
+                                "shared, ssh implies ssh; rest and pyslurm must say"),
+    "ssh_host": _text("SSH login node for files", "files=ssh on a rest or pyslurm connection: the login node job "
+                                                  "files go through"),
+    "ssh_port": {"label": "SSH port for files", "description": "files=ssh with ssh_host: its SSH port (22)",
+                 "schema": {"type": ["integer", "null"]}},
+    "ssh_user": _text("SSH user for files", "files=ssh with ssh_host: the account there (default: the login)"),
+    "key_file": _text("SSH private key file", "ssh (transport or files): key file on the Airflow hosts"),
+    "known_hosts": _text("SSH known_hosts file", "ssh (transport or files): file holding the login node's host key "
+                                                 "(always checked)"),
+    "control_dir": _text("SSH control socket folder", "ssh (transport or files): where the shared connection's "
+                                                      "socket lives"),
     "timeout_s": {"label": "Call timeout (s)", "description": "Seconds before one Slurm call counts as unanswered",
                   "schema": {"type": ["number", "null"]}},
 }

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
+
+from operators.http_json import JsonClient
 
 FINISHED = {"success", "failed"}
 
@@ -26,6 +25,7 @@ class AirflowAPI:
         self.url = url.rstrip("/")
         self._credentials = {"username": username, "password": password}
         self._token: str | None = None
+        self.http = JsonClient(self.url, RuntimeError, timeout_s=30, secrets=[password])
 
     @classmethod
     def of_stack(cls, info: dict[str, Any]) -> AirflowAPI:
@@ -45,18 +45,13 @@ class AirflowAPI:
                 time.sleep(delay)
 
     def _request_once(self, method: str, path: str, body: Any, auth: bool) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token()}"
-        request = urllib.request.Request(f"{self.url}{path}", method=method, headers=headers,
-                                         data=json.dumps(body).encode() if body is not None else None)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            detail = error.read()
-            failure = AirflowDatabaseError if error.code == 500 and b"Database error" in detail else RuntimeError
-            raise failure(f"Airflow API {method} {path}: HTTP {error.code} {detail[:300]!r}") from None
+        headers = {"Authorization": f"Bearer {self.token()}"} if auth else {}
+        response = self.http.send(method, path, body, headers)
+        if response.status_code >= 400:
+            database = response.status_code == 500 and b"Database error" in response.content
+            failure = AirflowDatabaseError if database else RuntimeError
+            raise failure(f"Airflow API {method} {path}: HTTP {response.status_code} {response.content[:300]!r}")
+        return self.http.decode(method, path, response)
 
     def token(self) -> str:
         if self._token is None:
@@ -65,9 +60,10 @@ class AirflowAPI:
 
     def raw(self, path: str) -> bytes:
         """A non-JSON page served by the API server (e.g. a plugin page), with the same login."""
-        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token()}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.read()
+        response = self.http.send("GET", path, headers={"Authorization": f"Bearer {self.token()}"})
+        if response.status_code >= 400:
+            raise self.http.status_error("GET", path, response)
+        return response.content
 
     def patch(self, path: str, body: dict) -> Any:
         return self._request("PATCH", f"/api/v2{path}", body)

@@ -14,13 +14,12 @@ import json
 import os
 import secrets
 import signal
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from operators.connections import job_connections, job_s3_actions
+from operators.http_json import JsonClient
 from stack.settings import HOST, PORTS, StackSecrets, write_private
 
 DATASETS_BUCKET = "datasets"  # the DVC remote (stack/datasets.py: s3://datasets/dvc)
@@ -103,15 +102,7 @@ class JobAccess:
 
 
 def ensure_mlflow_user(base: str, admin_headers: dict[str, str], body: dict[str, str]) -> None:
-    lookup = urllib.request.Request(f"{base}/get?username={body['username']}", headers=admin_headers)
-    try:
-        with urllib.request.urlopen(lookup, timeout=10) as response:
-            status = response.status
-    except urllib.error.HTTPError as error:
-        status = error.code
-    method, url = ("PATCH", f"{base}/update-password") if status == 200 else ("POST", f"{base}/create")
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
-                                     headers={**admin_headers, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        if response.status != 200:
-            raise RuntimeError(f"MLflow user {body['username']}: HTTP {response.status}")
+    """Create the MLflow user, or set its password again when it exists (as the MLflow admin)."""
+    users = JsonClient(base, RuntimeError, admin_headers, timeout_s=10, secrets=[body["password"]])
+    exists = users.send("GET", f"/get?username={body['username']}").status_code == 200
+    users.call(*(("PATCH", "/update-password") if exists else ("POST", "/create")), body)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
 
 from operators.errors import ServingError
+from operators.http_json import JsonClient
 
 
 class InferenceError(ServingError):
@@ -36,40 +33,10 @@ class Credentials:
         return [value for value in (self.token, self.password) if value]
 
 
-class HttpJson:
+class HttpJson(JsonClient):
+    """An inference endpoint's JSON API with the connection's credentials."""
+
     def __init__(self, base_url: str, credentials: Credentials | None = None, timeout_s: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
         self.credentials = credentials or Credentials()
-        self._headers = {"Content-Type": "application/json", **self.credentials.headers()}
-        self.timeout_s = timeout_s
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        request = urllib.request.Request(f"{self.base_url}{path}", method=method, headers=self._headers,
-                                         data=json.dumps(body).encode() if body is not None else None)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            detail = self._without_secrets(error.read()[:500].decode(errors="replace"))
-            hint = " (the connection's credentials were refused)" if error.code in (401, 403) else ""
-            raise InferenceError(f"{method} {path}: HTTP {error.code}{hint}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-            reason = getattr(error, "reason", error)
-            raise InferenceError(f"{method} {self.base_url}{path}: {reason}") from None
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            raise InferenceError(f"{method} {path}: the answer is not JSON: {raw[:200]!r}") from None
-
-    def answers(self, method: str, path: str) -> bool:
-        """Whether the call succeeds: health and readiness endpoints answer 200 or an error status."""
-        try:
-            self.call(method, path)
-        except InferenceError:
-            return False
-        return True
-
-    def _without_secrets(self, text: str) -> str:
-        for secret in self.credentials.secrets():
-            text = text.replace(secret, "***")
-        return text
+        super().__init__(base_url, InferenceError, self.credentials.headers(), timeout_s, self.credentials.secrets(),
+                         refused_hint=" (the connection's credentials were refused)")

@@ -1,19 +1,18 @@
-"""Slurm's own commands (``sbatch``/``squeue``/``sacct``/``scancel``), run locally or over SSH.
+"""Slurm's own commands (``sbatch``/``squeue``/``sacct``/``scancel``) as a control channel, run locally or over SSH.
 
-``CliTransport`` runs them on this machine (a worker on a login node). ``SshTransport`` runs the same
+``LocalCommands`` runs them on this machine (a worker on a login node). ``SshCommands`` runs the same
 commands on a login node through one multiplexed OpenSSH connection per cluster: every task and the
 triggerer on this host share its control socket, so the site sees one login, not one per task
-(JSC firewalls hosts that connect too often). Host keys are always checked.
+(JSC firewalls hosts that connect too often). Host keys are always checked. ``SshRunner`` also carries
+``operators.slurm.files.SshFiles``, so files and commands share that one login.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import fcntl
 import hashlib
-import io
 import math
 import os
 import re
@@ -21,9 +20,7 @@ import shlex
 import signal
 import socket
 import subprocess
-import tarfile
-import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
@@ -41,7 +38,7 @@ from operators.slurm.model import (
     tres_gpus,
 )
 from operators.slurm.script import BatchJob
-from operators.slurm.transport import LOG_READ_LIMIT, SlurmTransport, default_since
+from operators.slurm.transport import ControlChannel, default_since
 
 SQUEUE_FIELDS = ("JobID", "State", "Reason", "StartTime", "RestartCnt", "WorkDir", "Comment")  # Comment last
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "Reason", "ElapsedRaw", "TotalCPU", "MaxRSS", "AllocTRES",
@@ -140,6 +137,9 @@ class SshRunner(LocalRunner):
         name = hashlib.sha1(f"{user}@{host}:{port}".encode()).hexdigest()[:16]  # socket paths must stay short
         self.control_path = directory / name
 
+    def __repr__(self) -> str:
+        return f"SshRunner({self.user}@{self.host}:{self.port})"
+
     def _options(self) -> list[str]:
         options = ["-p", str(self.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                    "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
@@ -198,19 +198,19 @@ class SshRunner(LocalRunner):
         return await super().arun(command, stdin)
 
 
-class CliTransport(SlurmTransport):
+class LocalCommands(ControlChannel):
     """``sbatch``/``squeue``/``sacct``/``scancel`` on this machine."""
 
     kind: ClassVar[str] = "local"
 
     def __init__(self, user: str | None = None, cluster: str | None = None, timeout_s: float = 60.0,
-                 **_: object) -> None:
+                 runner: LocalRunner | None = None, **_: object) -> None:
         self.user = user
         self.cluster = cluster
-        self.runner = self._runner(timeout_s)
+        self.runner = runner or LocalRunner(user, timeout_s)
 
-    def _runner(self, timeout_s: float) -> LocalRunner:
-        return LocalRunner(self.user, timeout_s)
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(user={self.user!r})"
 
     def submit(self, job: BatchJob, script: str) -> int:
         answer = self.runner.run(["sbatch", "--parsable"], stdin=script.encode())
@@ -303,75 +303,20 @@ def parse_sacct(output: str) -> dict[int, JobAccounting]:
     return records
 
 
-class SshTransport(CliTransport):
-    """The same commands on a login node over SSH; files are staged through the same connection."""
+class SshCommands(LocalCommands):
+    """The same commands on a login node, through one shared OpenSSH master connection."""
 
     kind: ClassVar[str] = "ssh"
+    runner: SshRunner
 
     def __init__(self, host: str, user: str, port: int = 22, key_file: str | None = None,
                  known_hosts: str | None = None, control_dir: str | None = None, cluster: str | None = None,
                  timeout_s: float = 60.0, **_: object) -> None:
-        self.ssh = SshRunner(host, user, port, key_file, known_hosts, control_dir, timeout_s=timeout_s)
-        super().__init__(user, cluster, timeout_s)
+        runner = SshRunner(host, user, port, key_file, known_hosts, control_dir, timeout_s=timeout_s)
+        super().__init__(user, cluster, runner=runner)
 
-    def _runner(self, timeout_s: float) -> LocalRunner:
-        return self.ssh
-
-    def stage(self, workdir: str, files: Mapping[str, bytes], owner: str | None) -> None:
-        """One tar stream through the master connection; umask 077 keeps every file private."""
-        archive = io.BytesIO()
-        with tarfile.open(fileobj=archive, mode="w") as tar:
-            for name, content in files.items():
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
-                tar.addfile(info, io.BytesIO(content))
-        self.runner.run(["sh", "-c", 'umask 077 && rm -rf -- "$1" && mkdir -p -- "$1" && tar -xf - -C "$1"',
-                         "stage", workdir], stdin=archive.getvalue())
-
-    def remove(self, path: str) -> None:
-        self.runner.run(["rm", "-f", "--", path])
-
-    def fetch_folder(self, path: str, destination: Path) -> None:
-        """One tar stream back through the master connection; members are extracted with tarfile's
-        ``data`` filter, so nothing lands outside ``destination``."""
-        encoded = self.runner.run(["sh", "-c", 'test -d "$1" || { echo "$1: no such folder" >&2; exit 1; }; '
-                                   'tar -cf - -C "$1" . | base64 -w0', "fetch", path])
-        destination.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(encoded.strip())), mode="r") as tar:
-            tar.extractall(destination, filter="data")
-
-    async def async_remove(self, path: str) -> None:
-        await self.runner.arun(["rm", "-f", "--", path])
-
-    def tail(self, path: str, nbytes: int) -> bytes:
-        return base64.b64decode(self.runner.run(["sh", "-c", f'tail -c {int(nbytes)} -- "$1" 2>/dev/null | base64 -w0',
-                                                 "tail", path]).strip() or b"")
-
-    @staticmethod
-    def _read_logs_command(requests: Mapping[int, tuple[str, int]]) -> list[str]:
-        """All logs in one remote command: ``tail -c +offset`` of each, base64 framed."""
-        script = ('while [ $# -gt 0 ]; do printf "%s " "$1"; '
-                  f'tail -c +"$(($3 + 1))" -- "$2" 2>/dev/null | head -c {LOG_READ_LIMIT} | base64 -w0; '
-                  'echo; shift 3; done')
-        arguments = [str(part) for job_id, (path, offset) in requests.items() for part in (job_id, path, offset)]
-        return ["sh", "-c", script, "read-logs", *arguments]
-
-    @staticmethod
-    def _parse_log_chunks(output: str) -> dict[int, bytes]:
-        chunks: dict[int, bytes] = {}
-        for line in output.splitlines():
-            job_id, _, encoded = line.partition(" ")
-            if job_id.isdigit():
-                chunks[int(job_id)] = base64.b64decode(encoded) if encoded else b""
-        return chunks
-
-    def read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
-        return self._parse_log_chunks(self.runner.run(self._read_logs_command(requests))) if requests else {}
-
-    async def async_read_logs(self, requests: Mapping[int, tuple[str, int]]) -> dict[int, bytes]:
-        if not requests:
-            return {}
-        return self._parse_log_chunks(await self.runner.arun(self._read_logs_command(requests)))
+    def __repr__(self) -> str:
+        return f"SshCommands({self.runner!r})"
 
     def describe(self) -> str:
-        return f"{super().describe()} on {self.ssh.user}@{self.ssh.host}:{self.ssh.port}"
+        return f"{super().describe()} on {self.runner.user}@{self.runner.host}:{self.runner.port}"

@@ -8,9 +8,11 @@ from airflow.sdk.bases.hook import BaseHook
 
 from operators.provider import SLURM_CONNECTION_FIELDS
 from operators.slurm.model import SlurmError
-from operators.slurm.transport import SlurmTransport, make_transport, transport_kinds
+from operators.slurm.transport import SlurmTransport
+from operators.slurm.transports import NoFileChannel, make_transport
 
 EXTRA_FIELDS = {name: field["description"] for name, field in SLURM_CONNECTION_FIELDS.items()}
+SSH_SETTINGS = ("key_file", "known_hosts", "control_dir", "ssh_host", "ssh_port", "ssh_user")
 
 
 class SlurmHook(BaseHook):
@@ -20,6 +22,10 @@ class SlurmHook(BaseHook):
     - ``ssh``: host, port, login; extra ``key_file`` and ``known_hosts`` (host keys are always checked).
     - ``rest``: host, port, schema of slurmrestd; login = Slurm user, password = JWT.
     - ``pyslurm``: login = the Slurm user; pyslurm must be built against the site's libslurm.
+
+    And how job files reach the cluster, extra ``files``: ``shared`` (implied by ``local``) or ``ssh``
+    (implied by ``ssh``; on other transports with ``ssh_host``, ``ssh_port``, ``ssh_user``). ``rest``
+    and ``pyslurm`` connections must set it.
     """
 
     conn_name_attr = "slurm_conn_id"
@@ -60,21 +66,29 @@ class SlurmHook(BaseHook):
         return self.get_transport()
 
     def get_transport(self) -> SlurmTransport:
+        settings = self.settings
+        try:
+            return make_transport(settings["transport"], files=settings.get("files"), **self._channel_settings())
+        except NoFileChannel as error:
+            raise NoFileChannel(f"connection {self.slurm_conn_id!r}: {error}") from None
+
+    def _channel_settings(self) -> dict[str, Any]:
+        """Everything the connection tells the channels; each takes what it knows."""
         connection, settings = self.connection, self.settings
-        kind = settings["transport"]
-        timeout = {"timeout_s": float(settings["timeout_s"])} if "timeout_s" in settings else {}
-        if kind == "rest":
-            base_url = f"{connection.schema or 'http'}://{connection.host}:{connection.port or 6820}"
-            return make_transport(kind, base_url=base_url, user=connection.login, token=connection.password,
-                                  api_version=settings.get("api_version", "auto"), **timeout)
-        if kind == "ssh":
-            return make_transport(kind, host=connection.host, user=connection.login, port=connection.port or 22,
-                                  key_file=settings.get("key_file"), known_hosts=settings.get("known_hosts"),
-                                  control_dir=settings.get("control_dir"), cluster=settings.get("cluster"),
-                                  **timeout)
-        if kind not in transport_kinds():
-            make_transport(kind)  # raises with the list of valid transports
-        return make_transport(kind, user=connection.login, cluster=settings.get("cluster"), **timeout)
+        chosen = {"user": connection.login, "cluster": settings.get("cluster"),
+                  **{key: settings[key] for key in SSH_SETTINGS if key in settings}}
+        if "timeout_s" in settings:
+            chosen["timeout_s"] = float(settings["timeout_s"])
+        if settings["transport"] == "rest":
+            chosen.update(self._slurmrestd())
+        if settings["transport"] == "ssh":
+            chosen.update(host=connection.host, port=connection.port or 22)
+        return chosen
+
+    def _slurmrestd(self) -> dict[str, Any]:
+        connection = self.connection
+        return {"base_url": f"{connection.schema or 'http'}://{connection.host}:{connection.port or 6820}",
+                "token": connection.password, "api_version": self.settings.get("api_version", "auto")}
 
     def test_connection(self) -> tuple[bool, str]:
         """What the connection form's Test button shows: the Slurm version and the way in."""

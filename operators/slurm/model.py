@@ -16,11 +16,15 @@ REQUEUE_STATES = frozenset({"PREEMPTED", "NODE_FAIL", "REQUEUED", "REQUEUE_FED",
 
 
 class SlurmError(RuntimeError):
-    """Slurm refused a request; the message carries Slurm's own words."""
+    """The root of every Slurm error; raised as itself when Slurm refused a request (in Slurm's own words)."""
 
 
 class SlurmUnavailable(SlurmError):
     """The controller (or the way to it) did not answer: worth retrying with backoff."""
+
+
+class ControllerUnreachable(SlurmError):
+    """The controller gave no good answer for longer than the configured limit: retrying has ended."""
 
 
 # Words Slurm, ssh and HTTP use when the controller is busy, restarting or unreachable.

@@ -14,10 +14,11 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
-from operators.slurm.breaker import CircuitBreaker
+from operators.clients import credentials_env
 from operators.slurm.hooks import SlurmHook
-from operators.slurm.model import JobAccounting, SlurmError, SlurmUnavailable
+from operators.slurm.model import ControllerUnreachable, JobAccounting, SlurmError, SlurmUnavailable
 from operators.slurm.reconciler import TaskIdentity
+from operators.slurm.retry import RetryWithDeadline
 from operators.slurm.script import JOB_OPTIONS, BatchJob, ContainerRun, Launcher, batch_job, env_file_text, render
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.triggers import SlurmJobTrigger, SlurmReconcileTrigger
@@ -37,23 +38,6 @@ class SlurmJobLink(StoredLink):
 
 def safe_path_part(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:120]
-
-
-def connection_env(conn_id: str) -> dict[str, str]:
-    """Environment a job needs to reach a service behind an Airflow connection (MLflow, S3)."""
-    from airflow.sdk.bases.hook import BaseHook
-
-    connection = BaseHook.get_connection(conn_id)
-    if connection.conn_type == "aws":
-        extra = connection.extra_dejson
-        env = {"AWS_ACCESS_KEY_ID": connection.login or "", "AWS_SECRET_ACCESS_KEY": connection.password or "",
-               "AWS_DEFAULT_REGION": extra.get("region_name", "us-east-1")}
-        if extra.get("endpoint_url"):
-            env["AWS_ENDPOINT_URL"] = extra["endpoint_url"]
-        return env
-    from operators.registry.connection import tracking_env
-
-    return tracking_env(conn_id)
 
 
 def log_tail(transport: SlurmTransport, path: str, lines: int = 30) -> str:
@@ -114,8 +98,8 @@ class SlurmJobOperator(BaseOperator):
         self._submitted: tuple[SlurmTransport, int] | None = None
 
     # ------------------------------------------------------------------ helpers
-    def _breaker(self) -> CircuitBreaker:
-        return CircuitBreaker(self.unreachable_limit_s, min(self.poll_interval_s, 5.0))
+    def _retry(self) -> RetryWithDeadline:
+        return RetryWithDeadline(self.unreachable_limit_s, min(self.poll_interval_s, 5.0))
 
     def _workdir(self, context: Context, site: dict[str, Any]) -> str:
         ti = context["ti"]
@@ -142,9 +126,9 @@ class SlurmJobOperator(BaseOperator):
     # ------------------------------------------------------------------ task semantics
     def execute(self, context: Context) -> Any:
         hook = SlurmHook(self.slurm_conn_id)
-        site, transport, breaker = hook.settings, hook.get_transport(), self._breaker()
+        site, transport, retry = hook.settings, hook.get_transport(), self._retry()
         store = context.get("task_state_store")
-        found = self._earlier_job(context, transport, breaker, store)
+        found = self._earlier_job(context, transport, retry, store)
         if found is not None:
             return found
         workdir = self._workdir(context, site)
@@ -154,9 +138,9 @@ class SlurmJobOperator(BaseOperator):
         script = render(job)
         env = dict(self.env)
         for conn_id in self.env_connections:
-            env.update(connection_env(conn_id))
-        breaker.call(lambda: transport.stage(workdir, self._files(script, env), hook.job_user))
-        job_id = self._submit_once(transport, breaker, job, script)
+            env.update(credentials_env(conn_id))
+        retry.call(lambda: transport.stage(workdir, self._files(script, env), hook.job_user))
+        job_id = self._submit_once(transport, retry, job, script)
         self._submitted = (transport, job_id)
         record = {"job_id": job_id, "workdir": workdir, "cluster": site.get("cluster"),
                   "submitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -170,34 +154,36 @@ class SlurmJobOperator(BaseOperator):
         so this try is its first (Airflow's own ``first_try_number = max_tries - retries + 1``)."""
         return ti.try_number > 1 and ti.try_number == ti.max_tries - (self.retries or 0) + 1
 
-    def _cancel_cleared(self, transport: SlurmTransport, breaker: CircuitBreaker, job_ids: list[int]) -> None:
+    def _cancel_cleared(self, transport: SlurmTransport, retry: RetryWithDeadline, job_ids: list[int]) -> None:
         """The earlier try's job belongs to a run the user threw away: never adopt or reuse it."""
         for job_id in job_ids:
             self.log.warning("The task was cleared: cancelling Slurm job %s of an earlier try, submitting anew",
                              job_id)
             try:
-                breaker.call(lambda job_id=job_id: transport.cancel(job_id))
+                retry.call(lambda job_id=job_id: transport.cancel(job_id))
+            except ControllerUnreachable:
+                raise  # past the limit: the task fails, as on any unanswered call
             except SlurmError as error:  # it has ended already
                 self.log.info("Slurm job %s: %s", job_id, error)
 
-    def _earlier_job(self, context: Context, transport: SlurmTransport, breaker: CircuitBreaker,
+    def _earlier_job(self, context: Context, transport: SlurmTransport, retry: RetryWithDeadline,
                      store: Any) -> Any:
         """A job an earlier try submitted: adopt it if active, reuse its result if it succeeded; after a
         clear, cancel it and start afresh."""
         record = store.get(STATE_KEY) if store is not None else None
         if self._cleared(context["ti"]):
-            active = breaker.call(lambda: transport.find_active(self.task_identity(context["ti"])))
-            self._cancel_cleared(transport, breaker, [job.job_id for job in active])
+            active = retry.call(lambda: transport.find_active(self.task_identity(context["ti"])))
+            self._cancel_cleared(transport, retry, [job.job_id for job in active])
             if store is not None and record:
                 store.delete(STATE_KEY)
             return None
         if record:
-            status = breaker.call(transport.jobs).get(int(record["job_id"]))
+            status = retry.call(transport.jobs).get(int(record["job_id"]))
             if status is not None and not status.ended(self.requeue):
                 self.log.warning("Adopting Slurm job %s submitted by an earlier try (task state store)",
                                  record["job_id"])
                 return self._watch(context, transport, record)
-            final = breaker.call(lambda: transport.final(int(record["job_id"]), self._since(record)))
+            final = retry.call(lambda: transport.final(int(record["job_id"]), self._since(record)))
             if final is not None and final.state == "COMPLETED" and final.exit_code == 0:
                 self.log.info("Slurm job %s of an earlier try already COMPLETED: not submitting again",
                               record["job_id"])
@@ -208,7 +194,7 @@ class SlurmJobOperator(BaseOperator):
                 store.delete(STATE_KEY)
             return None
         # no record: the worker may have died between submit and store.set, or the answer got lost
-        active = breaker.call(lambda: transport.find_active(self.task_identity(context["ti"])))
+        active = retry.call(lambda: transport.find_active(self.task_identity(context["ti"])))
         if active:
             job = active[0]
             self.log.warning("Adopting Slurm job %s found by its task identity (comment)", job.job_id)
@@ -218,13 +204,13 @@ class SlurmJobOperator(BaseOperator):
             return self._watch(context, transport, record)
         return None
 
-    def _submit_once(self, transport: SlurmTransport, breaker: CircuitBreaker, job: BatchJob, script: str) -> int:
+    def _submit_once(self, transport: SlurmTransport, retry: RetryWithDeadline, job: BatchJob, script: str) -> int:
         """Submit; after a lost answer, look for the job by its identity before trying again."""
         while True:
             try:
                 job_id = transport.submit(job, script)
             except SlurmUnavailable as error:
-                pause = breaker.failure(error)
+                pause = retry.failure(error)
                 self.log.warning("Submission unanswered (%s); checking whether it arrived", error)
                 time.sleep(pause)
                 try:
@@ -234,7 +220,7 @@ class SlurmJobOperator(BaseOperator):
                 if arrived:
                     return arrived[0].job_id
                 continue
-            breaker.success()
+            retry.success()
             return job_id
 
     @staticmethod
@@ -266,11 +252,11 @@ class SlurmJobOperator(BaseOperator):
         base = conf.get("api", "base_url", fallback="http://127.0.0.1:8080").rstrip("/")
         return f"{base}/factory/slurm/{self.slurm_conn_id}/jobs/{job_id}"
 
-    def _final(self, transport: SlurmTransport, breaker: CircuitBreaker, job_id: int,
+    def _final(self, transport: SlurmTransport, retry: RetryWithDeadline, job_id: int,
                since: datetime | None) -> JobAccounting | None:
         """Accounting lags the controller by a moment; wait for it a little, never assume success."""
         deadline = time.monotonic() + 20
-        while (record := breaker.call(lambda: transport.final(job_id, since))) is None:
+        while (record := retry.call(lambda: transport.final(job_id, since))) is None:
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.5)
@@ -279,7 +265,7 @@ class SlurmJobOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         job_id = int(event["job_id"])
         hook = SlurmHook(self.slurm_conn_id)
-        transport, breaker = hook.get_transport(), self._breaker()
+        transport, retry = hook.get_transport(), self._retry()
         record = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="slurm_job") or {}
         store = context.get("task_state_store")
         if store is not None:
@@ -292,11 +278,11 @@ class SlurmJobOperator(BaseOperator):
             except SlurmError as error:  # one try only: the controller or login node may be what is gone
                 self.log.warning("Could not remove %s/job.env: %s", workdir, error)
             raise AirflowException(f"Slurm job {job_id}: {event['state']}: {event.get('error')}")
-        accounting = self._final(transport, breaker, job_id, self._since(record))
+        accounting = self._final(transport, retry, job_id, self._since(record))
         if accounting is None:
             raise AirflowException(f"Slurm job {job_id} left the queue as {event.get('state')}, but accounting "
                                    "has no final record after 20 s: not assuming success")
-        breaker.call(lambda: transport.remove(f"{workdir}/job.env"))  # credentials do not outlive the job
+        retry.call(lambda: transport.remove(f"{workdir}/job.env"))  # credentials do not outlive the job
         result = {**accounting.as_dict(), "cluster": hook.settings.get("cluster"), "workdir": workdir,
                   "transport": transport.kind}
         if accounting.state != "COMPLETED" or accounting.exit_code:

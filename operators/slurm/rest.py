@@ -1,8 +1,9 @@
-"""slurmrestd with JWT, speaking whichever OpenAPI version the server offers.
+"""slurmrestd with JWT as a control channel, speaking whichever OpenAPI version the server offers.
 
-Slurm 22.05 serves v0.0.36-38; 24.11 v0.0.40-42; 25.11 v0.0.44; 26.05 v0.0.45. With
-``api_version="auto"`` the transport reads ``/openapi/v3`` once and takes the newest version it
-knows. From v0.0.40 numbers come as ``{"set", "number"}`` objects and states as lists; the
+It moves no files: slurmrestd has no way to, so a REST connection names its file channel
+(``operators.slurm.transports``). Slurm 22.05 serves v0.0.36-38; 24.11 v0.0.40-42; 25.11 v0.0.44;
+26.05 v0.0.45. With ``api_version="auto"`` the channel reads ``/openapi/v3`` once and takes the newest
+version it knows. From v0.0.40 numbers come as ``{"set", "number"}`` objects and states as lists; the
 readers below accept both shapes. What a real 24.11 slurmrestd (v0.0.40-42) changed for writers:
 the job description lost ``signal`` (now ``kill_warning_*``) and ``gres`` (now ``tres_per_node``),
 and an unknown field is only a warning, so the job would run without it; the script belongs in the
@@ -30,7 +31,7 @@ from operators.slurm.model import (
     is_transient,
 )
 from operators.slurm.script import BatchJob
-from operators.slurm.transport import SlurmTransport
+from operators.slurm.transport import ControlChannel
 
 ACCOUNTING_BATCH = 100  # job ids per slurmdbd query: keeps the URL short
 SUPPORTED_VERSIONS = ("v0.0.45", "v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.38", "v0.0.37")
@@ -184,7 +185,7 @@ def slurm_release(answer: dict[str, Any]) -> str:
     return meta.get("Slurm", meta.get("slurm", {})).get("release", "unknown release")
 
 
-class RestTransport(SlurmTransport):
+class RestControl(ControlChannel):
     kind: ClassVar[str] = "rest"
 
     def __init__(self, base_url: str, user: str, token: str, api_version: str = "auto",
@@ -196,7 +197,7 @@ class RestTransport(SlurmTransport):
         self._api_version = None if api_version == "auto" else api_version
 
     def __repr__(self) -> str:  # never show the token
-        return f"RestTransport({self.base_url!r}, user={self.user!r}, api={self._api_version or 'auto'})"
+        return f"RestControl({self.base_url!r}, user={self.user!r}, api={self._api_version or 'auto'})"
 
     @property
     def api_version(self) -> str:

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Literal
 
 from operators.arguments import UnsafeArgument, operand
+from operators.slurm.model import SlurmError
 
 Launcher = Literal["plain", "srun", "torchrun"]
 RUNTIMES = ("apptainer", "singularity", "pyxis-enroot", "cscs-container-engine")
 
 
-class UnsafeScriptError(ValueError):
+class UnsafeScriptError(SlurmError, ValueError):
     """A value would change the script's meaning (a newline ends an ``#SBATCH`` comment line)."""
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from operators.slurm.breaker import ControllerUnreachable
-from operators.slurm.model import JobStatus, SlurmError
+from operators.slurm.model import ControllerUnreachable, JobStatus, SlurmError
 from operators.slurm.reconciler import TaskIdentity, orphaned_jobs
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
@@ -46,39 +46,40 @@ def describe_wait(status: JobStatus) -> str:
     return text
 
 
-class SlurmJobTrigger(BaseTrigger):
+class DeclaredTrigger(BaseTrigger):
+    """A trigger whose dataclass fields are its arguments: ``serialize`` derives from them, so a new argument
+    cannot be forgotten or retyped. The class path is the class's own: moving a trigger breaks the ones
+    Airflow has stored."""
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", asdict(self)
+
+
+@dataclass(eq=False, repr=False)
+class SlurmJobTrigger(DeclaredTrigger):
     """Fires once the job has ended. All triggers of a cluster share one ``ClusterWatcher`` in the
     triggerer, so N deferred tasks cost one status call per interval, not N.
 
     While it waits it writes to the task log why a job is pending and when it should start, and
-    the new lines of the job's output. Transient controller errors are retried behind the
-    cluster's circuit breaker until ``unreachable_limit_s``; the operator then reads the final
-    state from accounting, never assuming success.
+    the new lines of the job's output. Transient controller errors are retried with growing pauses
+    until ``unreachable_limit_s``; the operator then reads the final state from accounting, never
+    assuming success.
     """
 
-    def __init__(self, conn_id: str, job_id: int, poll_interval_s: float = 2.0,
-                 unreachable_limit_s: float = 600.0, env_file: str | None = None, log_path: str | None = None,
-                 requeue: bool = False, max_restarts: int = 0, submitted_at: str | None = None,
-                 task_identity: str | None = None, deferred_at: float | None = None) -> None:
-        super().__init__()
-        self.deferred_at = deferred_at  # epoch seconds, set by the operator as it defers
-        self.task_identity = task_identity
-        self.conn_id = conn_id
-        self.job_id = job_id
-        self.env_file = env_file
-        self.log_path = log_path
-        self.poll_interval_s = poll_interval_s
-        self.unreachable_limit_s = unreachable_limit_s
-        self.requeue = requeue
-        self.max_restarts = max_restarts
-        self.submitted_at = submitted_at
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("operators.slurm.triggers.SlurmJobTrigger", {
-            "conn_id": self.conn_id, "job_id": self.job_id, "poll_interval_s": self.poll_interval_s,
-            "unreachable_limit_s": self.unreachable_limit_s, "env_file": self.env_file, "log_path": self.log_path,
-            "requeue": self.requeue, "max_restarts": self.max_restarts, "submitted_at": self.submitted_at,
-            "task_identity": self.task_identity, "deferred_at": self.deferred_at})
+    conn_id: str
+    job_id: int
+    poll_interval_s: float = 2.0
+    unreachable_limit_s: float = 600.0
+    env_file: str | None = None
+    log_path: str | None = None
+    requeue: bool = False
+    max_restarts: int = 0
+    submitted_at: str | None = None
+    task_identity: str | None = None
+    deferred_at: float | None = None  # epoch seconds, set by the operator as it defers
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)
@@ -154,7 +155,8 @@ class SlurmJobTrigger(BaseTrigger):
         return states.get(identity.run_id, {}).get(identity.state_key) == state
 
 
-class SlurmReconcileTrigger(BaseTrigger):
+@dataclass(eq=False, repr=False)
+class SlurmReconcileTrigger(DeclaredTrigger):
     """Cancels jobs whose Airflow task has ended: the safety net for a task marked failed, or a run
     cancelled, while no triggerer ran its ``SlurmJobTrigger`` (see ``operators.slurm.reconciler``).
 
@@ -163,18 +165,10 @@ class SlurmReconcileTrigger(BaseTrigger):
     with the list of what it cancelled, and its continuous DAG starts the next one.
     """
 
-    def __init__(self, conn_id: str, check_interval_s: float = 10.0, run_for_s: float = 3600.0,
-                 poll_interval_s: float = 2.0) -> None:
-        super().__init__()
-        self.conn_id = conn_id
-        self.check_interval_s = check_interval_s
-        self.run_for_s = run_for_s
-        self.poll_interval_s = poll_interval_s
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("operators.slurm.triggers.SlurmReconcileTrigger", {
-            "conn_id": self.conn_id, "check_interval_s": self.check_interval_s, "run_for_s": self.run_for_s,
-            "poll_interval_s": self.poll_interval_s})
+    conn_id: str
+    check_interval_s: float = 10.0
+    run_for_s: float = 3600.0
+    poll_interval_s: float = 2.0
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async

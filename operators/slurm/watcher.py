@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from operators.slurm.breaker import CircuitBreaker
 from operators.slurm.model import JobStatus, SlurmUnavailable
+from operators.slurm.retry import RetryWithDeadline
 from operators.slurm.transport import SlurmTransport
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ class ClusterWatcher:
         self.transport_factory = transport_factory
         self.settings = settings or PollSettings()
         self.stats = WatcherStats()
-        # the breaker paces retries; each watch fails after its own unreachable limit
-        self.breaker = CircuitBreaker(math.inf, self.settings.interval_s, self.settings.max_interval_s)
+        # one retry state paces the calls; each watch fails after its own unreachable limit
+        self.retry = RetryWithDeadline(math.inf, self.settings.interval_s, self.settings.max_interval_s)
         self._watches: dict[int, list[Watch]] = {}
         self._listeners: list[asyncio.Queue[dict[int, JobStatus] | BaseException]] = []
         self._idle_interval_s = self.settings.max_interval_s
@@ -192,10 +192,10 @@ class ClusterWatcher:
                 await self._poll_once()
             except SlurmUnavailable as error:
                 self.stats.failures += 1
-                pause = self.breaker.failure(error)
+                pause = self.retry.failure(error)
                 await asyncio.sleep(self._fail_unreachable(error, pause))
                 continue
-            self.breaker.success()
+            self.retry.success()
             interval = self._next_interval(time.monotonic() - began)
             await self._pause(interval if self._watches else max(interval, self._idle_interval_s))
 
@@ -242,7 +242,7 @@ class ClusterWatcher:
 
     def _fail_unreachable(self, error: Exception, pause: float) -> float:
         """Fail the watches whose own limit has passed; the pause, shortened to the next limit due."""
-        down_s = self.breaker.down_s
+        down_s = self.retry.down_s
         remaining = []
         for watch in self._watch_list():
             limit_s = self._limit_s(watch)
@@ -250,7 +250,7 @@ class ClusterWatcher:
                 continue
             if down_s > limit_s:
                 watch.failed = True
-                watch.updates.put_nowait(self.breaker.unreachable(error, limit_s))
+                watch.updates.put_nowait(self.retry.unreachable(error, limit_s))
             else:
                 remaining.append(limit_s - down_s)
         return min([pause, *(left + 0.5 for left in remaining)])

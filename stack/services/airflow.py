@@ -86,7 +86,8 @@ class Airflow:
             "factory_slurm_local": {
                 "conn_type": "slurm", "host": HOST, "port": PORTS["slurmrestd"], "schema": "http",
                 "login": JOB_USER, "password": self.secrets.stable_slurm_token(JOB_USER),
-                "extra": {"transport": "rest", "api_version": "auto", **slurm_site},
+                # the Airflow host is the cluster here: job files are on the file system both share
+                "extra": {"transport": "rest", "files": "shared", "api_version": "auto", **slurm_site},
             },
             "factory_slurm_cli": {
                 "conn_type": "slurm", "login": JOB_USER,

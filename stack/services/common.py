@@ -6,12 +6,12 @@ import os
 import pwd
 import socket
 import subprocess
-import urllib.error
-import urllib.request
 from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from stack.settings import HOST
 
@@ -62,19 +62,16 @@ def port_check(port: int) -> str | None:
 
 
 def http_get(url: str, headers: dict[str, str] | None = None, timeout_s: float = 3.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    response = httpx.get(url, headers=headers or {}, timeout=timeout_s)
+    return response.status_code, response.content
 
 
 def http_check(url: str, headers: dict[str, str] | None = None) -> str | None:
+    """None when ``url`` answers 200; otherwise why not, for ``stack status`` and ``up``."""
     try:
         status, body = http_get(url, headers)
-    except (OSError, urllib.error.URLError) as error:
-        return f"{url}: {getattr(error, 'reason', error)}"
+    except httpx.HTTPError as error:
+        return f"{url}: {error or type(error).__name__}"
     return None if status == 200 else f"{url}: HTTP {status} {body[:200]!r}"
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 
+from operators.http_json import JsonClient
 from stack.job_access import ensure_mlflow_user
 from stack.services.common import Service, basic_auth, ensure_dir, http_check
 from stack.services.seaweedfs import S3_URL
@@ -56,12 +55,8 @@ class MLflow:
         base = f"{MLFLOW_URL}/api/2.0/mlflow/users"
         admin = self.admin_headers()
         ensure_mlflow_user(base, admin, {"username": MLFLOW_USER, "password": self.secrets["mlflow_user_password"]})
-        body = json.dumps({"username": MLFLOW_USER, "is_admin": True}).encode()
-        request = urllib.request.Request(f"{base}/update-admin", data=body, method="PATCH",
-                                         headers={**admin, "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            if response.status != 200:
-                raise RuntimeError(f"MLflow user {MLFLOW_USER}: admin flag: HTTP {response.status}")
+        JsonClient(base, RuntimeError, admin, timeout_s=10).call("PATCH", "/update-admin",
+                                                                 {"username": MLFLOW_USER, "is_admin": True})
 
     def service(self) -> Service:
         mlflow = self.paths.bin("orchestrator", "mlflow")

@@ -283,7 +283,7 @@ def test_slurmrestd_gone_past_the_unreachable_limit_fails_the_task_and_leaves_th
 
 def ssh_master_pid(transport: SlurmTransport) -> int | None:
     """The pid of the OpenSSH master behind the transport's control socket, if one is running."""
-    runner = transport.ssh
+    runner = transport.control.runner
     check = subprocess.run(["ssh", *runner._options(), "-O", "check", f"{runner.user}@{runner.host}"],
                            capture_output=True, text=True)
     found = re.search(r"pid=(\d+)", check.stderr)
@@ -299,7 +299,7 @@ def established(port_filter: str) -> list[str]:
 def drop_master_connection(transport: SlurmTransport, job_user: str) -> list[int]:
     """SIGKILL the login node's side of the master's TCP connection (the ``sshd: user@notty`` session
     process), as a firewall reset or a restarted login node would: never the listening sshd."""
-    master, port = ssh_master_pid(transport), transport.ssh.port
+    master, port = ssh_master_pid(transport), transport.control.runner.port
     if master is None:
         return []
     client_ports = {line.split()[2].rsplit(":", 1)[1] for line in established(f"dport = :{port}")
@@ -346,7 +346,7 @@ def test_a_command_cut_off_by_a_dropped_connection_is_transient_and_the_next_rec
 
         def long_command() -> None:
             try:
-                outcome["answer"] = transport.runner.run(["sleep", marker])
+                outcome["answer"] = transport.control.runner.run(["sleep", marker])
             except Exception as error:  # what the caller (the breaker) would get
                 outcome["error"] = error
 
@@ -366,5 +366,5 @@ def test_a_command_cut_off_by_a_dropped_connection_is_transient_and_the_next_rec
 
         assert isinstance(transport.jobs(), dict)
         assert ssh_master_pid(transport) not in (None, first_master), "no new master after the drop"
-        runner = transport.ssh
+        runner = transport.control.runner
         subprocess.run(["ssh", *runner._options(), "-O", "exit", f"{runner.user}@{runner.host}"], capture_output=True)

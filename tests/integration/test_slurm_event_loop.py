@@ -62,7 +62,7 @@ def test_watching_a_job_runs_no_slurm_call_in_a_thread(cluster: Cluster):
     assert b"line 3" in b"".join(chunks), "the log was read through the async path"
     slurm_calls = [name for name in threaded if not name.endswith("<lambda>")]  # the transport factory
     # local log files are read from disk in a thread (as aiofiles would); every Slurm call is a subprocess
-    allowed = {"SlurmTransport.read_logs"} if cluster.kind == "local" else set()
+    allowed = {"SharedFiles.read_logs"} if cluster.kind == "local" else set()
     assert set(slurm_calls) <= allowed, f"ran in a thread: {slurm_calls}"
 
 
@@ -84,7 +84,7 @@ def test_async_calls_answer_as_the_blocking_ones(cluster: Cluster):
 
 
 def test_a_command_that_outlives_its_timeout_is_killed_and_reported_transient(cluster: Cluster):
-    runner = cluster.transport.runner
+    runner = cluster.transport.control.runner
     runner.timeout_s = 1.0
     with pytest.raises(SlurmUnavailable, match="no answer in 1 s"):
         asyncio.run(runner.arun(["sleep", "30"]))

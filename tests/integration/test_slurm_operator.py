@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from operators.slurm.script import BatchJob, render
-from operators.slurm.transport import make_transport
+from operators.slurm.transports import make_transport
 from stack.manager import Stack
 
 TRANSPORT_DAGS = {"rest": "slurm_job_example", "local": "slurm_job_example_cli", "ssh": "slurm_job_example_ssh"}
@@ -113,7 +113,7 @@ def test_a_job_left_by_an_earlier_try_is_adopted_not_submitted_again(airflow, st
     """A lost submit answer: the job exists, the task state store does not know it; its comment does."""
     dag, rest = TRANSPORT_DAGS["rest"], stack_info["slurmrestd"]
     run_id = f"adopt-{uuid.uuid4().hex[:10]}"
-    transport = make_transport("rest", base_url=rest["url"], user=rest["user"], token=rest["token"])
+    transport = make_transport("rest", files="shared", base_url=rest["url"], user=rest["user"], token=rest["token"])
     workdir = f"{stack_info['jobs_dir']}/adopt-{run_id}"
     job = BatchJob(name="earlier-try", account=stack_info["account"], partition=None, cpus=1, memory="64M",
                    time="00:02:00", gpus=0, workdir=workdir, comment=identity(dag, run_id),

@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 from operators.slurm.model import JobAccounting, SlurmError
-from operators.slurm.rest import RestTransport
+from operators.slurm.rest import RestControl
 from operators.slurm.script import BatchJob, render
+from operators.slurm.transport import SlurmTransport
+from operators.slurm.transports import make_transport
 from stack.services import http_get
 from stack.slurm24.cluster import Slurm24
 from tests.integration.test_slurm_transports import (  # noqa: F401 - the 22.05 cases, collected here with this module's cluster
@@ -60,9 +62,11 @@ def slurm24() -> dict[str, Any]:
     return info
 
 
-def rest24(info: dict[str, Any], **overrides: Any) -> RestTransport:
+def rest24(info: dict[str, Any], **overrides: Any) -> SlurmTransport:
+    """slurmrestd of the 24.11 cluster; its job folders are on this host's file system (the chroot's)."""
     rest = info["slurmrestd"]
-    return RestTransport(**{"base_url": rest["url"], "user": info["job_user"], "token": rest["token"], **overrides})
+    return make_transport("rest", **{"base_url": rest["url"], "user": info["job_user"], "token": rest["token"],
+                                     "files": "shared", **overrides})
 
 
 class Cluster24(Cluster):
@@ -109,15 +113,15 @@ def forgotten_job(slurm24: dict[str, Any]) -> Iterator[tuple[int, float]]:
         setup.cancel_leftovers()
 
 
-def offered_versions(transport: RestTransport) -> set[str]:
+def offered_versions(transport: RestControl) -> set[str]:
     paths = " ".join(transport._call("GET", "/openapi/v3")["paths"])
     return set(re.findall(r"/slurm(?:db)?/(v\d+\.\d+\.\d+)/", paths))
 
 
 def test_auto_negotiation_picks_v0_0_42_of_the_versions_24_11_offers(slurm24: dict[str, Any], forgotten_job):
     transport = rest24(slurm24, api_version="auto")
-    assert offered_versions(transport) == {"v0.0.40", "v0.0.41", "v0.0.42"}
-    assert transport.api_version == NEWEST_24_11
+    assert offered_versions(transport.control) == {"v0.0.40", "v0.0.41", "v0.0.42"}
+    assert transport.control.api_version == NEWEST_24_11
 
 
 def test_describe_names_slurm_2411_and_the_way_in(cluster: Cluster24, slurm24: dict[str, Any]):
@@ -149,7 +153,7 @@ def test_a_job_killed_by_a_signal_reads_128_plus_n(cluster: Cluster24):
     job_id = cluster.submit(cluster.job([["bash", "-c", "kill -9 $PPID"]]))
     record = cluster.final(job_id)
     assert (record.state, record.exit_code) == ("FAILED", 137), record
-    assert cluster.transport.status(job_id).exit_code == 137
+    assert cluster.transport.control.status(job_id).exit_code == 137
 
 
 def test_cancelling_an_unknown_job_fails_naming_it(cluster: Cluster24):
@@ -198,7 +202,7 @@ def test_gpu_hours_are_allocated_gpus_times_elapsed(cluster: Cluster24):
 def jobs_queries(slurm24: dict[str, Any]) -> int:
     """slurmdbd's count of job queries (its statistics need an administrator: SlurmUser's token)."""
     admin = rest24(slurm24, user="slurm", token=Slurm24().token("slurm", 300))
-    rpcs = admin._call("GET", f"/slurmdb/{NEWEST_24_11}/diag")["statistics"]["RPCs"]
+    rpcs = admin.control._call("GET", f"/slurmdb/{NEWEST_24_11}/diag")["statistics"]["RPCs"]
     return sum(entry["count"] for entry in rpcs if entry["rpc"] == "DBD_GET_JOBS_COND")
 
 
@@ -223,7 +227,7 @@ def test_accounting_of_a_job_the_controller_has_forgotten(cluster: Cluster24, fo
 
     wait_for(f"job {job_id} leaving the 24.11 controller", gone, timeout_s=100, pause_s=2)
     with pytest.raises(SlurmError, match="Invalid job id"):
-        cluster.transport.status(job_id)
+        cluster.transport.control.status(job_id)
     record = cluster.transport.final(job_id)
     assert isinstance(record, JobAccounting)
     assert (record.job_id, record.state, record.exit_code) == (job_id, "FAILED", 3), record

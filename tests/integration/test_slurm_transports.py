@@ -23,26 +23,29 @@ from typing import Any, TypeVar
 import pytest
 
 from operators.slurm.model import JobAccounting, JobStatus, SlurmError, SlurmUnavailable
-from operators.slurm.rest import RestTransport
+from operators.slurm.rest import RestControl
 from operators.slurm.script import BatchJob, render
-from operators.slurm.transport import SlurmTransport, make_transport
+from operators.slurm.transport import SlurmTransport
+from operators.slurm.transports import make_transport
 
 TRANSPORTS = ("rest", "local", "ssh", "pyslurm")
 PYSLURM_SKIP = ("PyPI's pyslurm builds only against Slurm 25.11 exactly (this cluster runs 22.05); "
                 "the transport is written against pyslurm 25.11's API")
 JOBS_ROOT = "/var/lib/aifactory/jobs/transport-tests"
 PYTHON = "/usr/bin/python3"  # the node's system Python: the job runtime venv is not needed for these jobs
-REST_DROPS_DIRECTIVES = ("RestTransport.submit sends rest_job_fields(job) only and slurmrestd ignores #SBATCH "
+REST_DROPS_DIRECTIVES = ("RestControl.submit sends rest_job_fields(job) only and slurmrestd ignores #SBATCH "
                          "lines, so BatchJob.extra_directives (--begin) never reach Slurm")
 T = TypeVar("T")
 
 
 def build_transport(kind: str, stack_info: dict[str, Any], **overrides: Any) -> SlurmTransport:
-    """The transport a connection of this kind would give, from the stack's own addresses and keys."""
+    """The transport a connection of this kind would give, from the stack's own addresses and keys (rest and
+    pyslurm with the file system this host shares with the cluster, as the stack's connections say)."""
     user = stack_info["job_user"]
     if kind == "rest":
         rest = stack_info["slurmrestd"]
-        return make_transport("rest", **{"base_url": rest["url"], "user": user, "token": rest["token"], **overrides})
+        return make_transport("rest", **{"base_url": rest["url"], "user": user, "token": rest["token"],
+                                         "files": "shared", **overrides})
     if kind == "ssh":
         ssh = stack_info["ssh"]
         settings = {"host": ssh["host"], "port": ssh["port"], "user": user, "key_file": ssh["key_file"],
@@ -53,7 +56,7 @@ def build_transport(kind: str, stack_info: dict[str, Any], **overrides: Any) -> 
             import pyslurm  # noqa: F401
         except ImportError:
             pytest.skip(PYSLURM_SKIP)
-    return make_transport(kind, user=user, **overrides)
+    return make_transport(kind, **{"user": user, "files": "shared", **overrides})
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 30.0, pause_s: float = 0.25) -> T:
@@ -266,7 +269,7 @@ def test_concurrent_ssh_calls_share_one_tcp_connection(stack_info: dict[str, Any
         sampler.join()
 
     assert len(answers) == 100 and all(isinstance(answer, dict) for answer in answers)
-    check = subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={transport.ssh.control_path}",
+    check = subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={transport.control.runner.control_path}",
                             "-O", "check", f"{ssh['user']}@{ssh['host']}"], capture_output=True, text=True)
     master = re.search(r"pid=(\d+)", check.stderr)
     assert master, f"no shared master after the calls: {check.stderr}"
@@ -287,19 +290,19 @@ def test_a_wrong_host_key_fails_with_host_key_verification(stack_info: dict[str,
         with pytest.raises(SlurmError, match=r"(?i)host key verification failed") as raised:
             transport.jobs()
         assert not isinstance(raised.value, SlurmUnavailable), "a wrong host key is not worth retrying"
-        assert not transport.ssh.control_path.exists(), "no master may be left after a refused host key"
+        assert not transport.control.runner.control_path.exists(), "no master may be left after a refused host key"
 
 
 # REST: API version negotiation.
 
 def test_rest_auto_negotiates_v0_0_38_on_slurm_2205(stack_info: dict[str, Any]):
     transport = build_transport("rest", stack_info, api_version="auto")
-    assert isinstance(transport, RestTransport)
-    assert transport.api_version == "v0.0.38"
+    assert isinstance(transport.control, RestControl)
+    assert transport.control.api_version == "v0.0.38"
 
 
 def test_rest_refuses_a_server_offering_only_unknown_versions(monkeypatch: pytest.MonkeyPatch):
-    transport = RestTransport("http://slurmrestd.invalid:6820", user="hpcuser", token="unused")
+    transport = RestControl("http://slurmrestd.invalid:6820", user="hpcuser", token="unused")
     monkeypatch.setattr(transport, "_call", lambda method, path, body=None: {"paths": {"/slurm/v0.0.99/ping": {}}})
     with pytest.raises(SlurmError, match=r"offers v0\.0\.99; this client speaks v0\.0\.45, .*v0\.0\.38"):
         transport.api_version  # noqa: B018 - reading the property negotiates
@@ -312,7 +315,7 @@ def test_a_dead_ssh_master_is_replaced_not_bypassed(stack_info: dict[str, Any], 
 
     transport = build_transport("ssh", stack_info, control_dir=str(tmp_path))
     transport.jobs()
-    runner = transport.runner
+    runner = transport.control.runner
     check = subprocess.run(["ssh", *runner._options(), "-O", "check", f"{runner.user}@{runner.host}"],
                            capture_output=True, text=True)
     first_master = int(re.search(r"pid=(\d+)", check.stderr).group(1))

@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 from operators.slurm.script import BatchJob, render
-from operators.slurm.transport import SlurmTransport, make_transport
+from operators.slurm.transport import SlurmTransport
+from operators.slurm.transports import make_transport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
 
 JOBS = 12
@@ -28,7 +29,7 @@ def job_info_rpcs() -> int:
 @pytest.fixture
 def rest(stack_info) -> SlurmTransport:
     config = stack_info["slurmrestd"]
-    return make_transport("rest", base_url=config["url"], user=config["user"], token=config["token"])
+    return make_transport("rest", files="shared", base_url=config["url"], user=config["user"], token=config["token"])
 
 
 @pytest.fixture

@@ -16,9 +16,11 @@ from operators.arguments import UnsafeArgument, operand
 from operators.datasets import watch
 from operators.datasets.git import git
 from operators.datasets.pin import DatasetError, earlier_versions, pin_dataset
-from operators.slurm.cli import CliTransport, LocalRunner, SshRunner, SshTransport
+from operators.slurm.cli import LocalRunner, SshRunner
+from operators.slurm.files import SshFiles
 from operators.slurm.model import SlurmError
 from operators.slurm.script import ContainerRun, UnsafeScriptError
+from operators.slurm.transports import make_transport
 from operators.spec import Dataset, SpecError, repository_location
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operators"
@@ -128,9 +130,9 @@ def test_ssh_and_runuser_never_read_an_account_or_host_as_an_option(value: str, 
     with pytest.raises(SlurmError):
         LocalRunner(user=hostile)
     with pytest.raises(SlurmError):
-        CliTransport(user=hostile)
+        make_transport("local", user=hostile)
     with pytest.raises(SlurmError):
-        SshTransport(host="login.example.org", user=hostile, control_dir=str(tmp_path))
+        make_transport("ssh", host="login.example.org", user=hostile, control_dir=str(tmp_path))
     assert not marker.exists()
 
 
@@ -143,7 +145,7 @@ def test_ssh_puts_the_remote_command_after_a_double_dash(tmp_path: Path) -> None
 
 
 def test_remote_file_commands_take_paths_after_a_double_dash() -> None:
-    script = SshTransport._read_logs_command({1: ("-rf", 0)})
+    script = SshFiles._read_logs_command({1: ("-rf", 0)})
     assert '-- "$2"' in script[2] and script[-2:] == ["-rf", "0"]
 
 

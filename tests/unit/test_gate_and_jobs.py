@@ -82,13 +82,13 @@ def test_job_environment_file_keeps_values_literal(tmp_path):
     import getpass
     import subprocess
 
+    from operators.slurm.files import SharedFiles
     from operators.slurm.operators import SlurmJobOperator
-    from operators.slurm.transport import SlurmTransport
 
     tricky = "p$HOME`id`\"'; echo pwned"
     operator = SlurmJobOperator(task_id="t", commands=[["true"]], env={"SECRET": tricky, "PLAIN": "x"})
     workdir = tmp_path / "dag" / "run" / "task"
-    SlurmTransport.stage(None, str(workdir), operator._files("#!/bin/bash\n", operator.env), getpass.getuser())
+    SharedFiles().stage(str(workdir), operator._files("#!/bin/bash\n", operator.env), getpass.getuser())
     env_file = workdir / "job.env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
     shown = subprocess.run(["bash", "-c", f"set -a; source {env_file}; printf %s \"$SECRET\""],
@@ -103,7 +103,7 @@ def test_staging_hands_the_job_user_only_the_folders_it_made(tmp_path):
 
     import pytest
 
-    from operators.slurm.transport import SlurmTransport
+    from operators.slurm.files import SharedFiles
 
     if os.geteuid() != 0:
         pytest.skip("changing file owners needs root (CI runs as root)")
@@ -114,7 +114,7 @@ def test_staging_hands_the_job_user_only_the_folders_it_made(tmp_path):
     jobs_root = tmp_path / "jobs"
     jobs_root.mkdir()
     workdir = jobs_root / "dag" / "run"
-    SlurmTransport.stage(None, str(workdir), {"job.sh": b"#!/bin/bash\n"}, "hpcuser")
+    SharedFiles().stage(str(workdir), {"job.sh": b"#!/bin/bash\n"}, "hpcuser")
     assert tmp_path.stat().st_uid == 0 and jobs_root.stat().st_uid == 0
     for made in (jobs_root / "dag", workdir, workdir / "job.sh"):
         assert made.stat().st_uid == job_user.pw_uid, made

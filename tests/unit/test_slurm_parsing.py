@@ -16,11 +16,18 @@ import jsonschema
 import pytest
 
 from operators.provider import get_provider_info
-from operators.slurm.breaker import CircuitBreaker, ControllerUnreachable
 from operators.slurm.cli import parse_sacct
-from operators.slurm.model import JobAccounting, JobStatus, SlurmError, SlurmUnavailable, is_transient
+from operators.slurm.model import (
+    ControllerUnreachable,
+    JobAccounting,
+    JobStatus,
+    SlurmError,
+    SlurmUnavailable,
+    is_transient,
+)
 from operators.slurm.rest import _status, accounting_record
-from operators.slurm.transport import make_transport
+from operators.slurm.retry import RetryWithDeadline
+from operators.slurm.transports import make_transport
 
 # sacct --noheader --parsable2 --format=JobID,State,ExitCode,Reason,ElapsedRaw,TotalCPU,MaxRSS,AllocTRES,
 # ConsumedEnergyRaw,User for: exit 3; kill -9 of the batch shell; scancel of a sleep (hpcuser is uid 999);
@@ -210,32 +217,32 @@ class FakeClock:
         return self.now
 
 
-def test_breaker_pauses_double_up_to_the_cap_and_success_resets():
+def test_retry_pauses_double_up_to_the_cap_and_success_resets():
     clock = FakeClock()
-    breaker = CircuitBreaker(unreachable_limit_s=600, first_pause_s=1, max_pause_s=8, clock=clock)
+    retry = RetryWithDeadline(unreachable_limit_s=600, first_pause_s=1, max_pause_s=8, clock=clock)
     error = SlurmUnavailable("Socket timed out on send/recv operation")
-    assert [breaker.failure(error) for _ in range(6)] == [1, 2, 4, 8, 8, 8]
-    assert breaker.open
-    breaker.success()
-    assert not breaker.open
-    assert breaker.failure(error) == 1, "after a success the pauses start small again"
+    assert [retry.failure(error) for _ in range(6)] == [1, 2, 4, 8, 8, 8]
+    assert retry.failing
+    retry.success()
+    assert not retry.failing
+    assert retry.failure(error) == 1, "after a success the pauses start small again"
 
 
-def test_breaker_gives_up_after_the_limit_naming_it():
+def test_retry_gives_up_after_the_limit_naming_it():
     clock = FakeClock()
-    breaker = CircuitBreaker(unreachable_limit_s=30, first_pause_s=1, max_pause_s=60, clock=clock)
+    retry = RetryWithDeadline(unreachable_limit_s=30, first_pause_s=1, max_pause_s=60, clock=clock)
     error = SlurmUnavailable("Unable to contact slurm controller (connect failure)")
-    breaker.failure(error)
+    retry.failure(error)
     clock.now += 30
-    breaker.failure(error)  # exactly at the limit: still waiting
+    retry.failure(error)  # exactly at the limit: still waiting
     clock.now += 1
     with pytest.raises(ControllerUnreachable, match=r"for 31 s \(limit 30 s\); last error: Unable to contact"):
-        breaker.failure(error)
+        retry.failure(error)
 
 
-def test_breaker_call_retries_transient_errors_only():
+def test_retry_call_retries_transient_errors_only():
     clock = FakeClock()
-    breaker = CircuitBreaker(unreachable_limit_s=600, clock=clock)
+    retry = RetryWithDeadline(unreachable_limit_s=600, clock=clock)
     answers: list[Exception | str] = [SlurmUnavailable("Socket timed out"), SlurmUnavailable("Socket timed out"),
                                       "ok"]
     pauses: list[float] = []
@@ -250,14 +257,14 @@ def test_breaker_call_retries_transient_errors_only():
         pauses.append(seconds)
         clock.now += seconds
 
-    assert breaker.call(answer, sleep=sleep) == "ok"
-    assert pauses == [1, 2] and not breaker.open
+    assert retry.call(answer, sleep=sleep) == "ok"
+    assert pauses == [1, 2] and not retry.failing
 
     def refuse() -> str:
         raise SlurmError("Invalid account or account/partition combination specified")
 
     with pytest.raises(SlurmError, match="Invalid account"):
-        breaker.call(refuse, sleep=sleep)
+        retry.call(refuse, sleep=sleep)
     assert pauses == [1, 2], "a refusal is not retried"
 
 

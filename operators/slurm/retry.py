@@ -1,8 +1,9 @@
 """Transient Slurm errors ("Socket timed out", a controller restart, a dropped SSH link) are retried
-with growing pauses; a task fails only when the controller stays unreachable past a limit, and says so.
+with growing pauses until a deadline; a task fails only when the controller stays unreachable past it,
+and says so.
 
-One breaker per cluster: while it is open, callers wait instead of adding load to a controller
-that is already struggling.
+One retry state per cluster: while the controller is failing, callers wait instead of adding load to a
+controller that is already struggling.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from operators.slurm.model import SlurmUnavailable
+from operators.slurm.model import ControllerUnreachable, SlurmUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ControllerUnreachable(RuntimeError):
-    """The controller gave no good answer for longer than the configured limit."""
-
-
 @dataclass
-class CircuitBreaker:
+class RetryWithDeadline:
+    """Doubling pauses from ``first_pause_s`` to ``max_pause_s``; ``ControllerUnreachable`` once the
+    controller has been failing for longer than ``unreachable_limit_s``."""
+
     unreachable_limit_s: float = 600.0
     first_pause_s: float = 1.0
     max_pause_s: float = 60.0
@@ -33,7 +33,8 @@ class CircuitBreaker:
     _pause_s: float = field(default=0.0, init=False)
 
     @property
-    def open(self) -> bool:
+    def failing(self) -> bool:
+        """The last call went unanswered: the next one waits first."""
         return self._failing_since is not None
 
     @property

@@ -1,9 +1,10 @@
-"""pyslurm, for sites that build it against their own libslurm (no subprocess, no HTTP hop).
+"""pyslurm as a control channel, for sites that build it against their own libslurm (no subprocess, no
+HTTP hop). Like slurmrestd it moves no files: a pyslurm connection names its file channel.
 
 PyPI's pyslurm 25.11 refuses to build unless the installed Slurm is exactly 25.11 ("Slurm version
-mismatch"); the local factory runs 22.05, so this transport is written against pyslurm 25.11's
+mismatch"); the local factory runs 22.05, so this channel is written against pyslurm 25.11's
 documented API and its test skips here, saying why. The module imports without pyslurm; the
-transport fails with a clear message when it is chosen on a machine without it.
+channel fails with a clear message when it is chosen on a machine without it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 
 from operators.slurm.model import JobAccounting, JobStatus, SlurmError, gpu_hours
 from operators.slurm.script import BatchJob
-from operators.slurm.transport import SlurmTransport, default_since
+from operators.slurm.transport import ControlChannel, default_since
 
 
 def load_pyslurm() -> Any:
@@ -34,7 +35,7 @@ def _value(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-class PyslurmTransport(SlurmTransport):
+class PyslurmControl(ControlChannel):
     kind: ClassVar[str] = "pyslurm"
 
     def __init__(self, user: str | None = None, **_: object) -> None:
