@@ -16,12 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any, ClassVar
 
+from operators.http_json import JsonClient
 from operators.slurm.model import (
     JobAccounting,
     JobStatus,
@@ -192,9 +191,12 @@ class RestControl(ControlChannel):
                  timeout_s: float = 30.0, **_: object) -> None:
         self.base_url = base_url.rstrip("/")
         self.user = user
-        self._token = token
         self.timeout_s = timeout_s
         self._api_version = None if api_version == "auto" else api_version
+        # connection errors and timeouts are transient: the watcher retries them
+        self.http = JsonClient(self.base_url, SlurmUnavailable, {"X-SLURM-USER-NAME": user,
+                                                                 "X-SLURM-USER-TOKEN": token},
+                               timeout_s=timeout_s, secrets=[token])
 
     def __repr__(self) -> str:  # never show the token
         return f"RestControl({self.base_url!r}, user={self.user!r}, api={self._api_version or 'auto'})"
@@ -219,22 +221,14 @@ class RestControl(ControlChannel):
         return self.api_version >= "v0.0.40"
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.base_url}{path}", method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self._token,
-                     "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                answer = json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            text = error.read()[:4000].decode(errors="replace")
+        response = self.http.send(method, path, body)
+        if response.status_code >= 400:
+            text = self.http.redact(response.text[:4000])
             with contextlib.suppress(ValueError):  # keep Slurm's own words, not the meta block around them
                 text = json.dumps(json.loads(text).get("errors") or text)
-            kind = SlurmUnavailable if error.code in (502, 503, 504) or is_transient(text) else SlurmError
-            raise kind(f"{method} {path}: HTTP {error.code}: {text}") from None
-        except (OSError, TimeoutError) as error:
-            raise SlurmUnavailable(f"{method} {path}: {error}") from None
+            kind = SlurmUnavailable if response.status_code in (502, 503, 504) or is_transient(text) else SlurmError
+            raise kind(f"{method} {path}: HTTP {response.status_code}: {text}")
+        answer = self.http.decode(method, path, response) or {}
         errors = [e for e in answer.get("errors", []) if e.get("error_number", e.get("errno", 0))]
         if errors:
             text = json.dumps(errors)
