@@ -102,7 +102,7 @@ class RetirePreviousVersionOperator(BaseOperator):
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from operators.slurm.triggers import RESUME_AFTER_S
+        from operators.deferral import RESUME_AFTER_S
 
         pushed = Rollout.of(self.rollout) if self.rollout else None
         if pushed is None or not pushed.previous_version:

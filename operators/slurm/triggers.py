@@ -11,20 +11,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from operators.deferral import resume_hold_s
 from operators.slurm.model import ControllerUnreachable, JobStatus, SlurmError
 from operators.slurm.reconciler import TaskIdentity, orphaned_jobs
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
-
-# Airflow 3.3 race: the scheduler may read the worker's late "success" for a task's defer exit after the
-# trigger has already put the task back in the queue, and then fails it ("finished with state success,
-# but the task instance's state attribute is queued"); measured up to ~5.5 s after the deferral.
-RESUME_AFTER_S = 10.0
-
-
-def resume_hold_s(deferred_at: float | None, now: float) -> float:
-    """How long a trigger keeps a job's final event, so the task is never resumed inside that window."""
-    return 0.0 if deferred_at is None else max(0.0, deferred_at + RESUME_AFTER_S - now)
 
 
 def connection_transport(conn_id: str) -> SlurmTransport:

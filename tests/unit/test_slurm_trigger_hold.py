@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from operators.slurm.triggers import RESUME_AFTER_S, SlurmJobTrigger, resume_hold_s
+from operators.deferral import RESUME_AFTER_S, resume_hold_s
+from operators.slurm.triggers import SlurmJobTrigger
 
 
 def test_a_job_ending_right_after_the_deferral_is_held_until_the_window_has_passed() -> None:
