@@ -37,7 +37,7 @@ def stack_smoke():
 
     @task
     def mlflow_run(job: dict, report: str, run_id: str | None = None) -> str:
-        from operators.registry.connection import mlflow_tracking
+        from operators.clients import mlflow_tracking
 
         with mlflow_tracking("factory_mlflow"):
             import mlflow

@@ -1,12 +1,16 @@
 """Clients of the platform's Airflow connections: S3 (boto3 through the Amazon provider), DVC's remote
-settings, and the environment a Slurm job gets for a connection. One place for the task code, the steward
+settings, MLflow's client settings (without importing mlflow), and the environment a Slurm job gets for a
+connection. One place for the task code, the steward
 review, the plugin pages and the Slurm operator; Airflow is imported when a client is made."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from operators.connections import S3_CONN
+from operators.connections import MLFLOW_CONN, S3_CONN
 
 
 def s3_client(conn_id: str = S3_CONN) -> Any:
@@ -37,6 +41,32 @@ def credentials_env(conn_id: str) -> dict[str, str]:
         if extra.get("endpoint_url"):
             env["AWS_ENDPOINT_URL"] = extra["endpoint_url"]
         return env
-    from operators.registry.connection import tracking_env
-
     return tracking_env(conn_id)
+
+
+def tracking_env(conn_id: str = MLFLOW_CONN) -> dict[str, str]:
+    """``MLFLOW_TRACKING_*`` variables for a connection (host, port, login, password)."""
+    from airflow.sdk.bases.hook import BaseHook
+
+    connection = BaseHook.get_connection(conn_id)
+    env = {"MLFLOW_TRACKING_URI": f"{connection.schema or 'http'}://{connection.host}:{connection.port}"}
+    if connection.login:
+        env["MLFLOW_TRACKING_USERNAME"] = connection.login
+        env["MLFLOW_TRACKING_PASSWORD"] = connection.password or ""
+    return env
+
+
+@contextmanager
+def mlflow_tracking(conn_id: str = MLFLOW_CONN) -> Iterator[None]:
+    """Point mlflow at the connection's server for the duration of the block."""
+    env = tracking_env(conn_id)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

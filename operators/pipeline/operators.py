@@ -9,7 +9,6 @@ from airflow.providers.standard.operators.python import BranchPythonOperator, Py
 
 from operators.connections import job_connections
 from operators.pipeline.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
-from operators.pipeline.records import Replayed, TrackingRun
 from operators.pipeline.steps import (
     PLACEHOLDERS,
     RunRefs,
@@ -20,6 +19,7 @@ from operators.pipeline.steps import (
     step_files,
     step_json_files,
 )
+from operators.records import Replayed, TrackingRun
 from operators.slurm.operators import SlurmJobOperator
 from operators.spec import Pipeline
 

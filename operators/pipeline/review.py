@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from operators.clients import s3_client
 from operators.pipeline.links import ValidationReportLink
-from operators.pipeline.records import ValidationOutcome
+from operators.records import ValidationOutcome
 from operators.spec import Pipeline
 
 

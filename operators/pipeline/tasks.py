@@ -20,7 +20,7 @@ from operators.pipeline.links import (
     airflow_base_url,
     mlflow_base_url,
 )
-from operators.pipeline.records import (
+from operators.records import (
     GateVerdict,
     PinnedDataset,
     RegisteredVersion,
@@ -151,8 +151,8 @@ def dataset_inputs(pinned: PinnedDataset, validation: ValidationOutcome) -> list
 def start_run(spec: Pipeline, pinned: dict[str, Any], validation: dict[str, Any],
               review: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
     """Create the MLflow run the Slurm jobs log into, tagged with the data and the orchestration."""
+    from operators.clients import mlflow_tracking
     from operators.datasets.shards import job_inputs
-    from operators.registry.connection import mlflow_tracking
 
     ti = context["ti"]
     dataset, outcome = PinnedDataset.of(pinned), ValidationOutcome.of(validation)
@@ -198,8 +198,8 @@ def start_run(spec: Pipeline, pinned: dict[str, Any], validation: dict[str, Any]
 def gate(spec: Pipeline, run: dict[str, Any], train: dict[str, Any], evaluate: dict[str, Any],
          **context: Any) -> dict[str, Any]:
     """Thresholds and the champion comparison on metrics the evaluation job logged."""
+    from operators.clients import mlflow_tracking
     from operators.registry.aliases import version_by_alias
-    from operators.registry.connection import mlflow_tracking
     from operators.registry.gate import decide
     from operators.registry.model_card import comparison_rows, comparison_table
 
@@ -258,8 +258,8 @@ def register(spec: Pipeline, run: dict[str, Any], verdict: dict[str, Any], valid
              **context: Any) -> dict[str, Any]:
     """A model version with its lineage and model card, alias challenger. When the gate passed, the rollout
     (push_to_inference) makes it the champion once it serves."""
+    from operators.clients import mlflow_tracking
     from operators.registry.aliases import version_by_alias
-    from operators.registry.connection import mlflow_tracking
     from operators.registry.model_card import model_card
 
     ti = context["ti"]
@@ -301,7 +301,7 @@ def register(spec: Pipeline, run: dict[str, Any], verdict: dict[str, Any], valid
 def _replay(spec: Pipeline, step: str, run: TrackingRun, job: SlurmJob, context: dict[str, Any]) -> Replayed:
     """Copy the step's offline MLflow store from the job's folder (through the Slurm connection, as its
     files were staged) and replay it into the pipeline's run; idempotent, so a retry is safe."""
-    from operators.registry.connection import mlflow_tracking
+    from operators.clients import mlflow_tracking
     from operators.slurm.hooks import SlurmHook
     from operators.tracking.offline import STORE_DIR
     from operators.tracking.replay import replay
@@ -343,9 +343,9 @@ def stage_models(spec: Pipeline, run: TrackingRun, context: dict[str, Any]) -> l
     """The evaluation job's inputs when it cannot reach the registry: the test split, the challenger
     as replayed (so the model evaluated is the one registered) and the champion's pinned version, each
     file in S3 with its md5 (``python -m operators.jobs.fetch`` checks them)."""
+    from operators.clients import mlflow_tracking
     from operators.pipeline.steps import OFFLINE_MODELS
     from operators.registry.aliases import version_by_alias
-    from operators.registry.connection import mlflow_tracking
 
     name, prefix = spec.registry.model_name, f"{spec.dag_id}/{context['run_id']}/models"
     items = [{**item, "name": f"data/{item['name']}"} for item in run.test_inputs]

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from operators.connections import MLFLOW_CONN
-from operators.pipeline.records import RegisteredVersion, Rollout
+from operators.records import RegisteredVersion, Rollout
 from operators.spec import Pipeline, Serving
 
 
@@ -50,7 +50,7 @@ def push_to_inference(spec: Pipeline, registered: dict[str, Any], **context: Any
     version keeps serving and stays champion."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from operators.registry.connection import mlflow_tracking
+    from operators.clients import mlflow_tracking
     from operators.serving import record
     from operators.serving.rollout import RolloutFailed, roll_out, switch_back
 
@@ -118,7 +118,7 @@ class RetirePreviousVersionOperator(BaseOperator):
     def retire(self, context: Any, event: Any = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from operators.registry.connection import mlflow_tracking
+        from operators.clients import mlflow_tracking
         from operators.serving import record
 
         pushed = Rollout.of(self.rollout)
@@ -140,8 +140,8 @@ def roll_back(**context: Any) -> dict[str, Any]:
     champion again; the replaced version is tagged with the reason and unloaded."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from operators.clients import mlflow_tracking
     from operators.registry.aliases import version_by_alias
-    from operators.registry.connection import mlflow_tracking
     from operators.run_parameters import RunParameterError, rollback_run
     from operators.serving import record
     from operators.serving.rollout import switch_back

@@ -19,6 +19,16 @@ def test_ruff_is_clean():
     assert result.returncode == 0, result.stdout
 
 
+def test_the_layering_holds():
+    """import-linter's contracts (pyproject.toml): CLI and DAG building -> operators -> tasks -> clients -> core,
+    code inside jobs imports nothing of the orchestrator side, the config core no Airflow, no cycles."""
+    lint = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint), "--no-cache"], capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
 def test_parsing_dags_imports_no_heavy_library():
     probe = (
         "import importlib.util, json, sys, pathlib\n"
