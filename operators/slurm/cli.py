@@ -32,13 +32,12 @@ from operators.slurm.model import (
     SlurmUnavailable,
     gpu_hours,
     is_transient,
-    parse_duration_s,
-    parse_size_bytes,
     parse_tres,
     tres_gpus,
 )
 from operators.slurm.script import BatchJob
 from operators.slurm.transport import ControlChannel, default_since
+from operators.units import elapsed_seconds, size_bytes_or_none
 
 SQUEUE_FIELDS = ("JobID", "State", "Reason", "StartTime", "RestartCnt", "WorkDir", "Comment")  # Comment last
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "Reason", "ElapsedRaw", "TotalCPU", "MaxRSS", "AllocTRES",
@@ -287,7 +286,7 @@ def parse_sacct(output: str) -> dict[int, JobAccounting]:
         job_id = int(head)
         if not step:
             rows[job_id] = values
-        if (rss := parse_size_bytes(values.get("MaxRSS", ""))) is not None:
+        if (rss := size_bytes_or_none(values.get("MaxRSS", ""))) is not None:
             peaks[job_id] = max(peaks.get(job_id, 0), rss)
         if (joules := values.get("ConsumedEnergyRaw", "")).isdigit():
             energy[job_id] = max(energy.get(job_id, 0), int(joules))
@@ -298,7 +297,7 @@ def parse_sacct(output: str) -> dict[int, JobAccounting]:
         reason = values.get("Reason", "")
         records[job_id] = JobAccounting(
             job_id, values.get("State", "UNKNOWN").split()[0], _exit_code(values.get("ExitCode", "")),
-            "" if reason == "None" else reason, elapsed, parse_duration_s(values.get("TotalCPU", "")),
+            "" if reason == "None" else reason, elapsed, elapsed_seconds(values.get("TotalCPU", "")),
             peaks.get(job_id), gpus, gpu_hours(gpus, elapsed), energy.get(job_id) or None, user=values.get("User", ""))
     return records
 

@@ -92,28 +92,6 @@ def gpu_hours(gpus: int, elapsed_s: int | None) -> float | None:
     return None if elapsed_s is None else round(gpus * elapsed_s / 3600, 6)
 
 
-def parse_duration_s(text: str) -> float | None:
-    """Slurm durations: ``[D-]HH:MM:SS[.mmm]``, ``MM:SS.mmm``; None for empty or unknown."""
-    text = text.strip()
-    if not text or text in ("INVALID", "UNLIMITED", "Partition_Limit"):
-        return None
-    days, _, clock = text.rpartition("-")
-    parts = [float(part) for part in clock.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0.0)
-    hours, minutes, seconds = parts
-    return (int(days or 0) * 24 + hours) * 3600 + minutes * 60 + seconds
-
-
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
-
-
-def parse_size_bytes(text: str) -> int | None:
-    """``MaxRSS``-style sizes (``1234K``, ``2.5G``); None for empty."""
-    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGTP]?)\s*", text or "")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)]) if match else None
-
-
 def parse_tres(text: str) -> dict[str, str]:
     """``cpu=2,mem=1G,node=1,billing=2,gres/gpu=1`` → a dict."""
     return dict(item.split("=", 1) for item in text.split(",") if "=" in item)

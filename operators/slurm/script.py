@@ -10,6 +10,7 @@ from typing import Literal
 
 from operators.arguments import UnsafeArgument, operand
 from operators.slurm.model import SlurmError
+from operators.units import memory_mb, slurm_time_minutes
 
 Launcher = Literal["plain", "srun", "torchrun"]
 RUNTIMES = ("apptainer", "singularity", "pyxis-enroot", "cscs-container-engine")
@@ -88,18 +89,12 @@ class BatchJob:
     @property
     def memory_mb(self) -> int:
         """``--mem`` as megabytes, for APIs that take numbers (slurmrestd, pyslurm)."""
-        units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-        number, unit = (self.memory[:-1], self.memory[-1]) if self.memory[-1] in units else (self.memory, "M")
-        return max(1, int(float(number) * units[unit]))
+        return memory_mb(self.memory)
 
     @property
     def time_minutes(self) -> int:
         """``--time`` as whole minutes (Slurm rounds seconds up)."""
-        if self.time.isdigit():
-            return int(self.time)
-        days, _, clock = self.time.rpartition("-")
-        hours, minutes, seconds = (int(part) for part in clock.split(":"))
-        return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+        return slurm_time_minutes(self.time)
 
 
 def with_runtime(commands: list[list[str]], python_env: str | None) -> list[list[str]]:

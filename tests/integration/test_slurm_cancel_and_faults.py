@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from operators.slurm.model import TERMINAL_STATES, SlurmUnavailable, parse_duration_s
+from operators.slurm.model import TERMINAL_STATES, SlurmUnavailable
 from operators.slurm.transport import SlurmTransport
+from operators.units import elapsed_seconds
 from stack.airflow_api import FINISHED, AirflowAPI
 from stack.manager import Stack
 from tests.integration.test_slurm_operator import (
@@ -230,7 +231,7 @@ def wait_for_second_run(job_id: int, log: Path) -> None:
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
             pytest.fail(f"Slurm job {job_id} ended {job['JobState']} (reason {job.get('Reason')}) when it "
                         f"started again after its requeue; end of {log}:\n{tail}")
-        ran_s = parse_duration_s(job.get("RunTime", "")) or 0
+        ran_s = elapsed_seconds(job.get("RunTime", "")) or 0
         return True if job.get("JobState") == "RUNNING" and ran_s >= 2 else None
 
     wait_for(f"job {job_id} running again after its first requeue", probe, 60, 0.25)
