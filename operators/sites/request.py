@@ -7,7 +7,7 @@ day in the queue; and rendered per site, because the same request is spelt diffe
 from __future__ import annotations
 
 from operators.sites.catalogue import SAFE_VALUE, Site, SiteError, format_walltime
-from operators.typed_yaml import full_match
+from operators.typed_yaml import Problem, full_match
 from operators.units import slurm_time_seconds as walltime_seconds
 from operators.user_regex import full_match as pattern_matches
 
@@ -138,8 +138,9 @@ def gpu_directives(site: Site, gpus_per_node: int) -> list[str]:
         return []
     request = site.gpu_request
     if request.style is None:
-        raise SiteError(f"{site.file}:{site.lines.get('gpu_request.style', 1)}: gpu_request.style: "
-                        f"how to ask {site.title} for GPUs is not known (null), so a GPU job cannot be rendered")
+        raise SiteError(Problem(str(site.file), site.lines.get("gpu_request.style", 1), "gpu_request.style",
+                                f"how to ask {site.title} for GPUs is not known (null), so a GPU job cannot be "
+                                "rendered"))
     directives = {
         "gres": [f"--gres=gpu:{gpus_per_node}"],
         "gpus-per-node": [f"--gpus-per-node={gpus_per_node}"],
