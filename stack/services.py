@@ -272,6 +272,15 @@ class LocalFactory:
         pid = Supervised("seaweedfs", self.paths.run, self.paths.logs).pid()
         self.job_access.apply_s3(self._s3_config_file(), pid, self._s3_admin_identity())
         self.job_access.ensure_mlflow_users(basic_auth("admin", self.secrets["mlflow_admin_password"]))
+        write_private(self._job_access_marker(), self.job_access.fingerprint())
+
+    def _job_access_marker(self) -> Path:
+        return self.paths.state / "job-access.applied"
+
+    def _job_access_current(self) -> bool:
+        """Applied already (the same identities and passwords): a second ``up`` starts nothing."""
+        marker = self._job_access_marker()
+        return marker.exists() and marker.read_text() == self.job_access.fingerprint()
 
     def s3_client(self):
         import boto3
@@ -645,7 +654,7 @@ class LocalFactory:
                     bootstrap=self._bootstrap_mlflow_user, url=f"http://{HOST}:{PORTS['mlflow']}",
                     start_timeout_s=90),
             Service("job-access", [], needs=("seaweedfs", "mlflow"), health=lambda: None, oneshot=True,
-                    is_current=lambda: False, bootstrap=self._apply_job_access, start_timeout_s=60),
+                    is_current=self._job_access_current, bootstrap=self._apply_job_access, start_timeout_s=60),
             Service("mlserver", [self.paths.bin("serving", "mlserver"), "start",
                                  str(self.paths.model_repository)],
                     prepare=self._prepare_mlserver,
