@@ -10,6 +10,7 @@ At a factory the same identities come from the site's object store and a secrets
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -83,6 +84,11 @@ class JobAccess:
         for jobs in pipelines():
             body = {"username": jobs.mlflow_user, "password": self._secret(jobs.pipeline, "mlflow_password")}
             ensure_mlflow_user(base, admin_headers, body)
+
+    def fingerprint(self) -> str:
+        """A digest of every identity and password: equal to the last applied one means nothing to do."""
+        desired = {"s3": self.s3_identities(), "connections": self.connections()}
+        return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()
 
     def apply_s3(self, config_file: Path, seaweedfs_pid: int | None, admin_identity: dict[str, Any]) -> bool:
         """Write the identities; a running SeaweedFS rereads them on SIGHUP (it merges: a removed identity

@@ -65,10 +65,10 @@ def _notifier(spec: Pipeline) -> dict[str, Any]:
 class PipelineSpecErrors(DAG):
     """Not a DAG to run: the messenger of the specs that failed to load.
 
-    Airflow validates each DAG a file defines before keeping it (``DAG.validate``); a DAG that fails becomes
-    the file's import error while the file's other DAGs are kept. This one always fails, with every bad
-    spec's errors (file:line: field: message), so a broken spec shows in Airflow's import errors and never
-    unschedules the good pipelines built from the same file.
+    Airflow validates each DAG a file defines before keeping it (``DAG.validate``) and records a failure as
+    the file's import error, as ``ErrorType: message`` without a traceback. This one always fails, with every
+    bad spec's errors (file:line: field: message). It lives in its own file (``dags/pipeline_spec_errors.py``):
+    Airflow marks every DAG of a file with an import error stale, so the good pipelines come from another.
     """
 
     spec_errors: SpecError

@@ -3,12 +3,14 @@ SeaweedFS and MLflow, so a pipeline added while the stack is up gets its credent
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stack.job_access import JobAccess
 from stack.process import Supervised
 from stack.services.common import Service
 from stack.services.mlflow import MLflow
 from stack.services.seaweedfs import SeaweedFS
-from stack.settings import StackPaths
+from stack.settings import StackPaths, write_private
 
 
 class JobAccessStep:
@@ -23,7 +25,16 @@ class JobAccessStep:
         pid = Supervised("seaweedfs", self.paths.run, self.paths.logs).pid()
         self.s3.apply_identities(pid)
         self.job_access.ensure_mlflow_users(self.mlflow.admin_headers())
+        write_private(self.marker, self.job_access.fingerprint())
+
+    @property
+    def marker(self) -> Path:
+        return self.paths.state / "job-access.applied"
+
+    def current(self) -> bool:
+        """Applied already (the same identities and passwords): a second ``up`` starts nothing."""
+        return self.marker.exists() and self.marker.read_text() == self.job_access.fingerprint()
 
     def service(self) -> Service:
         return Service("job-access", [], needs=("seaweedfs", "mlflow"), health=lambda: None, oneshot=True,
-                       is_current=lambda: False, bootstrap=self.apply, start_timeout_s=60)
+                       is_current=self.current, bootstrap=self.apply, start_timeout_s=60)

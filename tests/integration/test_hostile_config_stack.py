@@ -3,6 +3,7 @@ dag-processor, and run parameters are checked before any work starts."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -65,5 +66,6 @@ def test_a_bad_run_parameter_is_refused_at_trigger_or_fails_the_first_task_namin
     assert run["state"] == "failed" and states["pin_dataset"] == "failed", states
     assert all(state in ("upstream_failed", "skipped", None) for task, state in states.items()
                if task != "pin_dataset"), states
-    log = airflow.task_log(dag_id, run_id, "pin_dataset")
+    log = json.dumps(airflow.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/pin_dataset/logs/1"
+                                 "?full_content=true"))
     assert "params.surprise: unknown run parameter (allowed: revision, train_params, validate_on)" in log

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import textwrap
 import uuid
 from pathlib import Path
@@ -77,7 +78,7 @@ def experiment(client, name: str) -> str:
 
 
 def test_a_job_reads_its_inputs_writes_its_outputs_and_nothing_of_another_pipeline(
-        stack_info, run_job, mlflow_admin) -> None:
+        stack_info, run_job, mlflow_admin, tmp_path: Path) -> None:
     paths = StackPaths.from_env()
     connections = JobAccess(StackSecrets(paths)).connections()
     s3 = connections[job_connections("breast_cancer").s3]
@@ -112,7 +113,10 @@ def test_a_job_reads_its_inputs_writes_its_outputs_and_nothing_of_another_pipeli
     for path in (work, *work.iterdir()):
         os.chown(path, job_user.pw_uid, job_user.pw_gid)
     python = Path(stack_info["venvs"]["job-runtime"]) / "bin" / "python"
-    job = run_job(f"source {work}/job.env\n{python} {work}/probe.py {work}/targets.json", timeout_s=180)
+    try:
+        job = run_job(f"source {work}/job.env\n{python} {work}/probe.py {work}/targets.json", timeout_s=180)
+    finally:
+        shutil.rmtree(work)  # the job's credentials do not outlive it
     assert job.state == "COMPLETED", job.output
     outcome = json.loads(job.output.split("PROBE ", 1)[1].splitlines()[0])
     assert outcome == {
@@ -129,5 +133,5 @@ def test_a_job_reads_its_inputs_writes_its_outputs_and_nothing_of_another_pipeli
         "read another pipeline's run": "PERMISSION_DENIED",
     }, job.output
     assert admin_s3.get_object(Bucket="datasets", Key=dataset_key)["Body"].read() == before
-    kept = Path(mlflow_admin.download_artifacts(other, "model/MLmodel", str(work / "check")))
+    kept = Path(mlflow_admin.download_artifacts(other, "model/MLmodel", str(tmp_path)))
     assert kept.read_text() == "original"
