@@ -62,7 +62,11 @@ def port_check(port: int) -> str | None:
 
 
 def http_get(url: str, headers: dict[str, str] | None = None, timeout_s: float = 3.0) -> tuple[int, bytes]:
-    response = httpx.get(url, headers=headers or {}, timeout=timeout_s)
+    """Status and body of a GET; a server that does not answer raises ``ConnectionError`` (an ``OSError``)."""
+    try:
+        response = httpx.get(url, headers=headers or {}, timeout=timeout_s)
+    except httpx.TransportError as error:
+        raise ConnectionError(str(error) or type(error).__name__) from None
     return response.status_code, response.content
 
 
@@ -70,8 +74,8 @@ def http_check(url: str, headers: dict[str, str] | None = None) -> str | None:
     """None when ``url`` answers 200; otherwise why not, for ``stack status`` and ``up``."""
     try:
         status, body = http_get(url, headers)
-    except httpx.HTTPError as error:
-        return f"{url}: {error or type(error).__name__}"
+    except OSError as error:
+        return f"{url}: {error}"
     return None if status == 200 else f"{url}: HTTP {status} {body[:200]!r}"
 
 
