@@ -1,8 +1,8 @@
 """JSON over HTTP for the orchestrator's clients (inference servers, slurmrestd, Airflow's API, health checks).
 
 One place for what each of them needs: a timeout on every call, errors that name the call and the answer
-(raised as the caller's own error class), credentials in headers only and never in a message, and one
-connection pool per client. ``httpx`` (the orchestrator's; code inside jobs keeps the standard library).
+(raised as the caller's own error class), credentials in headers only and never in a message. ``httpx`` (the
+orchestrator's; code inside jobs keeps the standard library).
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ class JsonClient:
         self.base_url = base_url.rstrip("/")
         self.error, self.refused_hint = error, refused_hint
         self.secrets = [secret for secret in secrets if secret]
+        # one connection per call, as urllib made them: a pooled connection the server has just closed
+        # (keep-alive timeout, a worker restart after a 500) fails the next call with "connection reset",
+        # and a POST is never sent twice to find out
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s,
+                                 limits=httpx.Limits(max_keepalive_connections=0),
                                  headers={"Content-Type": "application/json", **(headers or {})})
 
     def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:

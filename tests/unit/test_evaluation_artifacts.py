@@ -52,12 +52,20 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     mlflow.sklearn.save_model(challenger, root / "models" / "challenger")
     mlflow.sklearn.save_model(champion, root / "models" / "champion")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         patch.delenv("MLFLOW_RUN_ID", raising=False)
-        experiment = MlflowClient().create_experiment("evaluation", artifact_location=(root / "artifacts").as_uri())
-        yield {"root": root, "test": test, "experiment": experiment,
-               "models": {"challenger": challenger, "champion": champion}}
+        # an integration test in the same process may have set a global tracking URI (it beats the variable)
+        earlier = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        try:
+            experiment = MlflowClient().create_experiment("evaluation",
+                                                          artifact_location=(root / "artifacts").as_uri())
+            yield {"root": root, "test": test, "experiment": experiment,
+                   "models": {"challenger": challenger, "champion": champion}}
+        finally:
+            mlflow.set_tracking_uri(earlier)
 
 
 def evaluate_in_new_run(workspace: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
