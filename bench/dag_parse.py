@@ -49,6 +49,7 @@ GOAL_S = 2.0
 HEAVY = ("mlflow", "great_expectations", "dvc", "torch", "sklearn", "pandas")
 FORBIDDEN = ("mlflow", "great_expectations", "dvc")
 TOP_LEVEL_NAME = re.compile(r"^name:[ \t].*$", re.MULTILINE)
+MODEL_NAME = re.compile(r"^(  model_name:[ \t]*)(\S+)", re.MULTILINE)
 CHILD_TIMEOUT_S = 120
 
 
@@ -72,7 +73,8 @@ def make_specs(root: Path, count: int) -> Path:
         text, found = TOP_LEVEL_NAME.subn(f"name: {folder.name}", spec.read_text(), count=1)
         if found != 1:
             raise SystemExit(f"dag_parse: {example / 'pipeline.yaml'} has no top-level 'name:' line")
-        spec.write_text(text)
+        # each product registers and serves its own model: copies sharing a name would both be refused
+        spec.write_text(MODEL_NAME.sub(rf"\g<1>\g<2>-{folder.name.replace('_', '-')}", text))
     return pipelines
 
 

@@ -98,7 +98,7 @@ def pipeline_run(spec: Any, params: Mapping[str, Any], conf: Mapping[str, Any] |
         fail("train_params", problem)
     elif len(json.dumps(overrides)) > MAX_PARAMETERS_BYTES:
         fail("train_params", f"more than {MAX_PARAMETERS_BYTES >> 10} KiB of JSON")
-    validate_on = params.get("validate_on") or "auto"
+    validate_on = (conf or {}).get("validate_on") or params.get("validate_on") or "auto"
     if validate_on not in VALIDATE_ON:
         fail("validate_on", f"{validate_on!r} is not allowed (allowed: {', '.join(VALIDATE_ON)})")
     if problems:
