@@ -274,10 +274,12 @@ def _exit_code(text: str) -> int | None:
 
 
 def parse_sacct(output: str) -> dict[int, JobAccounting]:
-    """Job rows give state and exit code; step rows give MaxRSS and energy."""
+    """Job rows give state and exit code; step rows give MaxRSS and energy, and the batch step the script's
+    own exit code, which stands in when the job row says FAILED with 0 (accounting written in two steps)."""
     rows: dict[int, dict[str, str]] = {}
     peaks: dict[int, int] = {}
     energy: dict[int, int] = {}
+    batch_exit: dict[int, int | None] = {}
     for line in output.splitlines():
         values = dict(zip(SACCT_FIELDS, line.split("|"), strict=False))
         head, _, step = values.get("JobID", "").partition(".")
@@ -286,6 +288,8 @@ def parse_sacct(output: str) -> dict[int, JobAccounting]:
         job_id = int(head)
         if not step:
             rows[job_id] = values
+        elif step == "batch":
+            batch_exit[job_id] = _exit_code(values.get("ExitCode", ""))
         if (rss := size_bytes_or_none(values.get("MaxRSS", ""))) is not None:
             peaks[job_id] = max(peaks.get(job_id, 0), rss)
         if (joules := values.get("ConsumedEnergyRaw", "")).isdigit():
@@ -295,8 +299,11 @@ def parse_sacct(output: str) -> dict[int, JobAccounting]:
         elapsed = int(values["ElapsedRaw"]) if values.get("ElapsedRaw", "").isdigit() else None
         gpus = tres_gpus(parse_tres(values.get("AllocTRES", "")))
         reason = values.get("Reason", "")
+        state, exit_code = values.get("State", "UNKNOWN").split()[0], _exit_code(values.get("ExitCode", ""))
+        if state == "FAILED" and not exit_code and batch_exit.get(job_id):
+            exit_code = batch_exit[job_id]
         records[job_id] = JobAccounting(
-            job_id, values.get("State", "UNKNOWN").split()[0], _exit_code(values.get("ExitCode", "")),
+            job_id, state, exit_code,
             "" if reason == "None" else reason, elapsed, elapsed_seconds(values.get("TotalCPU", "")),
             peaks.get(job_id), gpus, gpu_hours(gpus, elapsed), energy.get(job_id) or None, user=values.get("User", ""))
     return records

@@ -88,6 +88,22 @@ class JobAccounting:
         return JobStatus(self.job_id, self.state, self.exit_code, self.reason, restarts=self.restarts)
 
 
+def settled(record: JobAccounting) -> bool:
+    """Whether an accounting record is a job's final word: ended, and its exit code agrees with its state.
+
+    A FAILED job that "exited 0" or a COMPLETED one with another code is accounting caught between two
+    writes (seen on a busy 2-core machine: FAILED 0 for a job that exited 3); it is never reported, so a
+    wrong exit code cannot reach a task. The caller asks again, and after its deadline fails without one.
+    """
+    if record.state in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED"):
+        return False
+    if record.state == "FAILED":
+        return bool(record.exit_code)
+    if record.state == "COMPLETED":
+        return record.exit_code == 0
+    return True
+
+
 def gpu_hours(gpus: int, elapsed_s: int | None) -> float | None:
     return None if elapsed_s is None else round(gpus * elapsed_s / 3600, 6)
 

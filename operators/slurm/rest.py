@@ -28,6 +28,7 @@ from operators.slurm.model import (
     SlurmUnavailable,
     gpu_hours,
     is_transient,
+    settled,
 )
 from operators.slurm.script import BatchJob
 from operators.slurm.transport import ControlChannel
@@ -296,14 +297,16 @@ class RestControl(ControlChannel):
         return records
 
     def final(self, job_id: int, since: datetime | None = None) -> JobAccounting | None:
-        record = super().final(job_id, since)
-        if record is None or record.state == "COMPLETED":
-            return record
-        try:  # 22.05's accounting says exit 0 for failed jobs; the controller knows better while it lists the job
-            controller = self.status(job_id)
-        except SlurmError:
-            return record
-        return JobAccounting(**{**record.as_dict(), "exit_code": controller.exit_code, "restarts": controller.restarts})
+        record = self.accounting([job_id], since).get(job_id)
+        if record is not None and record.state not in ("COMPLETED", "PENDING", "RUNNING", "REQUEUED"):
+            try:  # 22.05's accounting says exit 0 for failed jobs; the controller knows better while it lists the job
+                controller = self.status(job_id)
+            except SlurmError:
+                controller = None
+            if controller is not None:
+                record = JobAccounting(**{**record.as_dict(), "exit_code": controller.exit_code,
+                                          "restarts": controller.restarts})
+        return record if record is not None and settled(record) else None
 
     def cancel(self, job_id: int) -> None:
         """v0.0.42 answers HTTP 200 with per-job errors in ``status``; v0.0.40-41 say nothing at all."""

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
-from operators.slurm.model import JobAccounting, JobStatus
+from operators.slurm.model import JobAccounting, JobStatus, settled
 from operators.slurm.script import BatchJob
 
 LOG_READ_LIMIT = 64 * 1024  # bytes per job per interval: a chatty job cannot stall the watcher
@@ -63,9 +63,9 @@ class ControlChannel(ABC):
         return sorted(matching, key=lambda status: status.job_id, reverse=True)
 
     def final(self, job_id: int, since: datetime | None = None) -> JobAccounting | None:
-        """The ended job's record; None while accounting has not written it."""
+        """The ended job's record; None while accounting has not written it, or not consistently yet."""
         record = self.accounting([job_id], since).get(job_id)
-        return record if record is not None and record.state not in ("PENDING", "RUNNING", "REQUEUED") else None
+        return record if record is not None and settled(record) else None
 
     # The triggerer's waits. Channels whose calls are subprocesses override these with native asyncio;
     # the rest (HTTP, a C library) run in a worker thread, never on the loop.

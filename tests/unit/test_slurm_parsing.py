@@ -301,3 +301,28 @@ def test_the_provider_entry_point_is_registered():
             if point.dist is not None and point.dist.name == "ai-factory-pipelines"]
     assert len(ours) == 1, ours
     assert ours[0].load() is get_provider_info
+
+
+# ------------------------------------------------------------------ a wrong exit code is impossible
+
+def test_a_failed_job_is_never_reported_with_exit_code_0() -> None:
+    """Accounting caught between two writes (FAILED with 0:0 while the batch step says 3:0, seen on a busy
+    2-core machine) yields the batch step's code; a FAILED 0 with nothing better is not final yet."""
+    from operators.slurm.model import JobAccounting, settled
+    from operators.slurm.transport import ControlChannel
+
+    half_written = ("81|FAILED|0:0|None|2|00:00.010||cpu=1,mem=1G,node=1|0|hpcuser\n"
+                    "81.batch|FAILED|3:0||2|00:00.010|1024K|||\n")
+    assert (parse_sacct(half_written)[81].state, parse_sacct(half_written)[81].exit_code) == ("FAILED", 3)
+    assert not settled(JobAccounting(81, "FAILED", 0)) and not settled(JobAccounting(81, "COMPLETED", 3))
+    assert settled(JobAccounting(81, "FAILED", 3)) and settled(JobAccounting(81, "COMPLETED", 0))
+    assert settled(JobAccounting(81, "CANCELLED", 0)) and settled(JobAccounting(81, "TIMEOUT", 0))
+
+    class HalfWritten(ControlChannel):
+        kind = "test"
+        submit = jobs = cancel = describe = None  # type: ignore[assignment]
+
+        def accounting(self, job_ids, since=None):
+            return {81: JobAccounting(81, "FAILED", 0)}
+
+    assert HalfWritten().final(81) is None  # asked again later; after the operator's deadline: no exit code at all
