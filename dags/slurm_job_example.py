@@ -55,7 +55,9 @@ for dag_id, variant in VARIANTS.items():
                 "exit_code": Param(0, type="integer", minimum=0, maximum=255),
                 "memory": Param("128M", type="string", pattern="^[0-9]+[KMG]?$"),
                 "allocate_mb": Param(0, type="integer", minimum=0, maximum=4096),
-                "time_limit": Param("00:10:00", type="string", pattern="^[0-9:-]+$")},
+                "time_limit": Param("00:10:00", type="string", pattern="^[0-9:-]+$"),
+                "account": Param("", type="string", pattern="^[A-Za-z0-9_-]{0,64}$",
+                                 description="Slurm account to charge; empty: the connection's")},
         doc_md=__doc__,
     ):
         SlurmJobOperator(
@@ -66,6 +68,7 @@ for dag_id, variant in VARIANTS.items():
                                         "time.sleep(1 if len(x) else 0)"],
                       ["bash", "-c", "exit {{ params.exit_code }}"]],
             cpus=1, memory="{{ params.memory }}", time_limit="{{ params.time_limit }}", poll_interval_s=1.0,
+            account="{{ params.account }}",
             requeue=variant.requeue, max_restarts=variant.max_restarts,
             unreachable_limit_s=variant.unreachable_limit_s, deferrable=variant.deferrable,
             retries=0 if variant.deferrable else 2, retry_delay=pendulum.duration(seconds=1),

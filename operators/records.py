@@ -110,6 +110,7 @@ class SlurmJob(Record):
     energy_j: int | None = None
     restarts: int = 0
     user: str = ""
+    allocation: dict[str, int] | None = None  # what the account has left after the job, {TRES: minutes}
 
 
 @dataclass(frozen=True)

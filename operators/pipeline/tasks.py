@@ -231,7 +231,9 @@ def gate(spec: Pipeline, run: dict[str, Any], train: dict[str, Any], evaluate: d
         tags = {"slurm.cluster": str(train_job["cluster"]), "slurm.train.job_id": str(train_job["job_id"]),
                 "slurm.evaluate.job_id": str(evaluate_job["job_id"]), "gate.promote": str(decision.promote),
                 "gate.reasons": json.dumps(decision.reasons), "gate.champion_version": champion_version or "none",
-                **{f"cost.{key}": f"{value:.6g}" for key, value in cost.items() if value is not None}}
+                **{f"cost.{key}": f"{value:.6g}" for key, value in cost.items() if value is not None},
+                **{f"cost.allocation_remaining.{tres.replace('/', '_')}_minutes": str(minutes)
+                   for tres, minutes in (evaluate_job.get("allocation") or {}).items()}}
         client.log_batch(run_id, metrics=accounting, tags=[RunTag(key, value) for key, value in tags.items()])
         label = f"champion v{champion_version}" if champion_version else "no champion"
         client.log_text(run_id, comparison_table(rows, label) + "\n", "gate/comparison.md")

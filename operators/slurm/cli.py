@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
+from operators.slurm.budget import SSHARE_COMMAND, Allocation, parse_sshare
 from operators.slurm.model import (
     JobAccounting,
     JobStatus,
@@ -243,6 +244,9 @@ class LocalCommands(ControlChannel):
 
     async def async_cancel(self, job_id: int) -> None:
         await self.runner.arun(["scancel", str(job_id)])
+
+    def allocation(self, account: str) -> list[Allocation]:
+        return parse_sshare(self.runner.run([*SSHARE_COMMAND, f"--accounts={account}"]), account)
 
     def describe(self) -> str:
         version = self.runner.run(["sinfo", "--version"]).strip()

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from operators.clients import credentials_env
+from operators.slurm.budget import over_budget
 from operators.slurm.hooks import SlurmHook
 from operators.slurm.model import ControllerUnreachable, JobAccounting, SlurmError, SlurmUnavailable
 from operators.slurm.reconciler import TaskIdentity
@@ -58,7 +59,7 @@ class SlurmJobOperator(BaseOperator):
     0 fails the task with the state, reason, exit code and the tail of the job's log.
     """
 
-    template_fields: Sequence[str] = ("commands", "json_files", "env", "job_name", "memory", "time_limit")
+    template_fields: Sequence[str] = ("commands", "json_files", "env", "job_name", "memory", "time_limit", "account")
     operator_extra_links = (SlurmJobLink(),)
     ui_color = "#d6e4f0"
 
@@ -136,6 +137,7 @@ class SlurmJobOperator(BaseOperator):
         job = self.batch_job(site, workdir, self.task_identity(ti),
                              self.job_name or safe_path_part(f"{ti.dag_id}.{ti.task_id}")[:64])
         script = render(job)
+        self._check_budget(transport, retry, job)
         env = dict(self.env)
         for conn_id in self.env_connections:
             env.update(credentials_env(conn_id))
@@ -203,6 +205,32 @@ class SlurmJobOperator(BaseOperator):
                 store.set(STATE_KEY, record)
             return self._watch(context, transport, record)
         return None
+
+    def _check_budget(self, transport: SlurmTransport, retry: RetryWithDeadline, job: BatchJob) -> None:
+        """Refuse, before anything is staged, a job that asks for more than its account has left: Slurm would
+        keep it pending forever (AssocGrpCPUMinutesLimit). An allocation this way in cannot read is not checked."""
+        if not job.account:
+            return
+        allocations = retry.call(lambda: transport.allocation(job.account))
+        if allocations is None:
+            self.log.info("Allocation of account %s: not readable through %s; not checked", job.account,
+                          transport.kind)
+            return
+        refused = over_budget(job, allocations)
+        if refused:
+            raise AirflowFailException(f"Slurm job not submitted: {refused}")
+        for allocation in allocations:
+            self.log.info("Allocation: %s", allocation.describe())
+
+    def _remaining(self, transport: SlurmTransport, settings: dict[str, Any]) -> dict[str, int] | None:
+        """What the account has left once the job has ended ({TRES: minutes}); None when not readable."""
+        account = self.account or settings.get("account")
+        try:
+            allocations = transport.allocation(account) if account else None
+        except SlurmError as error:
+            self.log.warning("Allocation of account %s not read: %s", account, error)
+            return None
+        return None if allocations is None else {a.tres: a.remaining_minutes for a in allocations}
 
     def _submit_once(self, transport: SlurmTransport, retry: RetryWithDeadline, job: BatchJob, script: str) -> int:
         """Submit; after a lost answer, look for the job by its identity before trying again."""
@@ -284,7 +312,7 @@ class SlurmJobOperator(BaseOperator):
                                    "has no final record after 20 s: not assuming success")
         retry.call(lambda: transport.remove(f"{workdir}/job.env"))  # credentials do not outlive the job
         result = {**accounting.as_dict(), "cluster": hook.settings.get("cluster"), "workdir": workdir,
-                  "transport": transport.kind}
+                  "transport": transport.kind, "allocation": self._remaining(transport, hook.settings)}
         if accounting.state != "COMPLETED" or accounting.exit_code:
             raise AirflowException(
                 f"Slurm job {job_id} ended {accounting.state} with exit code {accounting.exit_code} "

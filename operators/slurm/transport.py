@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
+from operators.slurm.budget import SSHARE_COMMAND, Allocation, parse_sshare
 from operators.slurm.model import JobAccounting, JobStatus, settled
 from operators.slurm.script import BatchJob
 
@@ -56,6 +57,10 @@ class ControlChannel(ABC):
     @abstractmethod
     def describe(self) -> str:
         """One line for a connection test: the Slurm version and cluster this channel reaches."""
+
+    def allocation(self, account: str) -> list[Allocation] | None:
+        """What ``account`` may still use (``GrpTRESMins`` limits and usage); None when this way in cannot tell."""
+        return None
 
     def find_active(self, comment: str) -> list[JobStatus]:
         """Pending or running jobs carrying ``comment`` (a task's identity), newest first."""
@@ -127,6 +132,14 @@ class SlurmTransport:
 
     def describe(self) -> str:
         return self.control.describe()
+
+    def allocation(self, account: str) -> list[Allocation] | None:
+        """From the controller's way in, else from a command on the login node the files go through."""
+        found = self.control.allocation(account)
+        runner = getattr(self.files, "runner", None)
+        if found is None and runner is not None:
+            found = parse_sshare(runner.run([*SSHARE_COMMAND, f"--accounts={account}"]), account)
+        return found
 
     # ------------------------------------------------------------------ jobs: the control channel
     def submit(self, job: BatchJob, script: str) -> int:

@@ -191,3 +191,40 @@ def test_time_limit_ends_as_timeout(airflow):
     run_id = start(airflow, dag, seconds=300, time_limit="1")
     assert airflow.wait_for_run(dag, run_id, timeout_s=240)["state"] == "failed"
     assert "ended TIMEOUT" in task_log(airflow, dag, run_id)
+
+
+@pytest.fixture(scope="module")
+def tight_account(stack_info):
+    """An account granted 30 CPU-minutes (GrpTRESMins), the job user's second association."""
+    cluster = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    name = next(line.split("=", 1)[1].strip() for line in cluster.splitlines() if line.startswith("ClusterName"))
+    sacctmgr = ["sacctmgr", "-i"]
+    subprocess.run([*sacctmgr, "add", "account", "tight", f"cluster={name}", "GrpTRESMins=cpu=30"],
+                   capture_output=True, text=True)
+    subprocess.run([*sacctmgr, "modify", "account", "tight", "set", "GrpTRESMins=cpu=30"], capture_output=True)
+    subprocess.run([*sacctmgr, "add", "user", stack_info["job_user"], "account=tight", f"cluster={name}"],
+                   capture_output=True, text=True)
+    deadline = time.monotonic() + 30
+    while "cpu=30" not in subprocess.run(["sshare", "-n", "-P", "-A", "tight", "-o", "Account,GrpTRESMins"],
+                                         capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline, "slurmctld did not learn the tight account's limit"
+        time.sleep(0.5)
+    yield "tight"
+    subprocess.run([*sacctmgr, "delete", "user", stack_info["job_user"], "account=tight"], capture_output=True)
+    subprocess.run([*sacctmgr, "delete", "account", "tight"], capture_output=True)
+
+
+@pytest.mark.parametrize("transport", ["local", "ssh"])
+def test_a_job_larger_than_the_allocation_left_is_refused_before_submission(airflow, tight_account, transport):
+    """Slurm would queue it forever (AssocGrpCPUMinutesLimit); the task fails at once with both figures."""
+    dag = TRANSPORT_DAGS[transport]
+    run_id = start(airflow, dag, account=tight_account, time_limit="01:00:00")
+    assert airflow.wait_for_run(dag, run_id, timeout_s=120)["state"] == "failed"
+    log = task_log(airflow, dag, run_id)
+    assert "Slurm job not submitted: allocation tight:" in log
+    assert "CPU-minutes left of 30 (account tight)" in log and "up to 60 CPU-minutes" in log
+    assert jobs_with_comment(identity(dag, run_id)) == [], "nothing was submitted"
+    fits = start(airflow, dag, account=tight_account, time_limit="00:05:00", seconds=OUTLASTS_DEFER_RACE_S)
+    assert airflow.wait_for_run(dag, fits, timeout_s=180)["state"] == "success"
+    result = airflow.get(f"/dags/{dag}/dagRuns/{fits}/taskInstances/{TASK}/xcomEntries/return_value")["value"]
+    assert 0 <= result["allocation"]["cpu"] <= 30, result["allocation"]

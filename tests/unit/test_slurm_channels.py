@@ -292,7 +292,7 @@ def test_the_interfaces_import_no_implementation_and_the_registry_imports_inside
     interfaces = ast.parse((SLURM_PACKAGE / "transport.py").read_text())
     imported = {node.module for node in ast.walk(interfaces) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"__future__", "asyncio", "abc", "collections.abc", "datetime", "pathlib", "typing",
-                        "operators.slurm.model", "operators.slurm.script"}, imported
+                        "operators.slurm.budget", "operators.slurm.model", "operators.slurm.script"}, imported
     registry = ast.parse((SLURM_PACKAGE / "transports.py").read_text())
     functions = [node for node in ast.walk(registry) if isinstance(node, ast.FunctionDef)]
     assert not [node for function in functions for node in ast.walk(function)

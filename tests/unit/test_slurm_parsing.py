@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from operators.provider import get_provider_info
+from operators.slurm.budget import Allocation, over_budget, parse_sshare, request_minutes
 from operators.slurm.cli import parse_sacct
 from operators.slurm.model import (
     ControllerUnreachable,
@@ -27,6 +28,7 @@ from operators.slurm.model import (
 )
 from operators.slurm.rest import _status, accounting_record
 from operators.slurm.retry import RetryWithDeadline
+from operators.slurm.script import BatchJob
 from operators.slurm.transports import make_transport
 
 # sacct --noheader --parsable2 --format=JobID,State,ExitCode,Reason,ElapsedRaw,TotalCPU,MaxRSS,AllocTRES,
@@ -326,3 +328,48 @@ def test_a_failed_job_is_never_reported_with_exit_code_0() -> None:
             return {81: JobAccounting(81, "FAILED", 0)}
 
     assert HalfWritten().final(81) is None  # asked again later; after the operator's deadline: no exit code at all
+
+
+# ---------------------------------------------------------------------------------------------- allocations
+SSHARE_OUTPUT = (
+    "root|||cpu=0,mem=3,node=0,billing=0,gres/gpu=0|cpu=0,node=0,gres/gpu=0\n"
+    " tight|||cpu=10,node=20\n"  # too few fields: a different sshare; not read as a limit
+    " proj42||cpu=6000,gres/gpu=1200|cpu=4100,mem=9,node=700,billing=4100,gres/gpu=300|cpu=400,gres/gpu=100\n"
+    "  proj42|alice|cpu=6000|cpu=4000,gres/gpu=290|cpu=400\n"
+)
+
+
+def budget_job(**overrides: Any) -> BatchJob:
+    fields = dict(name="n", account="proj42", partition=None, cpus=4, memory="1G", time="02:00:00", gpus=1,
+                  workdir="/w", commands=[["true"]], nodes=2, tasks_per_node=1)
+    return BatchJob(**{**fields, **overrides})
+
+
+def test_the_account_row_gives_limit_usage_and_what_running_jobs_hold():
+    allocations = parse_sshare(SSHARE_OUTPUT, "proj42")
+    assert allocations == [Allocation("proj42", "cpu", 6000, 4100, 400),
+                           Allocation("proj42", "gres/gpu", 1200, 300, 100)]
+    assert [a.remaining_minutes for a in allocations] == [1500, 800]
+    assert allocations[0].describe() == "1500 CPU-minutes left of 6000 (account proj42)"
+    assert parse_sshare(SSHARE_OUTPUT, "root") == []  # no GrpTRESMins: nothing to check
+    assert parse_sshare(SSHARE_OUTPUT, "alice") == []  # a user row is not an account
+    assert parse_sshare("", "proj42") == []
+
+
+def test_a_job_larger_than_what_is_left_is_refused_with_both_figures():
+    allocations = parse_sshare(SSHARE_OUTPUT, "proj42")
+    assert request_minutes(budget_job()) == {"cpu": 960, "node": 240, "gres/gpu": 240, "billing": 960}
+    assert over_budget(budget_job(), allocations) is None
+    refused = over_budget(budget_job(time="04:00:00"), allocations)  # 1920 CPU-minutes > 1500 left
+    assert refused is not None
+    assert "1500 CPU-minutes left of 6000 (account proj42)" in refused and "up to 1920 CPU-minutes" in refused
+    assert "time limit 04:00:00" in refused
+    gpu_bound = over_budget(budget_job(cpus=1, gpus=4, time="1-00:00:00"), allocations)
+    assert gpu_bound is not None and "CPU-minutes" in gpu_bound  # 2880 CPU-minutes is checked first
+    assert "GPU-minutes" in (over_budget(budget_job(cpus=1, gpus=8, time="03:00:00"), allocations) or "")
+
+
+def test_an_exhausted_allocation_never_reports_negative_minutes():
+    spent = Allocation("proj42", "cpu", 100, 90, 50)
+    assert spent.remaining_minutes == 0
+    assert over_budget(budget_job(cpus=1, nodes=1, time="00:01:00"), [spent]) is not None
