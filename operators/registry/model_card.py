@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+ALLOCATION_TAG = "cost.allocation_remaining."  # written by the gate from the account's sshare
+ALLOCATION_UNITS = {"cpu": "CPU-minutes", "gres_gpu": "GPU-minutes", "node": "node-minutes", "billing": "billing units"}
 COST_UNITS = {"elapsed_s": ("wall time", "s"), "cpu_hours": ("CPU-hours", "h"),
               "gpu_hours": ("GPU-hours", "h"), "energy_j": ("energy", "J")}
 
@@ -49,6 +51,11 @@ def comparison_table(rows: list[dict[str, Any]], champion_label: str, challenger
             line += " n/a |" if row["threshold"] is None else f" >= {row['threshold']}{held} |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def allocation_unit(tag: str) -> str:
+    tres = tag.removeprefix(ALLOCATION_TAG).removesuffix("_minutes")
+    return ALLOCATION_UNITS.get(tres, f"{tres}-minutes")
 
 
 def model_card(facts: dict[str, Any]) -> str:
@@ -101,6 +108,8 @@ def model_card(facts: dict[str, Any]) -> str:
         "|---|---|",
         *(f"| {label} | {'not recorded by the site' if cost.get(key) is None else f'{cost[key]:.4g} {unit}'} |"
           for key, (label, unit) in COST_UNITS.items()),
+        *(f"| allocation left after the run | {minutes} {allocation_unit(tag)} |"
+          for tag, minutes in sorted(tags.items()) if tag.startswith(ALLOCATION_TAG)),
     ]
     if facts.get("plots"):
         lines += ["", "## Plots (run artifacts)", "", *(f"- `{path}`" for path in facts["plots"])]

@@ -14,7 +14,8 @@ TAGS = {"pipeline": "breast_cancer", "pipeline.site": "jupiter", "dataset.name":
         "dataset.test_md5": "e" * 32, "dataset.repository": "s3://registry", "code.git_sha": "f" * 40,
         "pipeline.spec_sha256": "a" * 64, "slurm.train.job_id": "11", "slurm.evaluate.job_id": "12",
         "slurm.cluster": "jupiter", "validation.status": "warned", "validation.decision": "approve",
-        "airflow.dag_id": "pipeline_breast_cancer", "airflow.run_id": "manual__1", "tracking.mode": "offline"}
+        "airflow.dag_id": "pipeline_breast_cancer", "airflow.run_id": "manual__1", "tracking.mode": "offline",
+        "cost.allocation_remaining.cpu_minutes": "5940", "cost.allocation_remaining.gres_gpu_minutes": "120"}
 
 
 def test_comparison_rows_hold_both_values_the_delta_and_the_threshold() -> None:
@@ -51,6 +52,8 @@ def test_model_card_says_lineage_contract_cost_reasons_and_use() -> None:
     assert "Result **warned**, steward decision: approve. Report: http://airflow/r" in card
     assert "| GPU-hours | 1.5 h |" in card and "| energy | not recorded by the site |" in card
     assert "- `evaluation/roc.png`" in card
+    assert "| allocation left after the run | 5940 CPU-minutes |" in card
+    assert "| allocation left after the run | 120 GPU-minutes |" in card
 
 
 @pytest.mark.parametrize(("site", "mode", "offline"), [
