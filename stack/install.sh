@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local AI-factory stack needs on a bare Debian 12 machine, idempotently:
-# Debian packages (Slurm, MariaDB, munge, OpenSSH), the stack's Unix users, uv, and the four
+# Debian packages (Slurm, MariaDB, PostgreSQL, Redis, munge, OpenSSH), the stack's Unix users, uv, and the four
 # Python environments built from the committed lock files (bytecode compiled at install).
 # Every step checks first and does nothing when already done, so a second run takes ~1 s.
 set -euo pipefail
@@ -14,7 +14,7 @@ JOB_USER=${FACTORY_JOB_USER:-hpcuser}
 REST_USER=slurmrest
 
 APT_PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin
-              mariadb-server openssh-server openssh-client python3-venv procps curl
+              mariadb-server postgresql redis-server openssh-server openssh-client python3-venv procps curl
               chromium chromium-driver)
 
 say() { printf '[install] %s\n' "$*"; }

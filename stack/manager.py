@@ -20,7 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from stack.process import StackError, Supervised, log_tail, process_start_time, processes_in_group
+from stack.ports import describe_foreign, foreign_holders
+from stack.process import StackError, Supervised, family, log_tail, process_start_time, processes_in_group
 from stack.services import LocalFactory, Service, run
 from stack.settings import JOB_USER, StackPaths
 from stack.slurm24.cluster import Slurm24
@@ -87,15 +88,34 @@ class Stack:
             if service.command:
                 self._run_oneshot(service)
         else:
+            if process.stop():  # ours but not answering: a second copy would only fight it for its ports
+                self._note(service, "stopped the unhealthy process it had started before")
+            foreign = foreign_holders(service.ports, set())
+            if foreign:
+                raise StackError(describe_foreign(service.name, foreign))
             process.start(service.command, self._env(service), cwd=self.paths.state, user=service.user)
             self._wait_healthy(service, process)
         if service.bootstrap:
             service.bootstrap()
         return Outcome(service.name, time.monotonic() - began, True)
 
+    def _note(self, service: Service, text: str) -> None:
+        with self.supervised(service.name).log_file.open("a") as log:
+            log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+    def problem(self, service: Service) -> str | None:
+        """Why the service is not up as started by us (None when it is): not running, not healthy, or its
+        ports answered by a process we did not start."""
+        pid = self.supervised(service.name).pid()
+        foreign = foreign_holders(service.ports, family(pid) if pid else set())
+        if foreign:
+            return describe_foreign(service.name, foreign)
+        if pid is None:
+            return "not running"
+        return service.health()
+
     def _is_up(self, service: Service) -> bool:
-        return (not service.oneshot and self.supervised(service.name).pid() is not None
-                and service.health() is None)
+        return not service.oneshot and self.problem(service) is None
 
     @contextlib.contextmanager
     def _exclusive(self):
@@ -233,12 +253,15 @@ class Stack:
                 continue
             process = self.supervised(name)
             pid = process.pid()
-            if pid is None:
+            problem = self.problem(service)
+            if problem and "did not start" in problem:
+                state = "foreign"  # its port answers, but not from the process we started
+            elif pid is None:
                 state = "dead" if process.exited_early() else "stopped"
             else:
-                state = "healthy" if service.health() is None else "unhealthy"
+                state = "healthy" if problem is None else "unhealthy"
             rows.append({"service": name, "state": state, "pid": pid, "url": service.url,
-                         "log": str(process.log_file),
+                         "log": str(process.log_file), "problem": None if state == "stopped" else problem,
                          "processes": len(processes_in_group(pid)) if pid else 0})
         return rows
 
@@ -251,3 +274,5 @@ def print_status(rows: list[dict[str, object]], as_json: bool = False) -> None:
     for row in rows:
         where = row["url"] or row["log"]
         print(f"{row['service']:<22} {row['state']:<10} {row['pid'] or '-':>7}  {where}")
+        if row["state"] in ("foreign", "unhealthy", "dead") and row.get("problem"):
+            print(f"{'':<22} {row['problem']}")

@@ -42,6 +42,29 @@ def processes_in_group(pgid: int) -> list[int]:
     return members
 
 
+def parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def family(pid: int) -> set[int]:
+    """The processes a service consists of: its process group and every descendant (some start their own session)."""
+    members = set(processes_in_group(pid)) | {pid}
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (parent := parent_pid(int(entry.name))) is not None:
+            children.setdefault(parent, []).append(int(entry.name))
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in members:
+                members.add(child)
+                stack.append(child)
+    return members
+
+
 def log_tail(log_file: Path, lines: int = 30) -> str:
     if not log_file.exists():
         return f"(no log at {log_file})"

@@ -8,19 +8,27 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.process import StackError, Supervised, log_tail
+from stack.ports import describe_foreign, foreign_holders
+from stack.process import StackError, Supervised, family, log_tail
 from stack.services import Service
 
 
 def wait_healthy(service: Service, process: Supervised | None, log_file: Path, label: str = "") -> None:
-    """Until the service's health check passes; its process dying or the start timeout fails with its log."""
+    """Until the service's health check passes and its ports are held by the process we started; its process
+    dying or the start timeout fails with its log (and whoever holds its ports instead)."""
     name = f"{label}{service.name}"
     deadline = time.monotonic() + service.start_timeout_s
     reason = "not checked"
     while time.monotonic() < deadline:
-        if process is not None and process.pid() is None:
-            raise StackError(f"{name} exited while starting (log {log_file}):\n{log_tail(log_file)}")
+        pid = process.pid() if process is not None else None
+        if process is not None and pid is None:
+            foreign = foreign_holders(service.ports, set())
+            held = f"\n{describe_foreign(name, foreign)}" if foreign else ""
+            raise StackError(f"{name} exited while starting (log {log_file}):{held}\n{log_tail(log_file)}")
         reason = service.health()
+        if reason is None and pid is not None and service.ports:
+            foreign = foreign_holders(service.ports, family(pid))
+            reason = describe_foreign(name, foreign) if foreign else None
         if reason is None:
             return
         time.sleep(0.25)

@@ -154,7 +154,7 @@ class Airflow:
                     start_timeout_s=180),
             Service("airflow-api", [airflow, "api-server"], needs=("airflow-db",), env=env,
                     health=lambda: http_check(f"{AIRFLOW_URL}/api/v2/monitor/health"),
-                    url=AIRFLOW_URL, start_timeout_s=120),
+                    url=AIRFLOW_URL, start_timeout_s=120, ports=(PORTS["airflow"],)),
             Service("airflow-scheduler", [airflow, "scheduler"], needs=("airflow-db",), env=env,
                     health=self.component_check("scheduler"), start_timeout_s=120),
             Service("airflow-dag-processor", [airflow, "dag-processor"], needs=("airflow-db",), env=env,

@@ -32,6 +32,7 @@ class Service:
     oneshot: bool = False  # runs to completion before its dependents start
     is_current: Callable[[], bool] = lambda: True  # a one-shot whose inputs changed runs again
     url: str | None = None
+    ports: tuple[int, ...] = ()  # what it listens on: up only when the process we started holds them
 
 
 def run(command: list[str], *, input_text: str | None = None, timeout_s: float = 30.0,

@@ -115,4 +115,4 @@ class LoginNode:
         # sshd re-executes itself, so it must be started by its absolute path
         return Service("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config_file)],
                        health=self.health, prepare=self.prepare,
-                       url=f"ssh://{JOB_USER}@{HOST}:{PORTS['sshd']}", start_timeout_s=20)
+                       url=f"ssh://{JOB_USER}@{HOST}:{PORTS['sshd']}", start_timeout_s=20, ports=(PORTS["sshd"],))

@@ -52,4 +52,5 @@ class MariaDB:
                                    "--innodb-buffer-pool-size=128M", "--innodb-lock-wait-timeout=900",
                                    "--skip-name-resolve"],
                        health=lambda: command_check(["mariadb-admin", f"--socket={self.socket}", "ping"], "alive"),
-                       prepare=self.prepare, bootstrap=self.bootstrap, start_timeout_s=60)
+                       prepare=self.prepare, bootstrap=self.bootstrap, start_timeout_s=60,
+                       ports=(PORTS["mariadb"],))

@@ -66,4 +66,4 @@ class MLflow:
                                   "--host", HOST, "--port", str(PORTS["mlflow"]), "--workers", "1"],
                        needs=("seaweedfs",), env=self.env(), prepare=self.prepare,
                        health=lambda: http_check(f"{MLFLOW_URL}/health"),
-                       bootstrap=self.bootstrap_user, url=MLFLOW_URL, start_timeout_s=90)
+                       bootstrap=self.bootstrap_user, url=MLFLOW_URL, start_timeout_s=90, ports=(PORTS["mlflow"],))

@@ -29,4 +29,5 @@ class MLServer:
     def service(self) -> Service:
         return Service("mlserver", [self.paths.bin("serving", "mlserver"), "start", str(self.paths.model_repository)],
                        prepare=self.prepare, health=lambda: http_check(f"{MLSERVER_URL}/v2/health/ready"),
-                       url=MLSERVER_URL, start_timeout_s=90)
+                       url=MLSERVER_URL, start_timeout_s=90,
+                       ports=(PORTS["mlserver_http"], PORTS["mlserver_grpc"], PORTS["mlserver_metrics"]))

@@ -75,4 +75,5 @@ class SeaweedFS:
                                      "-s3", f"-s3.port={PORTS['s3']}", f"-s3.config={self.config_file}",
                                      "-s3.port.iceberg=0"],
                        health=self.health, prepare=self.prepare, bootstrap=self.bootstrap_buckets, url=S3_URL,
-                       start_timeout_s=60)
+                       start_timeout_s=60, ports=tuple(PORTS[name] for name in (
+                           "s3", "seaweed_master", "seaweed_volume", "seaweed_filer")))

@@ -46,3 +46,33 @@ def test_down_leaves_nothing_and_up_restores_everything(stack_info):
     assert again.returncode == 0, again.stderr
     assert not any(entry["started"] for entry in json.loads(again.stdout)["services"].values())
     assert time.monotonic() - began < 10
+
+
+def test_a_port_held_by_a_process_the_stack_did_not_start_is_an_error_naming_it(stack_info):
+    """The orphan case: an untracked slurmrestd kept its port, a new one could not bind, yet `up` said "up"."""
+    stack = Stack()
+    stack.supervised("slurmrestd").stop()
+    service = stack.services["slurmrestd"]  # a real slurmrestd, healthy in every way but untracked
+    orphan = subprocess.Popen(service.command, env=stack._env(service), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not listening(PORTS["slurmrestd"]):
+            assert time.monotonic() < deadline, "the stand-in orphan did not listen"
+            time.sleep(0.1)
+        row = next(row for row in stack.status() if row["service"] == "slurmrestd")
+        assert row["state"] == "foreign" and f"pid {orphan.pid} (" in row["problem"], row
+        status = stack_command("status")
+        assert f"port {PORTS['slurmrestd']} is held by pid {orphan.pid}" in status.stdout
+
+        up = stack_command("up")
+        assert up.returncode != 0, "up must not report a service whose port another process answers"
+        assert f"slurmrestd: port {PORTS['slurmrestd']} is held by pid {orphan.pid} (" in up.stderr + up.stdout
+        assert "/usr/sbin/slurmrestd -a rest_auth/jwt" in up.stderr + up.stdout
+        assert "slurmrestd  up in" not in up.stdout
+    finally:
+        orphan.kill()
+        orphan.wait()
+    up = stack_command("up")
+    assert up.returncode == 0, up.stderr
+    assert next(row for row in stack.status() if row["service"] == "slurmrestd")["state"] == "healthy"

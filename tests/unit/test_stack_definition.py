@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 
 import pytest
 
 from stack.manager import Stack
+from stack.ports import foreign_holders, holders
 from stack.settings import HOST, JOB_USER, PORTS, StackPaths, StackSecrets
 
 
@@ -170,3 +172,16 @@ def test_an_unhealthy_service_times_out_with_the_reason(tmp_path):
             stack.up(progress=lambda _line: None)
     finally:
         stack.supervised("stuck").stop(grace_s=1)
+
+
+def test_the_holder_of_a_listening_port_is_found_and_told_apart_from_ours() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert [holder.pid for holder in holders(port)] == [os.getpid()]
+        assert "pytest" in holders(port)[0].command or "python" in holders(port)[0].command
+        assert foreign_holders((port,), {os.getpid()}) == {}
+        foreign = foreign_holders((port,), set())
+        assert [holder.pid for holder in foreign[port]] == [os.getpid()]
+    assert holders(port) == [] and foreign_holders((port,), set()) == {}
