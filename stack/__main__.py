@@ -8,6 +8,7 @@ import time
 
 from stack.manager import Stack, print_status
 from stack.process import StackError
+from stack.settings import PROFILES, StackPaths
 from stack.startup import report_up
 
 
@@ -16,8 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "status", "restart"])
     parser.add_argument("services", nargs="*", help="restart: the services to restart")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--profile", choices=sorted(PROFILES),
+                        help="up: how Airflow runs, kept for later commands (" +
+                             "; ".join(f"{name}: {text}" for name, text in PROFILES.items()) + ")")
     args = parser.parse_args(argv)
-    stack = Stack()
+    if args.profile and args.action != "up":
+        parser.error("--profile goes with up")
+    paths = StackPaths.from_env()
+    if args.profile:
+        paths.choose_profile(args.profile)
+    stack = Stack(paths)
     began = time.monotonic()
     quiet = (lambda _line: None) if args.json else print
     if args.action in ("up", "restart"):
@@ -26,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         except StackError as error:
             print(f"factory stack up: {error}", file=sys.stderr)
             return 1
-        report_up(outcomes, time.monotonic() - began, args.json, "stack")
+        report_up(outcomes, time.monotonic() - began, args.json, f"stack ({stack.factory.profile} profile)")
         return 0
     if args.action == "down":
         swept = stack.down(progress=quiet)

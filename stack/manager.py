@@ -23,7 +23,7 @@ from pathlib import Path
 from stack.ports import describe_foreign, foreign_holders
 from stack.process import StackError, Supervised, family, log_tail, process_start_time, processes_in_group
 from stack.services import LocalFactory, Service, run
-from stack.settings import JOB_USER, StackPaths
+from stack.settings import JOB_USER, PROFILES, StackPaths
 from stack.slurm24.cluster import Slurm24
 from stack.startup import Outcome, wait_healthy
 
@@ -50,9 +50,9 @@ def own_ancestors() -> set[int]:
 
 
 class Stack:
-    def __init__(self, paths: StackPaths | None = None) -> None:
+    def __init__(self, paths: StackPaths | None = None, profile: str | None = None) -> None:
         self.paths = paths or StackPaths.from_env()
-        self.factory = LocalFactory(self.paths)
+        self.factory = LocalFactory(self.paths, profile)
         self.services = {service.name: service for service in self.factory.services()}
 
     def supervised(self, name: str) -> Supervised:
@@ -88,12 +88,13 @@ class Stack:
             if service.command:
                 self._run_oneshot(service)
         else:
-            if process.stop():  # ours but not answering: a second copy would only fight it for its ports
-                self._note(service, "stopped the unhealthy process it had started before")
+            if process.stop():  # ours but not answering, or started otherwise: a second copy would fight it
+                self._note(service, "stopped the copy started before (unhealthy, or started with other settings)")
             foreign = foreign_holders(service.ports, set())
             if foreign:
                 raise StackError(describe_foreign(service.name, foreign))
-            process.start(service.command, self._env(service), cwd=self.paths.state, user=service.user)
+            process.start(service.command, self._env(service), cwd=self.paths.state, user=service.user,
+                          fingerprint=service.fingerprint())
             self._wait_healthy(service, process)
         if service.bootstrap:
             service.bootstrap()
@@ -106,12 +107,15 @@ class Stack:
     def problem(self, service: Service) -> str | None:
         """Why the service is not up as started by us (None when it is): not running, not healthy, or its
         ports answered by a process we did not start."""
-        pid = self.supervised(service.name).pid()
+        process = self.supervised(service.name)
+        pid = process.pid()
         foreign = foreign_holders(service.ports, family(pid) if pid else set())
         if foreign:
             return describe_foreign(service.name, foreign)
         if pid is None:
             return "not running"
+        if process.fingerprint() != service.fingerprint():
+            return f"started with other settings (profile {self.factory.profile} wants another command or environment)"
         return service.health()
 
     def _is_up(self, service: Service) -> bool:
@@ -131,6 +135,7 @@ class Stack:
 
     def _up(self, progress=print) -> list[Outcome]:
         self.factory.prepare_common()
+        self._stop_undefined(progress)
         already = {name for name, service in self.services.items() if self._is_up(service)}
         needed = {name for name in self.services if name not in already}
         # a one-shot step runs when something that needs it starts, or when its inputs changed
@@ -150,7 +155,7 @@ class Stack:
                     return  # something failed: do not start on top of it
                 outcome = self._bring_up(service)
                 outcomes.append(outcome)
-                progress(f"  {service.name:<22} up in {outcome.seconds:5.1f} s")
+                progress(f"  {service.name:<24} up in {outcome.seconds:5.1f} s")
             except Exception as error:
                 failures.append(f"{service.name}: {error}" if not isinstance(error, StackError) else str(error))
             finally:
@@ -173,6 +178,14 @@ class Stack:
             for name in names:
                 self.supervised(name).stop()
             return self._up(progress)
+
+    def _stop_undefined(self, progress) -> None:
+        """Services of another profile (its Celery workers, say) do not run on untracked after a switch."""
+        others = {service.name for profile in PROFILES if profile != self.factory.profile
+                  for service in LocalFactory(self.paths, profile).services()} - set(self.services)
+        for name in sorted(others):
+            if self.supervised(name).stop():
+                progress(f"  {name:<24} stopped (not part of profile {self.factory.profile})")
 
     # ------------------------------------------------------------------ down
     def _cancel_slurm_jobs(self) -> None:
@@ -223,13 +236,14 @@ class Stack:
 
     def _down(self, progress=print) -> list[tuple[int, str]]:
         self._cancel_slurm_jobs()
+        self._stop_undefined(progress)
         for level in self._stop_order():
             with ThreadPoolExecutor(max_workers=len(level)) as pool:
                 stopped = dict(zip(level, pool.map(lambda name: self.supervised(name).stop(), level),
                                    strict=True))
             for name in level:
                 if stopped[name]:
-                    progress(f"  {name:<22} stopped")
+                    progress(f"  {name:<24} stopped")
         self._down_slurm24(progress)
         swept = self.leftovers()
         for pid, _ in swept:
@@ -270,9 +284,9 @@ def print_status(rows: list[dict[str, object]], as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'SERVICE':<22} {'STATE':<10} {'PID':>7}  {'URL / LOG'}")
+    print(f"{'SERVICE':<24} {'STATE':<10} {'PID':>7}  {'URL / LOG'}")
     for row in rows:
         where = row["url"] or row["log"]
-        print(f"{row['service']:<22} {row['state']:<10} {row['pid'] or '-':>7}  {where}")
+        print(f"{row['service']:<24} {row['state']:<10} {row['pid'] or '-':>7}  {where}")
         if row["state"] in ("foreign", "unhealthy", "dead") and row.get("problem"):
-            print(f"{'':<22} {row['problem']}")
+            print(f"{'':<24} {row['problem']}")

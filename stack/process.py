@@ -83,17 +83,27 @@ class Supervised:
         self.pid_file = run_dir / f"{name}.pid"
         self.log_file = log_dir / f"{name}.log"
 
+    def _record(self) -> list[str]:
+        try:
+            return self.pid_file.read_text().split()
+        except FileNotFoundError:
+            return []
+
     def pid(self) -> int | None:
         """The pid if the recorded process is still the one we started, else None."""
-        try:
-            pid_text, started = self.pid_file.read_text().split()
-        except (FileNotFoundError, ValueError):
+        record = self._record()
+        if len(record) < 2 or not record[0].isdigit():
             return None
-        pid = int(pid_text)
-        return pid if process_start_time(pid) == started else None
+        pid = int(record[0])
+        return pid if process_start_time(pid) == record[1] else None
+
+    def fingerprint(self) -> str | None:
+        """What the running process was started with (command, environment), as recorded at its start."""
+        record = self._record()
+        return record[2] if len(record) > 2 else None
 
     def start(self, command: list[str], env: dict[str, str], cwd: Path | None = None,
-              user: str | None = None) -> int:
+              user: str | None = None, fingerprint: str = "-") -> int:
         with self.log_file.open("ab") as log:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
             log.flush()
@@ -101,7 +111,7 @@ class Supervised:
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, cwd=cwd, start_new_session=True, user=user,
             )
-        self.pid_file.write_text(f"{process.pid} {process_start_time(process.pid)}\n")
+        self.pid_file.write_text(f"{process.pid} {process_start_time(process.pid)} {fingerprint}\n")
         return process.pid
 
     def exited_early(self) -> bool:

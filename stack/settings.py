@@ -39,6 +39,14 @@ PORTS = {
     "slurmdbd": 6819,
     "mariadb": 3306,
     "sshd": 2222,  # the login node: OpenSSH for the Slurm SSH transport
+    "postgres": 5432,
+    "redis": 6379,
+    # log servers: the scheduler (LocalExecutor) or each Celery worker serves its task logs, each triggerer its own
+    "worker_logs": 8793,
+    "triggerer_logs": 8794,
+    "celery_worker_1_logs": 8795,
+    "celery_worker_2_logs": 8796,
+    "triggerer_2_logs": 8797,
 }
 BUCKETS = ("datasets", "mlflow-artifacts", "reports", "job-staging")
 CLUSTER = "localfactory"
@@ -50,6 +58,14 @@ MLFLOW_USER = "factory"  # the non-admin MLflow user that pipelines and jobs log
 SLURM_ETC = Path("/etc/slurm")
 
 TOKEN_LIFESPAN_S = 30 * 86400
+
+# How Airflow runs: ``./factory stack up --profile NAME`` chooses, and the choice stays with the state folder.
+PROFILES = {
+    "local": "one machine: LocalExecutor, one triggerer; Airflow and MLflow on PostgreSQL",
+    "production": "CeleryExecutor with Redis and two Celery workers, two triggerers; Airflow and MLflow on "
+                  "PostgreSQL",
+}
+DEFAULT_PROFILE = "local"
 
 
 def _token_expiry(token: str) -> int:
@@ -112,6 +128,24 @@ class StackPaths:
         return self.ssh / "known_hosts"
 
     @property
+    def profile_file(self) -> Path:
+        return self.state / "profile"
+
+    def profile(self) -> str:
+        """The profile chosen at the last ``up --profile`` (``local`` until one is chosen)."""
+        try:
+            chosen = self.profile_file.read_text().strip()
+        except FileNotFoundError:
+            return DEFAULT_PROFILE
+        return chosen if chosen in PROFILES else DEFAULT_PROFILE
+
+    def choose_profile(self, name: str) -> None:
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r}; profiles: {', '.join(PROFILES)}")
+        self.ensure()
+        self.profile_file.write_text(name + "\n")
+
+    @property
     def info_file(self) -> Path:
         """Endpoints and credentials for clients of the stack (tests, demo); 0600."""
         return self.secrets / "stack.json"
@@ -135,6 +169,8 @@ SECRET_NAMES = {
     "mlflow_user_password": _token,
     "mlflow_flask_secret": _token,
     "mariadb_slurm_password": _token,
+    "postgres_password": _token,
+    "redis_password": _token,
     "airflow_admin_password": _token,
     "airflow_jwt_secret": _token,
     "airflow_api_secret_key": _token,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from stack.job_access import JobAccess
-from stack.services.common import Check, Service, ensure_dir, http_check, http_get
+from stack.services.common import Check, Service, ensure_dir, http_check, http_get, port_check
+from stack.services.postgres import PostgreSQL
+from stack.services.redis import Redis
 from stack.services.seaweedfs import S3_URL
 from stack.settings import (
     CLUSTER,
@@ -24,13 +26,19 @@ from stack.settings import (
 )
 
 AIRFLOW_URL = f"http://{HOST}:{PORTS['airflow']}"
+CELERY_WORKERS = 2
+CELERY_CONCURRENCY = 8
 
 
 class Airflow:
-    def __init__(self, paths: StackPaths, secrets: StackSecrets, job_access: JobAccess) -> None:
+    def __init__(self, paths: StackPaths, secrets: StackSecrets, job_access: JobAccess, postgres: PostgreSQL,
+                 redis: Redis, profile: str) -> None:
         self.paths = paths
         self.secrets = secrets
         self.job_access = job_access
+        self.postgres = postgres
+        self.redis = redis
+        self.profile = profile
 
     @property
     def home(self) -> Path:
@@ -47,17 +55,31 @@ class Airflow:
             "AIRFLOW_CONFIG": str(REPO / "airflow.cfg"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            # SQLite unless the caller chose another database (PostgreSQL: see the README). A writer waits
-            # up to 30 s for another's lock instead of sqlite3's 5 s: the dag-processor's first parse of
-            # every DAG on a 2-core machine holds it longer.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-                                                                  f"sqlite:///{self.home}/airflow.db?timeout=30"),
+            # PostgreSQL in every profile: SQLite answered "Database error" to concurrent writers
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url("airflow"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(PORTS["worker_logs"]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(PORTS["triggerer_logs"]),
+            **self.executor_env(),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__CORE__FERNET_KEY": self.secrets["airflow_fernet_key"],
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets["airflow_jwt_secret"],
             "AIRFLOW__API__SECRET_KEY": self.secrets["airflow_api_secret_key"],
             "FACTORY_STATE": str(self.paths.state),
+        }
+
+    def executor_env(self) -> dict[str, str]:
+        if self.profile != "production":
+            return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": self.redis.url(0),
+            "AIRFLOW__CELERY__RESULT_BACKEND": self.redis.url(1),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
+            # tasks mostly wait deferred: many may be in flight across the workers at once
+            "AIRFLOW__CORE__PARALLELISM": str(CELERY_WORKERS * CELERY_CONCURRENCY),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "16",
+            "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "20",
         }
 
     # ---------------------------------------------------------------- connections
@@ -117,12 +139,17 @@ class Airflow:
     def write_connections_file(self) -> None:
         write_private(self.connections_file, json.dumps(self.connections(), sort_keys=True))
 
+    def _imported(self) -> str:
+        """What the marker holds: the connections, and which database they went into."""
+        database = hashlib.sha256(self.postgres.url("airflow").encode()).hexdigest()[:16]
+        return f"{self.connections_file.read_text()}\n{database}\n"
+
     def connections_current(self) -> bool:
         marker = self._imported_marker
-        return marker.exists() and marker.read_text() == self.connections_file.read_text()
+        return marker.exists() and marker.read_text() == self._imported()
 
     def mark_connections_imported(self) -> None:
-        write_private(self._imported_marker, self.connections_file.read_text())
+        write_private(self._imported_marker, self._imported())
 
     # ---------------------------------------------------------------- services
     def prepare(self) -> None:
@@ -149,7 +176,7 @@ class Airflow:
         return [
             Service("airflow-db", ["sh", "-c", f'"{airflow}" db migrate && "{airflow}" connections import '
                                    f'--overwrite "{self.connections_file}"'],
-                    env=env, prepare=self.prepare, health=lambda: None, oneshot=True,
+                    needs=("postgres",), env=env, prepare=self.prepare, health=lambda: None, oneshot=True,
                     is_current=self.connections_current, bootstrap=self.mark_connections_imported,
                     start_timeout_s=180),
             Service("airflow-api", [airflow, "api-server"], needs=("airflow-db",), env=env,
@@ -160,5 +187,25 @@ class Airflow:
             Service("airflow-dag-processor", [airflow, "dag-processor"], needs=("airflow-db",), env=env,
                     health=self.component_check("dag_processor"), start_timeout_s=120),
             Service("airflow-triggerer", [airflow, "triggerer"], needs=("airflow-db",), env=env,
-                    health=self.component_check("triggerer"), start_timeout_s=120),
+                    health=self.component_check("triggerer"), start_timeout_s=120, ports=(PORTS["triggerer_logs"],)),
+            *(self.production_services(airflow, env) if self.profile == "production" else []),
         ]
+
+    def production_services(self, airflow: str, env: dict[str, str]) -> list[Service]:
+        """Celery workers (each serving its task logs on a port of its own) and a second triggerer: deferred
+        tasks of a triggerer that stops move to the other."""
+        workers = [
+            Service(f"airflow-celery-worker-{number}",
+                    [airflow, "celery", "worker", "--celery-hostname", f"worker{number}@%h",
+                     "--concurrency", str(CELERY_CONCURRENCY), "--pid", str(self.paths.run / f"celery-{number}.pid")],
+                    needs=("airflow-db", "redis"),
+                    env={**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)},
+                    health=lambda port=port: port_check(port), start_timeout_s=120, ports=(port,))
+            for number, port in ((1, PORTS["celery_worker_1_logs"]), (2, PORTS["celery_worker_2_logs"]))
+        ]
+        second_triggerer = Service(
+            "airflow-triggerer-2", [airflow, "triggerer"], needs=("airflow-db",),
+            env={**env, "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(PORTS["triggerer_2_logs"])},
+            health=lambda: port_check(PORTS["triggerer_2_logs"]), start_timeout_s=120,
+            ports=(PORTS["triggerer_2_logs"],))
+        return [*workers, second_triggerer]

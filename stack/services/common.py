@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pwd
 import socket
@@ -33,6 +35,13 @@ class Service:
     is_current: Callable[[], bool] = lambda: True  # a one-shot whose inputs changed runs again
     url: str | None = None
     ports: tuple[int, ...] = ()  # what it listens on: up only when the process we started holds them
+
+
+    def fingerprint(self) -> str:
+        """Changes when the service would start differently (command, its own environment, user): a running
+        copy started otherwise (another profile, new secrets) is restarted by ``up``."""
+        text = json.dumps([self.command, sorted(self.env.items()), self.user])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run(command: list[str], *, input_text: str | None = None, timeout_s: float = 30.0,

@@ -14,6 +14,8 @@ from stack.services.mariadb import MariaDB
 from stack.services.mlflow import MLFLOW_URL, MLflow
 from stack.services.mlserver import MLSERVER_URL, MLServer
 from stack.services.munge import Munge
+from stack.services.postgres import PostgreSQL
+from stack.services.redis import Redis
 from stack.services.seaweedfs import S3_URL, SeaweedFS
 from stack.services.slurm import REST_URL, Slurm
 from stack.settings import (
@@ -35,8 +37,9 @@ from stack.settings import (
 class LocalFactory:
     """Builds the service list for one stack state folder."""
 
-    def __init__(self, paths: StackPaths) -> None:
+    def __init__(self, paths: StackPaths, profile: str | None = None) -> None:
         self.paths = paths
+        self.profile = profile or paths.profile()
         self.secrets = StackSecrets(paths)
         self.job_access = JobAccess(self.secrets)
         self.hostname = short_hostname()
@@ -46,10 +49,12 @@ class LocalFactory:
         self.login_node = LoginNode(paths)
         self.s3 = SeaweedFS(paths, self.secrets, self.job_access)
         self.dataset_registry = DatasetRegistry(paths, self.secrets)
-        self.mlflow = MLflow(paths, self.secrets)
+        self.postgres = PostgreSQL(paths, self.secrets)
+        self.redis = Redis(paths, self.secrets)
+        self.mlflow = MLflow(paths, self.secrets, self.postgres)
         self.job_access_step = JobAccessStep(paths, self.job_access, self.s3, self.mlflow)
         self.mlserver = MLServer(paths)
-        self.airflow = Airflow(paths, self.secrets, self.job_access)
+        self.airflow = Airflow(paths, self.secrets, self.job_access, self.postgres, self.redis, self.profile)
 
     def services(self) -> list[Service]:
         return [
@@ -58,6 +63,8 @@ class LocalFactory:
             *self.slurm.services(),
             self.login_node.service(),
             self.s3.service(),
+            self.postgres.service(),
+            *([self.redis.service()] if self.profile == "production" else []),
             self.dataset_registry.service(),
             self.mlflow.service(),
             self.job_access_step.service(),
@@ -80,7 +87,7 @@ class LocalFactory:
     def write_info_file(self) -> None:
         """Endpoints and credentials for clients of the stack: tests, the demo, the README's hints."""
         info = {
-            "state": str(self.paths.state),
+            "state": str(self.paths.state), "profile": self.profile,
             "cluster": CLUSTER, "node": NODE, "job_user": JOB_USER, "account": SLURM_ACCOUNT,
             "jobs_dir": str(self.paths.jobs),
             "model_repository": str(self.paths.model_repository),

@@ -7,6 +7,7 @@ from pathlib import Path
 from operators.http_json import JsonClient
 from stack.job_access import ensure_mlflow_user
 from stack.services.common import Service, basic_auth, ensure_dir, http_check
+from stack.services.postgres import PostgreSQL
 from stack.services.seaweedfs import S3_URL
 from stack.settings import HOST, MLFLOW_USER, PORTS, StackPaths, StackSecrets, write_private
 
@@ -14,9 +15,10 @@ MLFLOW_URL = f"http://{HOST}:{PORTS['mlflow']}"
 
 
 class MLflow:
-    def __init__(self, paths: StackPaths, secrets: StackSecrets) -> None:
+    def __init__(self, paths: StackPaths, secrets: StackSecrets, postgres: PostgreSQL) -> None:
         self.paths = paths
         self.secrets = secrets
+        self.postgres = postgres
 
     @property
     def auth_config(self) -> Path:
@@ -45,6 +47,9 @@ class MLflow:
             "AWS_DEFAULT_REGION": "us-east-1",
             "MLFLOW_S3_ENDPOINT_URL": S3_URL,
             "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_config),
+            # runs, metrics and the registry in PostgreSQL (concurrent pipelines write at once); by environment,
+            # since the URI holds the password
+            "MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow", "postgresql"),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets["mlflow_flask_secret"],
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
@@ -61,9 +66,8 @@ class MLflow:
     def service(self) -> Service:
         mlflow = self.paths.bin("orchestrator", "mlflow")
         return Service("mlflow", [mlflow, "server", "--app-name", "basic-auth",
-                                  "--backend-store-uri", f"sqlite:///{self.paths.data}/mlflow/mlflow.db",
                                   "--artifacts-destination", "s3://mlflow-artifacts/",
                                   "--host", HOST, "--port", str(PORTS["mlflow"]), "--workers", "1"],
-                       needs=("seaweedfs",), env=self.env(), prepare=self.prepare,
+                       needs=("seaweedfs", "postgres"), env=self.env(), prepare=self.prepare,
                        health=lambda: http_check(f"{MLFLOW_URL}/health"),
                        bootstrap=self.bootstrap_user, url=MLFLOW_URL, start_timeout_s=90, ports=(PORTS["mlflow"],))
