@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the local AI-factory stack needs on a bare Debian 12 machine, idempotently:
-# Debian packages (Slurm, MariaDB, PostgreSQL, Redis, munge, OpenSSH), the stack's Unix users, uv, and the four
-# Python environments built from the committed lock files (bytecode compiled at install).
+# Debian packages (Slurm, MariaDB, PostgreSQL, Redis, munge, OpenSSH), the stack's Unix users, uv, the four
+# Python environments built from the committed lock files (bytecode compiled at install), and
+# pyslurm 22.5.3 for the host's Slurm 22.05 in the orchestrator venv (stack/pyslurm.py: built once
+# from ../shared/vendor/pyslurm, ~5 min, and cached; skipped with a message without those sources).
 # Every step checks first and does nothing when already done, so a second run takes ~1 s.
 set -euo pipefail
 
@@ -123,4 +125,6 @@ sync_env torch-runtime "$REPO/requirements/torch-runtime.lock" --find-links "$TO
 install_project orchestrator editable
 install_project job-runtime copy
 install_project torch-runtime copy
+# after the syncs: a sync from a changed lock removes pyslurm (not in the lock), and this puts it back from the cache
+PYTHONPATH="$REPO" "$STATE/venvs/orchestrator/bin/python" -m stack.pyslurm host
 chmod -R a+rX "$STATE/venvs"

@@ -35,6 +35,9 @@ AUDITED_CALLS = {
                                          "ints, --user=/--jobs= are option=value, paths follow --, the script goes "
                                          "on stdin; runuser -u <account name> --",
     ("slurm/cli.py", "LocalRunner.arun"): "the same commands from the triggerer (asyncio)",
+    ("slurm/pyslurm_call.py", "PyslurmCommand._call"): "<python> -m operators.slurm.pyslurm_call: a fixed argv the "
+                                                       "caller builds (the stack's chroot command), never from a "
+                                                       "connection; job and script go as JSON on stdin; no shell",
     ("slurm/cli.py", "SshRunner.ensure_master"): "ssh <options> user@host: user and host are validated account and "
                                                  "host names (never -o...), the command is one shlex-quoted word "
                                                  "after --",
