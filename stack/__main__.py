@@ -1,4 +1,7 @@
-"""``python -m stack up|down|status [--json]``: what ``./factory stack`` runs."""
+"""``python -m stack up|down|status [--json] [--sites]``: what ``./factory stack`` runs.
+
+``--sites``: the two Slurm sites of stack/clusters only, beside a stack that is already running.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 import sys
 import time
 
-from stack.manager import Stack, print_status
+from stack.manager import SiteStack, Stack, print_status
 from stack.process import StackError
 from stack.startup import report_up
 
@@ -16,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "status", "restart"])
     parser.add_argument("services", nargs="*", help="restart: the services to restart")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--sites", action="store_true", help="only the two Slurm sites (stack/clusters)")
     args = parser.parse_args(argv)
-    stack = Stack()
+    stack = SiteStack() if args.sites else Stack()
     began = time.monotonic()
     quiet = (lambda _line: None) if args.json else print
     if args.action in ("up", "restart"):

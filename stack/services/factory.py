@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+from stack.clusters.site import SITES, sites_enabled
 from stack.job_access import JobAccess
 from stack.services.airflow import AIRFLOW_URL, Airflow
 from stack.services.common import Service
 from stack.services.dataset_registry import DatasetRegistry
 from stack.services.job_access import JobAccessStep
-from stack.services.login_node import LoginNode
+from stack.services.login_node import LoginNode, ensure_client_key
 from stack.services.mariadb import MariaDB
 from stack.services.mlflow import MLFLOW_URL, MLflow
 from stack.services.mlserver import MLSERVER_URL, MLServer
 from stack.services.munge import Munge
 from stack.services.seaweedfs import S3_URL, SeaweedFS
+from stack.services.sites import SiteCluster
 from stack.services.slurm import REST_URL, Slurm
 from stack.settings import (
     BUCKETS,
@@ -49,7 +52,9 @@ class LocalFactory:
         self.mlflow = MLflow(paths, self.secrets)
         self.job_access_step = JobAccessStep(paths, self.job_access, self.s3, self.mlflow)
         self.mlserver = MLServer(paths)
-        self.airflow = Airflow(paths, self.secrets, self.job_access)
+        self.sites = [SiteCluster(paths, site) for site in SITES]
+        self.with_sites = sites_enabled()
+        self.airflow = Airflow(paths, self.secrets, self.job_access, self.sites if self.with_sites else [])
 
     def services(self) -> list[Service]:
         return [
@@ -63,12 +68,32 @@ class LocalFactory:
             self.job_access_step.service(),
             self.mlserver.service(),
             *self.airflow.services(),
+            *(self.site_services() if self.with_sites else []),
         ]
+
+    def site_services(self) -> list[Service]:
+        """The two sites (stack/clusters): FACTORY_WITH_SITES=0 leaves them out of ``up``."""
+        return [service for site in self.sites for service in site.services()]
+
+    def prepare_sites(self) -> None:
+        """What the sites need of the stack: its state folders and the SSH key Airflow logs in to them with."""
+        self.paths.ensure()
+        ensure_client_key(self.paths)
+
+    def cancel_site_jobs(self, pid_of: Callable[[str], int | None]) -> None:
+        for site in self.sites:
+            site.cancel_jobs(pid_of)
+
+    def teardown_sites(self, progress: Callable[[str], None]) -> list[int]:
+        """Always, whether the sites are on or not: a site left by an earlier ``up`` goes too."""
+        return [pid for site in self.sites for pid in site.teardown(progress)]
 
     def prepare_common(self) -> None:
         """What several services share: the state folders, the Slurm JWT key and the Airflow connections."""
         self.paths.ensure()
         self.slurm.ensure_jwt_key()
+        if self.with_sites:
+            ensure_client_key(self.paths)  # now, before the stack's and the sites' sshd race to make it
         self.airflow.write_connections_file()
 
     def airflow_env(self) -> dict[str, str]:
@@ -98,5 +123,6 @@ class LocalFactory:
                     "known_hosts": str(self.paths.ssh_known_hosts)},
             "airflow": {"url": AIRFLOW_URL, "username": "admin",
                         "password": self.secrets["airflow_admin_password"]},
+            "sites": {site.site.name: str(site.layout.info_file) for site in self.sites} if self.with_sites else {},
         }
         write_private(self.paths.info_file, json.dumps(info, indent=2))
