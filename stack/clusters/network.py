@@ -111,12 +111,22 @@ def is_up(network: SiteNetwork) -> bool:
     return all(netns_exists(link.namespace) and link_exists(link.namespace) for link in network.links)
 
 
-def teardown(network: SiteNetwork, run: Runner = run_ip) -> None:
-    """Namespaces first (their veth pairs go with them once no process is left inside), then the bridge."""
+def teardown_commands(network: SiteNetwork, namespace_present: Callable[[str], bool] = netns_exists,
+                      link_present: Callable[[str], bool] = link_exists) -> list[list[str]]:
+    """The host's veth end first: deleting it removes the pair at once, whereas deleting a namespace frees
+    its veth only later, asynchronously (a delete right after it finds the device gone or not yet gone)."""
+    commands = []
     for link in network.links:
-        if netns_exists(link.namespace):
-            run(["ip", "netns", "delete", link.namespace])
-        if link_exists(link.namespace):
-            run(["ip", "link", "delete", link.namespace])
-    if link_exists(network.bridge):
-        run(["ip", "link", "delete", network.bridge])
+        if link_present(link.namespace):
+            commands.append(["ip", "link", "delete", link.namespace])
+        if namespace_present(link.namespace):
+            commands.append(["ip", "netns", "delete", link.namespace])
+    if link_present(network.bridge):
+        commands.append(["ip", "link", "delete", network.bridge])
+    return commands
+
+
+def teardown(network: SiteNetwork, run: Runner = run_ip) -> None:
+    """Once no process is left in the namespaces: veth pairs, namespaces, then the bridge."""
+    for command in teardown_commands(network):
+        run(command)

@@ -156,6 +156,10 @@ class SiteLayout:
         return self.etc / "hosts"
 
     @property
+    def resolv_conf(self) -> Path:
+        return self.etc / "resolv.conf"
+
+    @property
     def home(self) -> Path:
         return self.folder / "home"
 
@@ -280,6 +284,11 @@ def render_configs(site: Site, values: dict[str, object]) -> dict[str, str]:
     """slurm.conf, cgroup.conf and slurmdbd.conf for the site's release."""
     folder = TEMPLATES / site.flavour.templates
     return {name: (folder / name).read_text().format_map(values) for name in SLURM_CONFIG_FILES}
+
+
+def resolv_conf_text(site: Site) -> str:
+    """No name server: the site's names are in /etc/hosts, and the host's resolver is not the site's."""
+    return f"# {site.name}: no DNS inside the site; node names are in /etc/hosts\n"
 
 
 def hosts_file_text(site: Site) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from stack.clusters.site import SITES, sites_enabled
 from stack.job_access import JobAccess
+from stack.process import StackError
 from stack.services.airflow import AIRFLOW_URL, Airflow
 from stack.services.common import Service
 from stack.services.dataset_registry import DatasetRegistry
@@ -85,8 +86,17 @@ class LocalFactory:
             site.cancel_jobs(pid_of)
 
     def teardown_sites(self, progress: Callable[[str], None]) -> list[int]:
-        """Always, whether the sites are on or not: a site left by an earlier ``up`` goes too."""
-        return [pid for site in self.sites for pid in site.teardown(progress)]
+        """Always, whether the sites are on or not: a site left by an earlier ``up`` goes too. Each site is
+        torn down even when the other one failed to; the failures are raised together."""
+        leftovers, failures = [], []
+        for site in self.sites:
+            try:
+                leftovers += site.teardown(progress)
+            except StackError as error:
+                failures.append(str(error))
+        if failures:
+            raise StackError("\n".join(failures))
+        return leftovers
 
     def prepare_common(self) -> None:
         """What several services share: the state folders, the Slurm JWT key and the Airflow connections."""

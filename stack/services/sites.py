@@ -42,14 +42,20 @@ from stack.clusters.site import (
     hosts_file_text,
     node_hardware,
     render_configs,
+    resolv_conf_text,
 )
 from stack.clusters.trixie import TrixieRoot, passwd_ids
+from stack.process import StackError
 from stack.services.common import Service, command_check, ensure_dir, http_check, run
 from stack.services.login_node import ensure_client_key, ensure_key_pair, login_check, sshd_config_text
 from stack.services.slurm import slurm_node_health
 from stack.settings import JOB_USER, REST_USER, SLURM_ACCOUNT, StackPaths, write_private
 
 SSH_FOLDER = f"{NODE_LOCAL}/ssh"  # on the login node
+# One accounting database of a few jobs: MariaDB's default caches would double the site's memory.
+SMALL_MARIADB = ("--innodb-buffer-pool-size=16M", "--innodb-log-buffer-size=1M", "--key-buffer-size=1M",
+                 "--aria-pagecache-buffer-size=1M", "--max-connections=20", "--performance-schema=OFF",
+                 "--table-open-cache=200", "--thread-cache-size=2")
 HIDDEN_ON_HOST_ROOT = ("/var/lib/aifactory",)  # the Airflow host's state
 # the trixie root's own cluster (./factory slurm24) keeps its database and state there
 HIDDEN_IN_TRIXIE = ("/var/lib/aifactory", "/var/lib/mysql", "/var/spool/slurm24", "/var/log/slurm")
@@ -76,7 +82,8 @@ class SiteCluster:
     def _binds(self, node: Node) -> tuple[Bind, ...]:
         layout = self.layout
         return (Bind(layout.fs, SITE_FS), Bind(layout.slurm_etc, "/etc/slurm"), Bind(layout.munge_etc, "/etc/munge"),
-                Bind(layout.hosts_file, "/etc/hosts", read_only=True), Bind(layout.home, "/home"),
+                Bind(layout.hosts_file, "/etc/hosts", read_only=True),
+                Bind(layout.resolv_conf, "/etc/resolv.conf", read_only=True), Bind(layout.home, "/home"),
                 Bind(layout.munge_run, "/run/munge"), Bind(layout.node_local(node), NODE_LOCAL))
 
     def space(self, node: Node) -> NodeSpace:
@@ -125,8 +132,10 @@ class SiteCluster:
         self._folder(layout.munge_etc, "munge", 0o700)
         self._folder(layout.munge_run.parent)
         self._folder(layout.munge_run, "munge", 0o755)
-        layout.hosts_file.write_text(hosts_file_text(self.site))
-        layout.hosts_file.chmod(0o644)
+        for file, text in ((layout.hosts_file, hosts_file_text(self.site)),
+                           (layout.resolv_conf, resolv_conf_text(self.site))):
+            file.write_text(text)
+            file.chmod(0o644)
         for node in self.site.nodes:
             self._node_folders(node)
 
@@ -285,8 +294,8 @@ class SiteCluster:
                   "--force", "--key-file=/etc/munge/munge.key", f"--socket={MUNGE_SOCKET}",
                   f"--seed-file={NODE_LOCAL}/munge/munged.seed"]
         mariadbd = ["/usr/sbin/mariadbd", "--user=mysql", f"--datadir={NODE_LOCAL}/mysql", f"--socket={MARIADB_SOCKET}",
-                    "--skip-networking", "--pid-file=/run/mysqld/mariadbd.pid", "--innodb-buffer-pool-size=16M",
-                    "--skip-name-resolve"]
+                    "--skip-networking", "--pid-file=/run/mysqld/mariadbd.pid", "--skip-name-resolve",
+                    "--innodb-lock-wait-timeout=900", *SMALL_MARIADB]
         restd = ["/usr/sbin/slurmrestd", "-a", "rest_auth/jwt", "-u", REST_USER, "-g", REST_USER,
                  f"{ctl.address}:{PORTS['slurmrestd']}"]
         slurm = self.write_slurm_config
@@ -368,16 +377,28 @@ class SiteCluster:
 
     def teardown(self, progress: Callable[[str], None] = print) -> list[int]:
         """After the daemons stopped: end what is left in the nodes, drop namespaces, network and mounts.
-        Returns the pids that were still inside the nodes."""
+
+        Every step runs even when one before it failed (a half torn-down site is the worst outcome); the
+        failures are raised together at the end. Returns the pids that were still inside the nodes."""
         leftovers: list[int] = []
+        failures: list[str] = []
+
+        def step(action: Callable[[], object]) -> None:
+            try:
+                action()
+            except (StackError, OSError, subprocess.SubprocessError) as error:
+                failures.append(str(error))
+
         for node in self.site.nodes:
             space = self.space(node)
-            leftovers += nodes.end_processes(space)
-            nodes.release(space)
-        net.teardown(self.network())
+            step(lambda space=space: leftovers.extend(nodes.end_processes(space)))
+            step(lambda space=space: nodes.release(space))
+        step(lambda: net.teardown(self.network()))
         if self.root is not None:
-            self.root.unmount()
+            step(self.root.unmount)
         if nodes.is_mount_point(self.layout.namespaces):
-            subprocess.run(["umount", str(self.layout.namespaces)], capture_output=True)
+            step(lambda: subprocess.run(["umount", str(self.layout.namespaces)], capture_output=True, check=True))
+        if failures:
+            raise StackError(f"{self.site.name} teardown: " + "; ".join(failures))
         progress(f"  {self.site.name + ' nodes':<22} released")
         return leftovers
