@@ -28,12 +28,13 @@ NODE_LOCAL = "/var/local"  # the node's own disk: daemon state, database, host k
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 MARIADB_SOCKET = "/run/mysqld/mysqld.sock"
 JWT_KEY = "/etc/slurm/jwt_hs256.key"
-SLURM_CONFIG_FILES = ("slurm.conf", "cgroup.conf", "slurmdbd.conf")  # slurmdbd.conf holds a password: 0600
+SLURM_CONFIG_FILES = ("slurm.conf", "cgroup.conf", "gres.conf", "slurmdbd.conf")  # slurmdbd.conf holds a password: 0600
 PORTS = {"slurmctld": 6817, "slurmd": 6818, "slurmdbd": 6819, "slurmrestd": 6820, "ssh": 22}
 ACCOUNTS = {"demo": "the site's default project", "tight": "a small budget, for budget tests"}
 TIGHT_BUDGET = "cpu=60"  # GrpTRESMins of the account "tight": one CPU-hour in all
 MAX_NODE_MEMORY_MB = 4096  # each fake node claims at most this much of the machine's memory
 MIN_JOB_AGE_S = 300
+FAKE_GPUS = 2  # per compute node, in gres.conf
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def node_hardware(slurmd_c_line: str) -> str:
 
 def node_lines(site: Site, hardware: str) -> str:
     return "\n".join(f"NodeName={node.hostname} NodeAddr={node.address} NodeHostname={node.hostname} "
-                     f"{hardware} State=UNKNOWN" for node in site.computes)
+                     f"{hardware} Gres=gpu:fake:{FAKE_GPUS} State=UNKNOWN" for node in site.computes)
 
 
 def config_values(site: Site, hardware: str, storage_pass: str) -> dict[str, object]:
@@ -281,7 +282,7 @@ def config_values(site: Site, hardware: str, storage_pass: str) -> dict[str, obj
 
 
 def render_configs(site: Site, values: dict[str, object]) -> dict[str, str]:
-    """slurm.conf, cgroup.conf and slurmdbd.conf for the site's release."""
+    """slurm.conf, cgroup.conf, gres.conf and slurmdbd.conf for the site's release."""
     folder = TEMPLATES / site.flavour.templates
     return {name: (folder / name).read_text().format_map(values) for name in SLURM_CONFIG_FILES}
 

@@ -56,9 +56,8 @@ SSH_FOLDER = f"{NODE_LOCAL}/ssh"  # on the login node
 SMALL_MARIADB = ("--innodb-buffer-pool-size=16M", "--innodb-log-buffer-size=1M", "--key-buffer-size=1M",
                  "--aria-pagecache-buffer-size=1M", "--max-connections=20", "--performance-schema=OFF",
                  "--table-open-cache=200", "--thread-cache-size=2")
-HIDDEN_ON_HOST_ROOT = ("/var/lib/aifactory",)  # the Airflow host's state
-# the trixie root's own cluster (./factory slurm24) keeps its database and state there
-HIDDEN_IN_TRIXIE = ("/var/lib/aifactory", "/var/lib/mysql", "/var/spool/slurm24", "/var/log/slurm")
+# the trixie root's own cluster (./factory slurm24) keeps its database, state and logs there
+HIDDEN_IN_TRIXIE = ("/var/lib/mysql", "/var/spool/slurm24", "/var/log/slurm")
 
 
 class SiteCluster:
@@ -87,8 +86,12 @@ class SiteCluster:
                 Bind(layout.munge_run, "/run/munge"), Bind(layout.node_local(node), NODE_LOCAL))
 
     def space(self, node: Node) -> NodeSpace:
-        """The node's namespaces and mounts (its /run folders are added when it is made: they need uids)."""
-        hidden = HIDDEN_IN_TRIXIE if self.site.flavour.chroot else HIDDEN_ON_HOST_ROOT
+        """The node's namespaces and mounts (its /run folders are added when it is made: they need uids).
+
+        The stack's state folder (the Airflow host's secrets, databases, job folders) is hidden under a
+        tmpfs; its Python environments are shown again, read-only."""
+        state = str(self.paths.state)
+        hidden = (state, *HIDDEN_IN_TRIXIE) if self.site.flavour.chroot else (state,)
         venvs = self.paths.state / "venvs"
         return NodeSpace(hostname=node.hostname, netns=self.site.netns(node), ns_dir=self.layout.namespaces,
                          root=str(self.layout.root), binds=self._binds(node), hidden=hidden,
