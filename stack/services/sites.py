@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -45,13 +46,14 @@ from stack.clusters.site import (
     resolv_conf_text,
 )
 from stack.clusters.trixie import TrixieRoot, passwd_ids
-from stack.process import StackError
+from stack.process import StackError, Supervised
 from stack.services.common import Service, command_check, ensure_dir, http_check, run
 from stack.services.login_node import ensure_client_key, ensure_key_pair, login_check, sshd_config_text
 from stack.services.slurm import slurm_node_health
 from stack.settings import JOB_USER, REST_USER, SLURM_ACCOUNT, StackPaths, write_private
 
 SSH_FOLDER = f"{NODE_LOCAL}/ssh"  # on the login node
+Listens = tuple[str, object]  # ("tcp", port) or ("unix", socket path) inside the node
 # One accounting database of a few jobs: MariaDB's default caches would double the site's memory.
 SMALL_MARIADB = ("--innodb-buffer-pool-size=16M", "--innodb-log-buffer-size=1M", "--key-buffer-size=1M",
                  "--aria-pagecache-buffer-size=1M", "--max-connections=20", "--performance-schema=OFF",
@@ -284,12 +286,42 @@ class SiteCluster:
     def _login_health(self) -> str | None:
         return login_check(str(self.site.login.address), PORTS["ssh"], self.paths.ssh_key, self.layout.known_hosts)
 
+    # ------------------------------------------------------------------ untracked listeners
+    def listener(self, node: Node, listens: Listens) -> str | None:
+        """Who listens on the node's port or socket (``ss`` in its network namespace), or None."""
+        kind, where = listens
+        query = ["ss", "-Hltnp", f"sport = :{where}"] if kind == "tcp" else ["ss", "-Hlxp", "src", str(where)]
+        result = subprocess.run(net.in_namespace(self.site.netns(node), query), capture_output=True, text=True,
+                                timeout=10)
+        return result.stdout.strip() or None
+
+    def _guarded(self, name: str, node: Node, listens: Listens,
+                 prepare: Callable[[], None] | None) -> Callable[[], None]:
+        """A daemon's port or socket already held is an error, not a reason to think it started: a process
+        the stack does not track answers there (or its own, unhealthy one, which ``restart`` replaces)."""
+        def guarded() -> None:
+            holder = self.listener(node, listens)
+            if holder:
+                found = re.search(r"pid=(\d+)", holder)
+                ours = found is not None and int(found.group(1)) == Supervised(name, self.paths.run,
+                                                                               self.paths.logs).pid()
+                if ours:
+                    raise StackError(f"{name}: {listens[1]} on {node.hostname} is held by its own process, which is "
+                                     f"unhealthy: {holder}\nreplace it with: python -m stack restart {name}")
+                raise StackError(f"{name}: {listens[1]} on {node.hostname} is held by a process the stack does not "
+                                 f"track: {holder}\nend that process (stack down ends everything left in the "
+                                 "site's nodes) and run up again")
+            if prepare:
+                prepare()
+        return guarded
+
     # ------------------------------------------------------------------ services
-    def _daemon(self, what: str, node: Node, command: list[str], needs: tuple[str, ...], health,
+    def _daemon(self, what: str, node: Node, command: list[str], needs: tuple[str, ...], health, listens: Listens,
                 **details: Any) -> Service:
         env = {"HOME": "/root", **details.pop("env", {})}
+        prepare = self._guarded(self.name(what), node, listens, details.pop("prepare", None))
         return Service(self.name(what), self.on(node, command), needs=tuple(self.name(n) for n in needs),
-                       health=health, env=env, **details)
+                       health=health, env=env, prepare=prepare, **details)
 
     def services(self) -> list[Service]:
         site, ctl, login = self.site, self.site.ctl, self.site.login
@@ -306,23 +338,26 @@ class SiteCluster:
             Service(self.name("hosts"), [], health=lambda: None, oneshot=True, is_current=self.hosts_ready,
                     bootstrap=self.make_hosts, start_timeout_s=900),
             self._daemon("munged", ctl, munged, ("hosts",), self._ctl_check(["sh", "-c", "munge -n | unmunge"]),
-                         prepare=self.prepare_munge, start_timeout_s=15),
+                         ("unix", MUNGE_SOCKET), prepare=self.prepare_munge, start_timeout_s=15),
             self._daemon("mariadb", ctl, mariadbd, ("hosts",),
                          self._ctl_check(["mariadb-admin", f"--socket={MARIADB_SOCKET}", "ping"], "alive"),
-                         prepare=self.prepare_mariadb, bootstrap=self.bootstrap_mariadb, start_timeout_s=120),
+                         ("unix", MARIADB_SOCKET), prepare=self.prepare_mariadb, bootstrap=self.bootstrap_mariadb,
+                         start_timeout_s=120),
             self._daemon("slurmdbd", ctl, ["/usr/sbin/slurmdbd", "-D"], ("munged", "mariadb"),
-                         self._port_check(ctl, PORTS["slurmdbd"]), prepare=slurm,
+                         self._port_check(ctl, PORTS["slurmdbd"]), ("tcp", PORTS["slurmdbd"]), prepare=slurm,
                          bootstrap=self.bootstrap_accounting, start_timeout_s=60),
             self._daemon("slurmctld", ctl, ["/usr/sbin/slurmctld", "-D", "-i"], ("slurmdbd",),
-                         self._ctl_check(["scontrol", "ping"], "is UP"), prepare=slurm, start_timeout_s=60),
+                         self._ctl_check(["scontrol", "ping"], "is UP"), ("tcp", PORTS["slurmctld"]), prepare=slurm,
+                         start_timeout_s=60),
             *(self._daemon(f"slurmd-{node.short}", node, ["/usr/sbin/slurmd", "-D", "-N", node.hostname],
-                           ("slurmctld",), self._node_health(node), prepare=slurm, start_timeout_s=60)
+                           ("slurmctld",), self._node_health(node), ("tcp", PORTS["slurmd"]), prepare=slurm,
+                           start_timeout_s=60)
               for node in site.computes),
-            self._daemon("slurmrestd", ctl, restd, ("slurmctld",), self._rest_health, env={"SLURM_JWT": "daemon"},
-                         url=site.rest_url, start_timeout_s=30),
+            self._daemon("slurmrestd", ctl, restd, ("slurmctld",), self._rest_health, ("tcp", PORTS["slurmrestd"]),
+                         env={"SLURM_JWT": "daemon"}, url=site.rest_url, start_timeout_s=30),
             # sshd re-executes itself, so it must be started by its absolute path
             self._daemon("sshd", login, ["/usr/sbin/sshd", "-D", "-e", "-f", f"{SSH_FOLDER}/sshd_config"], ("hosts",),
-                         self._login_health, prepare=self.prepare_login,
+                         self._login_health, ("tcp", PORTS["ssh"]), prepare=self.prepare_login,
                          url=f"ssh://{JOB_USER}@{login.address}", start_timeout_s=20),
         ]
 
