@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
 
+from stack.clusters.node import NETNS_DIR, is_nsfs
 from stack.process import StackError
 
-NETNS_DIR = Path("/run/netns")
 Runner = Callable[[list[str]], None]
 
 
@@ -56,7 +56,15 @@ def link_exists(name: str) -> bool:
 
 
 def netns_exists(name: str) -> bool:
-    return (NETNS_DIR / name).exists()
+    """A kept namespace, not just a file: where /run survives a reboot (on this machine it is on disk), the
+    file of a namespace from before stays behind, empty, and ``ip netns add`` would refuse the name."""
+    return is_nsfs(NETNS_DIR / name)
+
+
+def remove_stale_netns(name: str) -> None:
+    path = NETNS_DIR / name
+    if path.exists() and not is_nsfs(path):
+        path.unlink()
 
 
 def in_namespace(namespace: str, command: list[str]) -> list[str]:
@@ -96,6 +104,7 @@ def create(network: SiteNetwork, run: Runner = run_ip) -> None:
     for command in bridge_commands(network):
         run(command)
     for link in network.links:
+        remove_stale_netns(link.namespace)
         for command in link_commands(network, link):
             run(command)
 

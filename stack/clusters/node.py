@@ -188,7 +188,7 @@ def is_mount_point(path: Path) -> bool:
     return any(point == str(path) for point, _ in _mountinfo())
 
 
-def _is_nsfs(path: Path) -> bool:
+def is_nsfs(path: Path) -> bool:
     return any(point == str(path) and kind == "nsfs" for point, kind in _mountinfo())
 
 
@@ -217,7 +217,7 @@ def namespace_inode(path: Path) -> int | None:
 
 def is_ready(space: NodeSpace) -> bool:
     """Both namespaces kept and the setup script completed in this very mount namespace."""
-    if not (_is_nsfs(space.mnt_file) and _is_nsfs(space.uts_file) and space.ready_file.exists()):
+    if not (is_nsfs(space.mnt_file) and is_nsfs(space.uts_file) and space.ready_file.exists()):
         return False
     return space.ready_file.read_text().strip() == str(namespace_inode(space.mnt_file))
 

@@ -283,6 +283,33 @@ def leftovers_of_the_sites(paths: StackPaths) -> list[str]:
     return found
 
 
+def test_a_port_held_by_a_process_the_stack_does_not_track_fails_up_naming_it():
+    """slurmrestd of site A loses its pid file: ``up`` must not take the orphan for its own, nor start a second."""
+    import signal
+
+    from stack.manager import SiteStack
+    from stack.process import StackError
+
+    paths = StackPaths.from_env()
+    pid_file = paths.run / "site_a-slurmrestd.pid"
+    if not pid_file.exists():
+        _problem("site A's slurmrestd is not running")
+    orphan = int(pid_file.read_text().split()[0])
+    pid_file.unlink()
+    stack = SiteStack(paths)
+    try:
+        with pytest.raises(StackError, match=rf"site_a-slurmrestd: 6820 on a-ctl is held by a process the stack "
+                                             rf"does not track: .*pid={orphan}"):
+            stack.up(progress=lambda _line: None)
+    finally:
+        os.kill(orphan, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{orphan}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stack.up(progress=lambda _line: None)
+    assert SiteStack(paths).supervised("site_a-slurmrestd").pid() not in (None, orphan)
+
+
 def test_zz_down_leaves_nothing_of_the_sites_and_up_brings_them_back():
     from stack.manager import SiteStack
 
