@@ -1,4 +1,7 @@
-"""``python -m stack up|down|status [--json]``: what ``./factory stack`` runs."""
+"""``python -m stack up|down|status [--json] [--sites]``: what ``./factory stack`` runs.
+
+``--sites``: the two Slurm sites of stack/clusters only, beside a stack that is already running.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 import sys
 import time
 
-from stack.manager import Stack, print_status
+from stack.manager import SiteStack, Stack, print_status
 from stack.process import StackError
 from stack.settings import PROFILES, StackPaths
 from stack.startup import report_up
@@ -20,13 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=sorted(PROFILES),
                         help="up: how Airflow runs, kept for later commands (" +
                              "; ".join(f"{name}: {text}" for name, text in PROFILES.items()) + ")")
+    parser.add_argument("--sites", action="store_true", help="only the two Slurm sites (stack/clusters)")
     args = parser.parse_args(argv)
     if args.profile and args.action != "up":
         parser.error("--profile goes with up")
     paths = StackPaths.from_env()
     if args.profile:
         paths.choose_profile(args.profile)
-    stack = Stack(paths)
+    stack = SiteStack(paths) if args.sites else Stack(paths)
     began = time.monotonic()
     quiet = (lambda _line: None) if args.json else print
     if args.action in ("up", "restart"):

@@ -133,9 +133,15 @@ class Stack:
         with self._exclusive():
             return self._up(progress)
 
-    def _up(self, progress=print) -> list[Outcome]:
+    def _prepare(self, progress=print) -> None:
         self.factory.prepare_common()
         self._stop_undefined(progress)
+
+    def _after_up(self) -> None:
+        self.factory.write_info_file()
+
+    def _up(self, progress=print) -> list[Outcome]:
+        self._prepare(progress)
         already = {name for name, service in self.services.items() if self._is_up(service)}
         needed = {name for name in self.services if name not in already}
         # a one-shot step runs when something that needs it starts, or when its inputs changed
@@ -164,7 +170,7 @@ class Stack:
         with ThreadPoolExecutor(max_workers=len(needed) or 1) as pool:
             for name in needed:
                 pool.submit(start, self.services[name])
-        self.factory.write_info_file()
+        self._after_up()
         if failures:
             raise StackError("\n\n".join(failures))
         return outcomes
@@ -234,9 +240,7 @@ class Stack:
         with self._exclusive():
             return self._down(progress)
 
-    def _down(self, progress=print) -> list[tuple[int, str]]:
-        self._cancel_slurm_jobs()
-        self._stop_undefined(progress)
+    def _stop_services(self, progress) -> None:
         for level in self._stop_order():
             with ThreadPoolExecutor(max_workers=len(level)) as pool:
                 stopped = dict(zip(level, pool.map(lambda name: self.supervised(name).stop(), level),
@@ -244,7 +248,17 @@ class Stack:
             for name in level:
                 if stopped[name]:
                     progress(f"  {name:<24} stopped")
+
+    def _pid_of(self, name: str) -> int | None:
+        return self.supervised(name).pid()
+
+    def _down(self, progress=print) -> list[tuple[int, str]]:
+        self._cancel_slurm_jobs()
+        self.factory.cancel_site_jobs(self._pid_of)
+        self._stop_undefined(progress)
+        self._stop_services(progress)
         self._down_slurm24(progress)
+        self._down_sites(progress)
         swept = self.leftovers()
         for pid, _ in swept:
             with contextlib.suppress(ProcessLookupError):
@@ -256,6 +270,13 @@ class Stack:
         (jobs, daemons, its chroot's mounts) rather than leave its daemons to the sweep."""
         try:
             Slurm24(self.paths).down(progress=lambda line: progress(f"  slurm24 {line.strip()}"))
+        except StackError as error:
+            progress(f"  {error}")
+
+    def _down_sites(self, progress) -> None:
+        """The sites' nodes, network and mounts (stack/clusters) go whether the sites were part of this up or not."""
+        try:
+            self.factory.teardown_sites(progress)
         except StackError as error:
             progress(f"  {error}")
 
@@ -278,6 +299,27 @@ class Stack:
                          "log": str(process.log_file), "problem": None if state == "stopped" else problem,
                          "processes": len(processes_in_group(pid)) if pid else 0})
         return rows
+
+
+class SiteStack(Stack):
+    """The two sites only (``python -m stack up --sites``): beside a running stack, without touching its
+    services, its Airflow connections or its info file; ``down`` stops the sites and nothing else."""
+
+    def __init__(self, paths: StackPaths | None = None) -> None:
+        super().__init__(paths)
+        self.services = {service.name: service for service in self.factory.site_services()}
+
+    def _prepare(self, progress=print) -> None:
+        self.factory.prepare_sites()
+
+    def _after_up(self) -> None:
+        pass
+
+    def _down(self, progress=print) -> list[tuple[int, str]]:
+        self.factory.cancel_site_jobs(self._pid_of)
+        self._stop_services(progress)
+        self._down_sites(progress)
+        return []
 
 
 def print_status(rows: list[dict[str, object]], as_json: bool = False) -> None:

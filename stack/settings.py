@@ -68,7 +68,7 @@ PROFILES = {
 DEFAULT_PROFILE = "local"
 
 
-def _token_expiry(token: str) -> int:
+def token_expiry(token: str) -> int:
     claims = token.split(".")[1]
     return int(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["exp"])
 
@@ -234,25 +234,29 @@ class StackSecrets:
         tokens_file = self.paths.secrets / "slurm-tokens.json"
         tokens = json.loads(tokens_file.read_text()) if tokens_file.exists() else {}
         token = tokens.get(username)
-        if token is None or _token_expiry(token) - time.time() < TOKEN_LIFESPAN_S / 2:
+        if token is None or token_expiry(token) - time.time() < TOKEN_LIFESPAN_S / 2:
             tokens[username] = token = self.slurm_token(username)
             write_private(tokens_file, json.dumps(tokens))
         return token
 
     def slurm_token(self, username: str, lifespan_s: int = TOKEN_LIFESPAN_S) -> str:
         """A Slurm JWT for ``username`` signed with the stack's key (what ``scontrol token`` makes)."""
-        now = int(time.time())
-        claims = {"iat": now, "exp": now + lifespan_s, "sun": username}
-        header = {"alg": "HS256", "typ": "JWT"}
+        return hs256_token(self.slurm_jwt_key_file.read_bytes(), username, lifespan_s)
 
-        def b64(obj: dict) -> str:
-            raw = json.dumps(obj, separators=(",", ":")).encode()
-            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
-        signing_input = f"{b64(header)}.{b64(claims)}"
-        key = self.slurm_jwt_key_file.read_bytes()
-        signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-        return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+def hs256_token(key: bytes, username: str, lifespan_s: int = TOKEN_LIFESPAN_S) -> str:
+    """A Slurm JWT for ``username`` signed with ``key``: what ``scontrol token`` makes, without a daemon."""
+    now = int(time.time())
+    claims = {"iat": now, "exp": now + lifespan_s, "sun": username}
+    header = {"alg": "HS256", "typ": "JWT"}
+
+    def b64(obj: dict) -> str:
+        raw = json.dumps(obj, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing_input = f"{b64(header)}.{b64(claims)}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
 
 def short_hostname() -> str:

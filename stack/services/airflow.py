@@ -12,6 +12,7 @@ from stack.services.common import Check, Service, ensure_dir, http_check, http_g
 from stack.services.postgres import PostgreSQL
 from stack.services.redis import Redis
 from stack.services.seaweedfs import S3_URL
+from stack.services.sites import SiteCluster
 from stack.settings import (
     CLUSTER,
     HOST,
@@ -32,13 +33,14 @@ CELERY_CONCURRENCY = 8
 
 class Airflow:
     def __init__(self, paths: StackPaths, secrets: StackSecrets, job_access: JobAccess, postgres: PostgreSQL,
-                 redis: Redis, profile: str) -> None:
+                 redis: Redis, profile: str, sites: list[SiteCluster] | None = None) -> None:
         self.paths = paths
         self.secrets = secrets
         self.job_access = job_access
         self.postgres = postgres
         self.redis = redis
         self.profile = profile
+        self.sites = sites or []
 
     @property
     def home(self) -> Path:
@@ -92,7 +94,8 @@ class Airflow:
         """What Airflow tasks use to reach the stack; imported as Airflow connections.
 
         The one cluster is reachable three ways (slurmrestd, the Slurm commands on this host, and
-        the login node over SSH), so each transport can be tested against the same jobs.
+        the login node over SSH), so each transport can be tested against the same jobs. Each site
+        (stack/clusters) adds its login node over SSH and its slurmrestd with files over SSH.
         """
         slurm_site = self.slurm_site()
         return {
@@ -125,6 +128,7 @@ class Airflow:
                 "extra": {"model_repository": str(self.paths.model_repository)},
             },
             **self.job_access.connections(),
+            **{name: conn for site in self.sites for name, conn in site.connections().items()},
         }
 
     @property

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+from stack.clusters.site import SITES, sites_enabled
 from stack.job_access import JobAccess
+from stack.process import StackError
 from stack.services.airflow import AIRFLOW_URL, Airflow
 from stack.services.common import Service
 from stack.services.dataset_registry import DatasetRegistry
 from stack.services.job_access import JobAccessStep
-from stack.services.login_node import LoginNode
+from stack.services.login_node import LoginNode, ensure_client_key
 from stack.services.mariadb import MariaDB
 from stack.services.mlflow import MLFLOW_URL, MLflow
 from stack.services.mlserver import MLSERVER_URL, MLServer
@@ -17,6 +20,7 @@ from stack.services.munge import Munge
 from stack.services.postgres import PostgreSQL
 from stack.services.redis import Redis
 from stack.services.seaweedfs import S3_URL, SeaweedFS
+from stack.services.sites import SiteCluster
 from stack.services.slurm import REST_URL, Slurm
 from stack.settings import (
     BUCKETS,
@@ -54,7 +58,10 @@ class LocalFactory:
         self.mlflow = MLflow(paths, self.secrets, self.postgres)
         self.job_access_step = JobAccessStep(paths, self.job_access, self.s3, self.mlflow)
         self.mlserver = MLServer(paths)
-        self.airflow = Airflow(paths, self.secrets, self.job_access, self.postgres, self.redis, self.profile)
+        self.sites = [SiteCluster(paths, site) for site in SITES]
+        self.with_sites = sites_enabled()
+        self.airflow = Airflow(paths, self.secrets, self.job_access, self.postgres, self.redis, self.profile,
+                               self.sites if self.with_sites else [])
 
     def services(self) -> list[Service]:
         return [
@@ -70,12 +77,41 @@ class LocalFactory:
             self.job_access_step.service(),
             self.mlserver.service(),
             *self.airflow.services(),
+            *(self.site_services() if self.with_sites else []),
         ]
+
+    def site_services(self) -> list[Service]:
+        """The two sites (stack/clusters): FACTORY_WITH_SITES=0 leaves them out of ``up``."""
+        return [service for site in self.sites for service in site.services()]
+
+    def prepare_sites(self) -> None:
+        """What the sites need of the stack: its state folders and the SSH key Airflow logs in to them with."""
+        self.paths.ensure()
+        ensure_client_key(self.paths)
+
+    def cancel_site_jobs(self, pid_of: Callable[[str], int | None]) -> None:
+        for site in self.sites:
+            site.cancel_jobs(pid_of)
+
+    def teardown_sites(self, progress: Callable[[str], None]) -> list[int]:
+        """Always, whether the sites are on or not: a site left by an earlier ``up`` goes too. Each site is
+        torn down even when the other one failed to; the failures are raised together."""
+        leftovers, failures = [], []
+        for site in self.sites:
+            try:
+                leftovers += site.teardown(progress)
+            except StackError as error:
+                failures.append(str(error))
+        if failures:
+            raise StackError("\n".join(failures))
+        return leftovers
 
     def prepare_common(self) -> None:
         """What several services share: the state folders, the Slurm JWT key and the Airflow connections."""
         self.paths.ensure()
         self.slurm.ensure_jwt_key()
+        if self.with_sites:
+            ensure_client_key(self.paths)  # now, before the stack's and the sites' sshd race to make it
         self.airflow.write_connections_file()
 
     def airflow_env(self) -> dict[str, str]:
@@ -105,5 +141,6 @@ class LocalFactory:
                     "known_hosts": str(self.paths.ssh_known_hosts)},
             "airflow": {"url": AIRFLOW_URL, "username": "admin",
                         "password": self.secrets["airflow_admin_password"]},
+            "sites": {site.site.name: str(site.layout.info_file) for site in self.sites} if self.with_sites else {},
         }
         write_private(self.paths.info_file, json.dumps(info, indent=2))

@@ -1,4 +1,8 @@
-"""``python -m stack.slurm24 up|down|status|purge [--json]``: what ``./factory slurm24`` runs."""
+"""``python -m stack.slurm24 up|down|status|purge|install [--json]``: what ``./factory slurm24`` runs.
+
+``install`` builds the trixie root (debootstrap, apt) without starting the cluster: site B of the stack
+(stack/clusters) runs on an overlay of it.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from stack.startup import report_up
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="factory slurm24",
                                      description="The second local Slurm cluster: 24.11 in a Debian trixie chroot.")
-    parser.add_argument("action", choices=["up", "down", "status", "purge"],
-                        help="purge: down, then remove the chroot (the next up is a cold one)")
+    parser.add_argument("action", choices=["up", "down", "status", "purge", "install"],
+                        help="purge: down, then remove the chroot (the next up is a cold one); "
+                             "install: build the chroot only")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     cluster = Slurm24()
@@ -26,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "up":
             report_up(cluster.up(progress=quiet), time.monotonic() - began, args.json, "slurm24",
                       f"; clients: {cluster.info_file}")
+            return 0
+        if args.action == "install":
+            cluster.install_only()
+            print(f"slurm24 install in {time.monotonic() - began:.1f} s")
             return 0
         if args.action in ("down", "purge"):
             stray = cluster.purge() if args.action == "purge" else cluster.down(progress=quiet)

@@ -242,6 +242,13 @@ class Slurm24:
         self._apt_install()
         self._ensure_users()
 
+    def install_only(self) -> None:
+        """The root without the cluster: its mounts go again unless the cluster is running."""
+        with self._locked():
+            self.install()
+            if not any(self.supervised(service.name).pid() for service in self.services()):
+                self.unmount()
+
     # ------------------------------------------------------------------ mounts
     def _mounts(self) -> list[tuple[list[str], Path]]:
         """What the chroot needs from the host: kernel file systems, devices, and the jobs folder."""

@@ -119,7 +119,7 @@ def test_factory_lint_reports_every_case_of_the_corpus(corpus_dir: Path) -> None
 def test_factory_lint_passes_on_the_repository() -> None:
     result = run_cli("lint")
     assert result.returncode == 0, result.stderr
-    assert re.search(r"\d+ pipeline\(s\), \d+ contract\(s\), 10 site\(s\): no error", result.stdout)
+    assert re.search(r"\d+ pipeline\(s\), \d+ contract\(s\), 12 site\(s\): no error", result.stdout)
 
 
 def test_render_and_plan_exit_codes(corpus_dir: Path) -> None:

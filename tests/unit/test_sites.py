@@ -25,8 +25,8 @@ from operators.sites import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED_SITES = {"local", "jupiter", "juwels_booster", "lumi", "leonardo", "marenostrum5", "meluxina",
-                  "karolina", "jean_zay", "alps"}
+EXPECTED_SITES = {"local", "site_a", "site_b", "jupiter", "juwels_booster", "lumi", "leonardo", "marenostrum5",
+                  "meluxina", "karolina", "jean_zay", "alps"}
 
 
 @pytest.fixture(scope="module")
