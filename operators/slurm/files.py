@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import pwd
 import shutil
@@ -21,6 +22,59 @@ from pathlib import Path
 from typing import Protocol
 
 from operators.slurm.transport import LOG_READ_LIMIT, FileChannel, LogRequests
+
+log = logging.getLogger(__name__)
+
+
+def _inside(root: Path, name: str) -> Path:
+    target = (root / name).resolve()
+    if target != root and root not in target.parents:
+        raise ValueError(f"{name}: leaves the folder it was fetched into")
+    return target
+
+
+def extract_plain(tar: tarfile.TarFile, destination: Path) -> list[str]:
+    """What a job left, written as plain files and folders only: links, devices and names leaving
+    ``destination`` are skipped and returned (tarfile's ``data`` filter arrived in Python 3.11.4;
+    bookworm has 3.11.2). Modes keep the owner's bits and never setuid/setgid."""
+    root, skipped = destination.resolve(), []
+    for member in tar:
+        try:
+            target = _inside(root, member.name)
+        except ValueError:
+            skipped.append(member.name)
+            continue
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif member.isfile() and (source := tar.extractfile(member)) is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+            target.chmod(member.mode & 0o755 | 0o600)
+        else:
+            skipped.append(member.name)
+    return skipped
+
+
+def copy_plain_tree(source: Path, destination: Path) -> list[str]:
+    """``extract_plain`` for a folder on a shared file system: links are never followed nor copied."""
+    skipped = []
+    for folder, subfolders, files in os.walk(source):
+        relative = Path(folder).relative_to(source)
+        (destination / relative).mkdir(parents=True, exist_ok=True)
+        for name in (*subfolders, *files):
+            path = Path(folder) / name
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                skipped.append(str(relative / name))
+            elif path.is_file():
+                shutil.copyfile(path, destination / relative / name, follow_symlinks=False)
+    return skipped
+
+
+def _report_skipped(path: str, skipped: list[str]) -> None:
+    if skipped:
+        log.warning("%s: not fetched (links, devices or names outside the folder): %s", path,
+                    ", ".join(sorted(skipped)[:20]))
 
 
 class CommandRunner(Protocol):
@@ -73,7 +127,7 @@ class SharedFiles(FileChannel):
     def fetch_folder(self, path: str, destination: Path) -> None:
         if not Path(path).is_dir():
             raise FileNotFoundError(f"{path}: no such folder on the cluster")
-        shutil.copytree(path, destination, dirs_exist_ok=True)
+        _report_skipped(path, copy_plain_tree(Path(path), destination))
 
     def tail(self, path: str, nbytes: int) -> bytes:
         try:
@@ -127,13 +181,13 @@ class SshFiles(FileChannel):
         await self.runner.arun(["rm", "-f", "--", path])
 
     def fetch_folder(self, path: str, destination: Path) -> None:
-        """One tar stream back through the connection; members are extracted with tarfile's ``data``
-        filter, so nothing lands outside ``destination``."""
+        """One tar stream back through the connection; only its files and folders are extracted, and only
+        inside ``destination`` (``extract_plain``)."""
         encoded = self.runner.run(["sh", "-c", 'test -d "$1" || { echo "$1: no such folder" >&2; exit 1; }; '
                                    'tar -cf - -C "$1" . | base64 -w0', "fetch", path])
         destination.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(base64.b64decode(encoded.strip())), mode="r") as tar:
-            tar.extractall(destination, filter="data")
+            _report_skipped(path, extract_plain(tar, destination))
 
     def tail(self, path: str, nbytes: int) -> bytes:
         return base64.b64decode(self.runner.run(["sh", "-c", f'tail -c {int(nbytes)} -- "$1" 2>/dev/null | base64 -w0',

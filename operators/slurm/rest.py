@@ -161,6 +161,18 @@ def _newer_body(fields: dict[str, Any], script: str) -> dict[str, Any]:
     return {"job": job}
 
 
+def _older_body(fields: dict[str, Any], script: str) -> dict[str, Any]:
+    """v0.0.38: a node count is ``nodes: [min, max]`` (its ``minimum_nodes`` is a prefer-fewer flag and
+    ``maximum_nodes`` is unknown: HTTP 400); the batch-shell flag of ``signal`` is rejected ("Invalid SIGNAL
+    specification"), so the warning reaches job steps only (srun/torchrun launchers)."""
+    job = dict(fields)
+    if "maximum_nodes" in job:
+        job["nodes"] = [job.pop("minimum_nodes"), job.pop("maximum_nodes")]
+    if job.get("signal", "").startswith("B:"):
+        job["signal"] = job["signal"].removeprefix("B:")
+    return {"job": job, "script": script}
+
+
 def ignored_fields(answer: dict[str, Any]) -> list[str]:
     """Fields slurmrestd dropped from a request: v0.0.40+ only warns ("Ignoring unknown field")."""
     return [warning.get("source") or warning.get("description", "")
@@ -242,11 +254,7 @@ class RestControl(ControlChannel):
                              "silently dropped: use the local or ssh transport for these directives")
         fields = rest_job_fields(job)
         fields["environment"] = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
-        if not self._newer and fields.get("signal", "").startswith("B:"):
-            # v0.0.38 rejects the batch-shell flag ("Invalid SIGNAL specification"): the warning then
-            # reaches job steps only (srun/torchrun launchers), not commands run by the batch shell
-            fields["signal"] = fields["signal"].removeprefix("B:")
-        body = _newer_body(fields, script) if self._newer else {"job": fields, "script": script}
+        body = _newer_body(fields, script) if self._newer else _older_body(fields, script)
         answer = self._call("POST", f"/slurm/{self.api_version}/job/submit", body)
         job_id = int(answer["job_id"])
         if dropped := ignored_fields(answer):  # the job would run without them: take it back and say so

@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import subprocess
-import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -233,12 +232,8 @@ def run_through(site: SiteUnderTest, connection: str) -> tuple[SlurmTransport, B
 
 @pytest.mark.parametrize("suffix", ["", "_rest"], ids=["ssh", "rest"])
 def test_the_site_s_connections_run_a_two_node_job_with_files_through_the_login_node(
-        site: SiteUnderTest, suffix: str, request: pytest.FixtureRequest):
+        site: SiteUnderTest, suffix: str):
     """Staging, submission, accounting and the log back: all through the login node (and slurmrestd)."""
-    if suffix == "_rest" and site.site.flavour.release == "22.05":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "operators/slurm/rest.py rest_job_fields sends maximum_nodes for a multi-node job; OpenAPI v0.0.38 "
-            "(Slurm 22.05) has no such key (it takes nodes: [min, max]) and answers HTTP 400")))
     transport, job, job_id = run_through(site, f"factory_slurm_{site.name}{suffix}")
     log = transport.read_logs({job_id: (f"{job.workdir}/slurm-{job_id}.out", 0)})[job_id].decode()
     assert sorted(line for line in log.splitlines() if line.startswith("hello from")) == [
@@ -247,9 +242,6 @@ def test_the_site_s_connections_run_a_two_node_job_with_files_through_the_login_
     site.on_login(f"rm -rf {shlex.quote(job.workdir)}")
 
 
-@pytest.mark.xfail(not hasattr(tarfile, "data_filter"), strict=True,
-                   reason="operators/slurm/files.py SshFiles.fetch_folder calls tarfile.extractall(filter='data'), "
-                          "which Python 3.11.2 (bookworm) does not have (3.11.4+): folders cannot come back over SSH")
 def test_a_job_folder_comes_back_through_the_login_node(site: SiteUnderTest, tmp_path: Path):
     transport, job, job_id = run_through(site, f"factory_slurm_{site.name}")
     try:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import importlib
+import io
 import itertools
 import os
+import tarfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 
 from operators.provider import SLURM_CONNECTION_FIELDS
 from operators.slurm.cli import LocalCommands, LocalRunner, SshCommands
-from operators.slurm.files import SharedFiles, SshFiles
+from operators.slurm.files import SharedFiles, SshFiles, copy_plain_tree, extract_plain
 from operators.slurm.hooks import SlurmHook
 from operators.slurm.model import (
     ControllerUnreachable,
@@ -373,3 +375,51 @@ def test_cancelling_a_cleared_tries_job_still_fails_the_task_past_the_deadline()
         operator._cancel_cleared(unanswered, RetryWithDeadline(5, 0.001, clock=ten_seconds_per_look), [1])
     ended = RefusingTransport(SlurmError("Job has already finished"))
     operator._cancel_cleared(ended, RetryWithDeadline(5, 0.001, clock=ten_seconds_per_look), [1])
+
+
+# ---------------------------------------------------------------- folders coming back from a job
+
+def _tar_of(members: list[tuple[tarfile.TarInfo, bytes]]) -> tarfile.TarFile:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for info, content in members:
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content) if info.isfile() else None)
+    archive.seek(0)
+    return tarfile.open(fileobj=archive, mode="r")
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.linkname = kind, mode, link
+    return info
+
+
+def test_a_fetched_folder_brings_back_files_and_folders_only_and_nothing_outside(tmp_path: Path):
+    """A job writes its folder; a link to /etc/shadow or a ``../`` name in it must not reach the worker."""
+    tar = _tar_of([(_member("mlruns", tarfile.DIRTYPE, 0o755), b""), (_member("mlruns/meta.yaml"), b"ok"),
+                   (_member("run.sh", mode=0o4755), b"#!/bin/sh"), (_member("../escape"), b"x"),
+                   (_member("/abs"), b"x"), (_member("shadow", tarfile.SYMTYPE, link="/etc/shadow"), b""),
+                   (_member("hard", tarfile.LNKTYPE, link="/etc/passwd"), b""),
+                   (_member("dev", tarfile.CHRTYPE), b"")])
+    destination = tmp_path / "into"
+    skipped = extract_plain(tar, destination)
+    assert sorted(skipped) == ["../escape", "/abs", "dev", "hard", "shadow"]
+    assert (destination / "mlruns" / "meta.yaml").read_bytes() == b"ok"
+    assert (destination / "run.sh").stat().st_mode & 0o7777 == 0o755, "setuid is never kept"
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["into", "meta.yaml", "mlruns", "run.sh"]
+
+
+def test_a_folder_on_a_shared_file_system_is_copied_without_following_links(tmp_path: Path):
+    job = tmp_path / "job"
+    (job / "mlruns").mkdir(parents=True)
+    (job / "mlruns" / "meta.yaml").write_text("ok")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("private")
+    (job / "key").symlink_to(secret / "key")
+    (job / "folder").symlink_to(secret)
+    skipped = copy_plain_tree(job, tmp_path / "into")
+    assert sorted(skipped) == ["folder", "key"]
+    assert sorted(str(p.relative_to(tmp_path / "into")) for p in (tmp_path / "into").rglob("*")) == [
+        "mlruns", "mlruns/meta.yaml"]

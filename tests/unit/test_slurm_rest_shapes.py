@@ -7,6 +7,7 @@ runs the same cases live. The hand-written v0.0.40 shapes of ``test_slurm_parsin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from functools import cache
@@ -18,6 +19,7 @@ import pytest
 from operators.slurm.model import SlurmError
 from operators.slurm.rest import (
     _newer_body,
+    _older_body,
     _status,
     accounting_record,
     cancel_errors,
@@ -74,6 +76,15 @@ def test_every_field_the_submit_body_sends_exists_in_the_job_description(version
     assert set(body) == {"job"}, "the script belongs in the job (top-level script is deprecated from v0.0.41)"
     assert set(body["job"]) <= known, sorted(set(body["job"]) - known)
     assert {"signal", "gres"}.isdisjoint(known), "v0.0.38's names: rest_job_fields still uses them"
+
+
+def test_v0_0_38_takes_a_node_count_as_a_min_max_pair_and_no_batch_shell_signal_flag():
+    """22.05 answers HTTP 400 to ``maximum_nodes``; its ``minimum_nodes`` is a prefer-fewer flag."""
+    two_nodes = dataclasses.replace(JOB, nodes=2, tasks_per_node=1, gpus=0)
+    body = _older_body({**rest_job_fields(two_nodes), "environment": {"PATH": "/usr/bin"}}, "script")
+    assert body["job"]["nodes"] == [2, 2]
+    assert {"minimum_nodes", "maximum_nodes"}.isdisjoint(body["job"])
+    assert (body["job"]["signal"], body["script"]) == ("USR2@300", "script")
 
 
 def test_the_submit_body_translates_signal_gres_and_numbers():
