@@ -41,6 +41,8 @@ SLURM_CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
                                                  "(always checked)"),
     "control_dir": _text("SSH control socket folder", "ssh (transport or files): where the shared connection's "
                                                       "socket lives"),
+    "job_s3_endpoint": _text("S3 endpoint for jobs", "The S3 endpoint URL as the compute nodes reach it, when it "
+                                                     "differs from the Airflow workers' (a site proxy or relay)"),
     "timeout_s": {"label": "Call timeout (s)", "description": "Seconds before one Slurm call counts as unanswered",
                   "schema": {"type": ["number", "null"]}},
 }

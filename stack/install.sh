@@ -16,7 +16,7 @@ JOB_USER=${FACTORY_JOB_USER:-hpcuser}
 REST_USER=slurmrest
 
 APT_PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin
-              mariadb-server postgresql redis-server openssh-server openssh-client python3-venv procps curl
+              mariadb-server postgresql redis-server openssh-server openssh-client python3-venv procps curl socat
               chromium chromium-driver)
 
 say() { printf '[install] %s\n' "$*"; }

@@ -50,6 +50,17 @@ def log_tail(transport: SlurmTransport, path: str, lines: int = 30) -> str:
     return "\n".join(text.decode(errors="replace").splitlines()[-lines:]) or f"(no output in {path})"
 
 
+def job_environment(env: dict[str, str], credentials: list[dict[str, str]], site: dict[str, Any]) -> dict[str, str]:
+    """The job's variables: its own, the credentials of its connections, and the S3 endpoint as the site's
+    compute nodes reach it (``job_s3_endpoint``) in place of the Airflow workers' one."""
+    merged = dict(env)
+    for values in credentials:
+        merged.update(values)
+    if site.get("job_s3_endpoint") and "AWS_ENDPOINT_URL" in merged:
+        merged["AWS_ENDPOINT_URL"] = site["job_s3_endpoint"]
+    return merged
+
+
 class SlurmJobOperator(BaseOperator):
     """Stage files into a job folder, submit a batch job as the connection's user, defer until it ends.
 
@@ -138,9 +149,7 @@ class SlurmJobOperator(BaseOperator):
                              self.job_name or safe_path_part(f"{ti.dag_id}.{ti.task_id}")[:64])
         script = render(job)
         self._check_budget(transport, retry, job)
-        env = dict(self.env)
-        for conn_id in self.env_connections:
-            env.update(credentials_env(conn_id))
+        env = job_environment(self.env, [credentials_env(conn_id) for conn_id in self.env_connections], site)
         retry.call(lambda: transport.stage(workdir, self._files(script, env), hook.job_user))
         job_id = self._submit_once(transport, retry, job, script)
         self._submitted = (transport, job_id)

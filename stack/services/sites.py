@@ -51,6 +51,7 @@ from stack.services.common import Service, command_check, ensure_dir, http_check
 from stack.services.login_node import ensure_client_key, ensure_key_pair, login_check, sshd_config_text
 from stack.services.slurm import slurm_node_health
 from stack.settings import JOB_USER, REST_USER, SLURM_ACCOUNT, StackPaths, write_private
+from stack.settings import PORTS as STACK_PORTS
 
 SSH_FOLDER = f"{NODE_LOCAL}/ssh"  # on the login node
 Listens = tuple[str, object]  # ("tcp", port) or ("unix", socket path) inside the node
@@ -60,6 +61,17 @@ SMALL_MARIADB = ("--innodb-buffer-pool-size=16M", "--innodb-log-buffer-size=1M",
                  "--table-open-cache=200", "--thread-cache-size=2")
 # the trixie root's own cluster (./factory slurm24) keeps its database, state and logs there
 HIDDEN_IN_TRIXIE = ("/var/lib/mysql", "/var/spool/slurm24", "/var/log/slurm")
+
+
+S3_RELAY_PORTS = {"a": 18331, "b": 18332}
+
+
+def _tcp_answers(address: str, port: int) -> str | None:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return None
+    except OSError as error:
+        return f"{address}:{port}: {error.strerror or error}"
 
 
 class SiteCluster:
@@ -355,11 +367,31 @@ class SiteCluster:
               for node in site.computes),
             self._daemon("slurmrestd", ctl, restd, ("slurmctld",), self._rest_health, ("tcp", PORTS["slurmrestd"]),
                          env={"SLURM_JWT": "daemon"}, url=site.rest_url, start_timeout_s=30),
+            self.s3_relay(),
             # sshd re-executes itself, so it must be started by its absolute path
             self._daemon("sshd", login, ["/usr/sbin/sshd", "-D", "-e", "-f", f"{SSH_FOLDER}/sshd_config"], ("hosts",),
                          self._login_health, ("tcp", PORTS["ssh"]), prepare=self.prepare_login,
                          url=f"ssh://{JOB_USER}@{login.address}", start_timeout_s=20),
         ]
+
+    # ------------------------------------------------------------------ S3 for the jobs
+    @property
+    def s3_relay_port(self) -> int:
+        """A port of its own per site: the supervisor tells services apart by port."""
+        return S3_RELAY_PORTS[self.site.letter]
+
+    @property
+    def job_s3_endpoint(self) -> str:
+        return f"http://{self.site.host_address.ip}:{self.s3_relay_port}"
+
+    def s3_relay(self) -> Service:
+        """The stack's S3 as the site's nodes reach it: a TCP relay on the host's end of the site's bridge (the
+        nodes have no other route; S3 itself listens on the loopback only), as a site's S3 proxy would be."""
+        address, port = str(self.site.host_address.ip), self.s3_relay_port
+        command = ["socat", f"TCP-LISTEN:{port},bind={address},fork,reuseaddr", f"TCP:127.0.0.1:{STACK_PORTS['s3']}"]
+        return Service(self.name("s3-relay"), command, health=lambda: _tcp_answers(address, port),
+                       needs=(self.name("hosts"),), user="nobody", ports=(port,), url=self.job_s3_endpoint,
+                       start_timeout_s=10)
 
     # ------------------------------------------------------------------ clients
     def connections(self) -> dict[str, dict[str, Any]]:
@@ -369,7 +401,7 @@ class SiteCluster:
         """
         site, login = self.site, self.site.login
         common = {"cluster": site.cluster, "account": SLURM_ACCOUNT, "job_workdir": JOB_WORKDIR,
-                  "job_runtime": str(self.paths.venv("job-runtime"))}
+                  "job_runtime": str(self.paths.venv("job-runtime")), "job_s3_endpoint": self.job_s3_endpoint}
         ssh = {"key_file": str(self.paths.ssh_key), "known_hosts": str(self.layout.known_hosts)}
         return {
             f"factory_slurm_{site.name}": {

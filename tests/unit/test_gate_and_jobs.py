@@ -118,3 +118,16 @@ def test_staging_hands_the_job_user_only_the_folders_it_made(tmp_path):
     assert tmp_path.stat().st_uid == 0 and jobs_root.stat().st_uid == 0
     for made in (jobs_root / "dag", workdir, workdir / "job.sh"):
         assert made.stat().st_uid == job_user.pw_uid, made
+
+
+def test_a_site_s_job_s3_endpoint_replaces_the_workers_one_and_nothing_else():
+    from operators.slurm.operators import job_environment
+
+    credentials = [{"AWS_ACCESS_KEY_ID": "k", "AWS_ENDPOINT_URL": "http://127.0.0.1:8333"},
+                   {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}]
+    site = {"job_s3_endpoint": "http://10.77.1.1:18331"}
+    assert job_environment({"A": "1"}, credentials, site) == {
+        "A": "1", "AWS_ACCESS_KEY_ID": "k", "AWS_ENDPOINT_URL": "http://10.77.1.1:18331",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    assert job_environment({}, credentials, {})["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333"
+    assert "AWS_ENDPOINT_URL" not in job_environment({}, credentials[1:], site), "no S3 connection, no endpoint"

@@ -258,6 +258,19 @@ def test_the_stack_runs_both_sites_unless_told_not_to(paths: StackPaths, monkeyp
     assert set(SiteStack(paths).services) == names - set(without.services), "--sites: the sites and nothing else"
 
 
+def test_the_jobs_reach_s3_through_a_relay_on_the_host_s_end_of_the_site_s_bridge_only(paths: StackPaths):
+    """Not 0.0.0.0: the relay listens where only the site's nodes (and the host) can connect."""
+    for site in SITES:
+        cluster = SiteCluster(paths, site)
+        relay = next(s for s in cluster.services() if s.name == f"{site.name}-s3-relay")
+        assert relay.command[1] == f"TCP-LISTEN:{cluster.s3_relay_port},bind={site.host_address.ip},fork,reuseaddr"
+        assert relay.command[2] == "TCP:127.0.0.1:8333" and relay.user == "nobody"
+        assert relay.ports == (cluster.s3_relay_port,)
+        for connection in cluster.connections().values():
+            assert connection["extra"]["job_s3_endpoint"] == f"http://{site.host_address.ip}:{cluster.s3_relay_port}"
+    assert len({SiteCluster(paths, site).s3_relay_port for site in SITES}) == len(SITES)
+
+
 def addresses_in(arguments: list[str]) -> set[IPv4Address]:
     return {IPv4Address(found) for argument in arguments
             for found in re.findall(r"\b(\d+\.\d+\.\d+\.\d+)\b", argument)}
@@ -267,6 +280,8 @@ def test_site_daemons_listen_only_on_their_node_s_address(paths: StackPaths):
     for site in SITES:
         cluster = SiteCluster(paths, site)
         for service in cluster.services():
+            if service.name.endswith("s3-relay"):
+                continue
             assert addresses_in(service.command) <= {site.ctl.address}, service.name
             assert service.command == [] or service.command[0] == "nsenter", f"{service.name} runs on a node"
         restd = next(s for s in cluster.services() if s.name.endswith("slurmrestd"))
