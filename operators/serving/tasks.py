@@ -129,9 +129,16 @@ class RetirePreviousVersionOperator(BaseOperator):
         print(target.unload(model, previous))
         with mlflow_tracking(MLFLOW_CONN):
             from mlflow import MlflowClient
+            from mlflow.exceptions import MlflowException
 
-            record.retired(MlflowClient(), pushed.registered_model, previous,
-                           f"{context['dag_run'].dag_id}/{context['run_id']}")
+            try:
+                record.retired(MlflowClient(), pushed.registered_model, previous,
+                               f"{context['dag_run'].dag_id}/{context['run_id']}")
+            except MlflowException as error:  # deleted from the registry while it was served: unloaded all the same
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                print(f"version {previous} of {pushed.registered_model} is no longer in the registry: unloaded, "
+                      "not tagged")
         return {"retired": previous}
 
 

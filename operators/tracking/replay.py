@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from functools import partial
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -53,6 +54,23 @@ def offline_run(local: Any, store: Path) -> Any:
 
 def local_path(uri: str) -> Path:
     return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+
+
+def in_store(uri: str, recorded_root: str, store: Path) -> Path:
+    """An artifact location the job recorded (a path on the cluster: ``<job folder>/mlflow/artifacts/...``),
+    found in the copy of its store here. Anything outside the store's artifact folder is refused: the
+    store is the job's writing, and its database could name any file of this machine."""
+    from operators.tracking.offline import ARTIFACTS
+
+    folder = (store / ARTIFACTS).resolve()
+    try:
+        target = (folder / PurePosixPath(local_path(uri)).relative_to(local_path(recorded_root))).resolve()
+    except ValueError:
+        target = None
+    if target is None or (target != folder and folder not in target.parents):
+        raise ReplayError(f"{store}: artifact location {uri} is outside the job's artifact folder "
+                          f"{recorded_root}: not replayed")
+    return target
 
 
 def files_under(folder: Path) -> Iterator[tuple[str, Path]]:
@@ -120,8 +138,8 @@ def replay_tags(local_run: Any, central: Any, central_run: Any, counts: Counts, 
     counts.added["tags"] += len(missing)
 
 
-def replay_artifacts(local_run: Any, central: Any, run_id: str, counts: Counts) -> None:
-    folder = local_path(local_run.info.artifact_uri)
+def replay_artifacts(local_run: Any, central: Any, run_id: str, counts: Counts, found: Any) -> None:
+    folder = found(local_run.info.artifact_uri)
     present = remote_files(central, run_id=run_id)
     for relative, path in files_under(folder):
         counts.artifacts += 1
@@ -131,7 +149,7 @@ def replay_artifacts(local_run: Any, central: Any, run_id: str, counts: Counts) 
             counts.added["artifacts"] += 1
 
 
-def replay_models(local: Any, local_run: Any, central: Any, central_run: Any, counts: Counts) -> None:
+def replay_models(local: Any, local_run: Any, central: Any, central_run: Any, counts: Counts, found: Any) -> None:
     """Each logged model once on the server, linked to the central run (so ``runs:/<run>/<name>`` resolves)."""
     from mlflow.entities import LoggedModelStatus
 
@@ -150,7 +168,7 @@ def replay_models(local: Any, local_run: Any, central: Any, central_run: Any, co
             experiment_id, name=model.name, source_run_id=run_id, params=model.params,
             tags={k: v for k, v in model.tags.items() if not k.startswith(SYSTEM_TAG_PREFIX)},
             model_type=model.model_type)
-        central.log_model_artifacts(target.model_id, str(local_path(model.artifact_location)))
+        central.log_model_artifacts(target.model_id, str(found(model.artifact_location)))
         central.finalize_logged_model(target.model_id, LoggedModelStatus.READY)
         counts.added["models"] += 1
 
@@ -168,8 +186,10 @@ def replay(store: Path, central: Any, run_id: str, extra_tags: dict[str, str] | 
     counts, central_run = Counts(), central.get_run(run_id)
     replay_params(local_run, central, central_run, counts, store)
     replay_metrics(local, local_run, central, run_id, counts)
-    replay_artifacts(local_run, central, run_id, counts)
-    replay_models(local, local_run, central, central_run, counts)
+    recorded_root = local.get_experiment(local_run.info.experiment_id).artifact_location
+    found = partial(in_store, recorded_root=recorded_root, store=store)
+    replay_artifacts(local_run, central, run_id, counts, found)
+    replay_models(local, local_run, central, central_run, counts, found)
     # tags last: their presence says the replay got this far
     replay_tags(local_run, central, central_run, counts, extra_tags or {})
     return counts

@@ -63,3 +63,10 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci/run").read_text()
     assert "./factory test" in readme
     assert "./factory test" in ci
+
+
+def test_test_modules_have_unique_names():
+    """pytest's default import mode collects tests/unit and tests/integration as one flat namespace: two
+    modules of one name stop the whole run at collection (CI once failed so after 53 s)."""
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
