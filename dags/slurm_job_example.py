@@ -9,7 +9,8 @@ earlier try submitted instead of submitting another.
 
 Two more variants exist for fault tests: ``slurm_job_example_requeue`` lets Slurm requeue its job
 once (a second requeue fails the task), and ``slurm_job_example_unreachable`` gives up after 15 s
-without an answer from slurmrestd instead of the default 10 minutes.
+without an answer from slurmrestd instead of the default 10 minutes. ``slurm_job_example_site_a`` and
+``slurm_job_example_site_a_requeue`` run on site A of the local stack, through its login node.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ VARIANTS = {
     "slurm_job_example_blocking": Variant("factory_slurm_local", deferrable=False),
     "slurm_job_example_requeue": Variant("factory_slurm_local", requeue=True, max_restarts=1),
     "slurm_job_example_unreachable": Variant("factory_slurm_local", unreachable_limit_s=15.0),
+    # site A of the local stack (Slurm 22.05, two compute nodes, reached over SSH to its login node):
+    # its faults are a login node off the network and a compute node whose slurmd dies
+    "slurm_job_example_site_a": Variant("factory_slurm_site_a"),
+    "slurm_job_example_site_a_requeue": Variant("factory_slurm_site_a", requeue=True, max_restarts=1),
 }
 
 for dag_id, variant in VARIANTS.items():

@@ -52,6 +52,9 @@ CHROOT_BUILD_DIR = "/var/tmp/pyslurm-build"
 CHROOT_RUNTIME_PACKAGES = ("python3", "python3-venv")
 CHROOT_BUILD_PACKAGES = ("python3-dev", "cython3", "python3-setuptools", "python3-wheel", "python3-packaging", "gcc",
                          "libc6-dev", "libslurm-dev")
+# not `sinfo --version`: before the stack has written slurm.conf (a fresh machine) it fails looking for one
+SLURM_PACKAGE_VERSION = ["dpkg-query", "-W", "-f=${Version}", "slurm-client"]
+SMOKE_SLURM_CONF = "ClusterName=pyslurm-smoke\nSlurmctldHost=localhost\n"  # all an import needs
 STAMP = ".pyslurm-wheel"  # in the venv: the sha256 of the wheel installed there
 
 
@@ -316,7 +319,7 @@ class HostPyslurm(PyslurmSite):
             checked_output(install, "apt-get install libslurm-dev", env)
 
     def key_facts(self) -> str:
-        slurm = slurm_minor(checked_output(["sinfo", "--version"], "sinfo --version"))
+        slurm = slurm_minor(checked_output(SLURM_PACKAGE_VERSION, "the slurm-client package's version"))
         python = checked_output([self.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                 "the orchestrator's python").strip()
         return f"slurm {slurm}, python {python}"
@@ -341,8 +344,14 @@ class HostPyslurm(PyslurmSite):
                         "--compile-bytecode", str(wheel)], f"installing {wheel.name} into {self.venv}")
 
     def smoke_test(self) -> str:
-        return checked_output([self.python, "-c", "import pyslurm; print(pyslurm.version())"],
-                              f"importing pyslurm in {self.venv}").strip()
+        """pyslurm 22.5.3 reads a slurm.conf on import: on a fresh machine the stack has not written the
+        local cluster's yet, so the import is checked against a minimal one of its own."""
+        with tempfile.TemporaryDirectory(prefix="pyslurm-smoke-") as folder:
+            config = Path(folder) / "slurm.conf"
+            config.write_text(SMOKE_SLURM_CONF)
+            env = {**os.environ, "SLURM_CONF": str(config)}
+            return checked_output([self.python, "-c", "import pyslurm; print(pyslurm.version())"],
+                                  f"importing pyslurm in {self.venv}", env).strip()
 
 
 class ChrootPyslurm(PyslurmSite):
@@ -390,7 +399,7 @@ class ChrootPyslurm(PyslurmSite):
         return checked_output(self.cluster.chroot(command), what, chroot_env(env))
 
     def key_facts(self) -> str:
-        slurm = slurm_minor(self._in_chroot(["sinfo", "--version"], "sinfo --version in the chroot"))
+        slurm = slurm_minor(self._in_chroot(SLURM_PACKAGE_VERSION, "the chroot's slurm-client package version"))
         python = self._in_chroot(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                  "the chroot's python3").strip()
         return f"slurm {slurm}, python {python}"

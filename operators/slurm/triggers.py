@@ -85,6 +85,10 @@ class SlurmJobTrigger(DeclaredTrigger):
                 if update.kind == "log":
                     for line in update.text.decode(errors="replace").splitlines():
                         self.log.info("[job %s] %s", self.job_id, line)
+                elif update.kind == "outage":
+                    self.log.warning("%s", update.message)
+                elif update.kind == "reachable":
+                    self.log.info("%s", update.message)
                 elif update.kind == "status" and update.status is not None:
                     if update.status.state != "RUNNING" or update.status.restarts:
                         self.log.info("%s", describe_wait(update.status))

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from operators.slurm.model import JobStatus, SlurmUnavailable
@@ -30,6 +30,7 @@ from operators.slurm.retry import RetryWithDeadline
 from operators.slurm.transport import SlurmTransport
 
 log = logging.getLogger(__name__)
+OUTAGE_REMINDER_S = 30.0
 
 
 @dataclass
@@ -51,9 +52,10 @@ class WatcherStats:
 
 @dataclass
 class Update:
-    kind: str  # "status", "log", "final"
+    kind: str  # "status", "log", "final"; "outage" and "reachable" name the cluster's, in ``message``
     status: JobStatus | None = None
     text: bytes = b""
+    message: str = ""
 
 
 @dataclass
@@ -93,6 +95,7 @@ class ClusterWatcher:
         self._wake = asyncio.Event()  # a first watch ends an idle pause at once
         self._task: asyncio.Task | None = None
         self._transport: SlurmTransport | None = None
+        self._outage_told_at: float | None = None  # monotonic time of the last outage notice
 
     @classmethod
     def for_cluster(cls, key: str, transport_factory: Callable[[], SlurmTransport],
@@ -193,8 +196,10 @@ class ClusterWatcher:
             except SlurmUnavailable as error:
                 self.stats.failures += 1
                 pause = self.retry.failure(error)
+                self._tell_outage(error)
                 await asyncio.sleep(self._fail_unreachable(error, pause))
                 continue
+            self._tell_reachable()
             self.retry.success()
             interval = self._next_interval(time.monotonic() - began)
             await self._pause(interval if self._watches else max(interval, self._idle_interval_s))
@@ -239,6 +244,30 @@ class ClusterWatcher:
             for watch in watched[job_id]:
                 watch.offset += len(chunk)
                 watch.updates.put_nowait(Update("log", text=chunk))
+
+    def _tell_outage(self, error: Exception) -> None:
+        """Every watch hears of an outage when it is noticed, and again every ``OUTAGE_REMINDER_S``."""
+        now = time.monotonic()
+        if self._outage_told_at is not None and now - self._outage_told_at < OUTAGE_REMINDER_S:
+            return
+        self._outage_told_at = now
+        down_s = self.retry.down_s
+        began = (datetime.now(UTC) - timedelta(seconds=down_s)).isoformat(timespec="seconds")
+        for watch in self._watch_list():
+            if not watch.failed:
+                watch.updates.put_nowait(Update("outage", message=(
+                    f"the cluster is unreachable since {began} ({down_s:.0f} s): {error}; still waiting for "
+                    f"job {watch.job_id}, up to {self._limit_s(watch):.0f} s in all")))
+
+    def _tell_reachable(self) -> None:
+        if self._outage_told_at is None:
+            return
+        self._outage_told_at = None
+        for watch in self._watch_list():
+            if not watch.failed:
+                watch.updates.put_nowait(Update("reachable", message=(
+                    f"the cluster answers again after {self.retry.down_s:.0f} s; job {watch.job_id} is watched "
+                    "as before")))
 
     def _fail_unreachable(self, error: Exception, pause: float) -> float:
         """Fail the watches whose own limit has passed; the pause, shortened to the next limit due."""

@@ -2,7 +2,8 @@
 
 Runs under torchrun, one process per rank (gloo backend, CPU), e.g.::
 
-    python -m torch.distributed.run --nnodes=1 --nproc-per-node=2 train.py --data-dir DIR --params PARAMS_JSON_FILE
+    srun python -m torch.distributed.run --nnodes=2 --nproc-per-node=1 --rdzv-endpoint=HEAD:PORT ... train.py \
+        --data-dir DIR --params PARAMS_JSON_FILE
 
 Without torchrun it trains as a single rank. Every rank reads ``DIR/train.csv`` (features and the
 ``diagnosis`` label, 0 malignant, 1 benign), standardises with the training statistics and trains on
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -94,6 +96,14 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def rank_hosts(rank: int, world_size: int) -> list[str]:
+    """Every rank's host, known to every rank: each says where it runs, and the run records where it trained."""
+    hosts: list[Any] = [None] * world_size
+    dist.all_gather_object(hosts, socket.gethostname())
+    print(f"rank {rank} of {world_size} on {hosts[rank]}", flush=True)
+    return hosts
+
+
 def build_model(n_features: int, hidden: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = n_features
@@ -133,7 +143,7 @@ def train_rank(features: np.ndarray, labels: np.ndarray, params: dict[str, Any],
 
 def log_to_mlflow(model: nn.Sequential, columns: list[str], mean: np.ndarray, scale: np.ndarray,
                   train: pd.DataFrame, params: dict[str, Any], losses: list[float], world_size: int,
-                  train_seconds: float) -> None:
+                  train_seconds: float, hosts: list[str]) -> None:
     """Rank 0: params, metrics and the numpy pyfunc model, into the run the orchestrator created."""
     linear = [layer for layer in model if isinstance(layer, nn.Linear)]
     layers = [(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()) for layer in linear]
@@ -149,7 +159,8 @@ def log_to_mlflow(model: nn.Sequential, columns: list[str], mean: np.ndarray, sc
                    "train_loss": losses[-1], "train_seconds": train_seconds}
         with mlflow.start_run() as run:  # MLFLOW_RUN_ID: the run the orchestrator created
             mlflow.log_params({**params, "n_train_rows": len(train), "n_features": len(columns),
-                               "world_size": world_size, "backend": BACKEND, "torch_version": torch.__version__})
+                               "world_size": world_size, "hosts": ",".join(hosts), "backend": BACKEND,
+                               "torch_version": torch.__version__})
             mlflow.log_metrics(metrics)
             now = int(time.time() * 1000)
             history = [Metric("epoch_loss", loss, now, epoch) for epoch, loss in enumerate(losses)]
@@ -190,11 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.use_deterministic_algorithms(True)
     rank, world_size = init_distributed()
     try:
+        hosts = rank_hosts(rank, world_size)
         started = time.monotonic()
         model, losses = train_rank(features, labels, params, rank, world_size)
         train_seconds = time.monotonic() - started
         if rank == 0:
-            log_to_mlflow(model, columns, mean, scale, train, params, losses, world_size, train_seconds)
+            log_to_mlflow(model, columns, mean, scale, train, params, losses, world_size, train_seconds, hosts)
     finally:
         dist.destroy_process_group()
 

@@ -66,6 +66,28 @@ HIDDEN_IN_TRIXIE = ("/var/lib/mysql", "/var/spool/slurm24", "/var/log/slurm")
 S3_RELAY_PORTS = {"a": 18331, "b": 18332}
 
 
+def host_python_binds(venvs: Path) -> tuple[Bind, ...]:
+    """The interpreter the stack's venvs were made with, shown read-only at its own path.
+
+    Site B's trixie root has Python 3.13; the job-runtime and torch-runtime venvs (shown read-only on
+    every node) name the host's 3.11 as their base, as a site's module system would provide it."""
+    config = venvs / "job-runtime" / "pyvenv.cfg"
+    if not config.is_file():
+        return ()
+    pairs = (line.split("=", 1) for line in config.read_text().splitlines() if "=" in line)
+    values = {key.strip(): value.strip() for key, value in pairs}
+    home = Path(values.get("home", ""))
+    major_minor = ".".join(values.get("version_info", values.get("version", "")).split(".")[:2])
+    binary = Path(os.path.realpath(home / f"python{major_minor}"))
+    if not major_minor or not binary.is_file():
+        return ()
+    prefix = binary.parent.parent
+    if prefix != Path("/usr"):
+        return (Bind(prefix, str(prefix), read_only=True),)
+    return (Bind(binary, str(binary), read_only=True),
+            Bind(prefix / "lib" / f"python{major_minor}", f"/usr/lib/python{major_minor}", read_only=True))
+
+
 def _tcp_answers(address: str, port: int) -> str | None:
     try:
         with socket.create_connection((address, port), timeout=1):
@@ -94,8 +116,9 @@ class SiteCluster:
 
     def _binds(self, node: Node) -> tuple[Bind, ...]:
         layout = self.layout
-        return (Bind(layout.fs, SITE_FS), Bind(layout.slurm_etc, "/etc/slurm"), Bind(layout.munge_etc, "/etc/munge"),
-                Bind(layout.hosts_file, "/etc/hosts", read_only=True),
+        python = host_python_binds(self.paths.state / "venvs") if self.site.flavour.chroot else ()
+        return (*python, Bind(layout.fs, SITE_FS), Bind(layout.slurm_etc, "/etc/slurm"),
+                Bind(layout.munge_etc, "/etc/munge"), Bind(layout.hosts_file, "/etc/hosts", read_only=True),
                 Bind(layout.resolv_conf, "/etc/resolv.conf", read_only=True), Bind(layout.home, "/home"),
                 Bind(layout.munge_run, "/run/munge"), Bind(layout.node_local(node), NODE_LOCAL))
 

@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -252,12 +252,24 @@ def test_a_job_folder_comes_back_through_the_login_node(site: SiteUnderTest, tmp
 
 
 def test_the_job_runtime_runs_on_the_compute_nodes(site: SiteUnderTest):
-    if site.site.flavour.chroot:
-        pytest.skip("site B's trixie root has no Python 3.11: the bookworm job-runtime venv cannot run there "
-                    "(a site-B runtime is still to be built)")
     python = site.cluster.connections()[f"factory_slurm_{site.name}"]["extra"]["job_runtime"] + "/bin/python"
     out = site.on_login(f"srun -N2 -p cpu {python} -c 'import operators, socket; print(socket.gethostname())' | sort")
     assert out.split() == site.info["computes"]
+
+
+def test_the_allocation_left_is_read_on_the_site_and_a_larger_job_is_refused(site: SiteUnderTest):
+    """The sites' ``tight`` account has GrpTRESMins=cpu=60 in slurmdbd: the transport reads it through the
+    login node (sshare), and the budget check refuses a job asking for more, naming both figures."""
+    from operators.slurm.budget import over_budget
+
+    transport = site.transport(f"factory_slurm_{site.name}")
+    [cpu] = [allocation for allocation in transport.allocation("tight") or [] if allocation.tres == "cpu"]
+    assert (cpu.account, cpu.limit_minutes) == ("tight", 60) and 0 <= cpu.remaining_minutes <= 60
+    big = BatchJob(name="budget-probe", account="tight", partition="cpu", cpus=4, memory="64M", time="02:00:00",
+                   gpus=0, workdir=f"{JOB_WORKDIR}/budget-probe", commands=[["true"]])
+    refusal = over_budget(big, [cpu])
+    assert refusal and "allocation tight" in refusal and "480" in refusal and f"of {cpu.limit_minutes}" in refusal
+    assert over_budget(replace(big, cpus=1, time="00:01:00"), [cpu]) is None
 
 
 def leftovers_of_the_sites(paths: StackPaths) -> list[str]:

@@ -67,7 +67,8 @@ def test_examples_load_with_their_site() -> None:
     assert spec.training.resources.memory == "1G" and spec.evaluation.thresholds["roc_auc"] == 0.95
     assert spec.contract_file.exists() and (spec.folder / spec.training.script).exists()
     ddp = load_spec(PIPELINES_DIR / "breast_cancer_ddp" / "pipeline.yaml")
-    assert ddp.training.launcher == "torchrun" and ddp.training.resources.tasks_per_node == 2
+    assert ddp.training.launcher == "torchrun" and ddp.site == "site_a"  # two nodes: a site of the local stack
+    assert (ddp.training.resources.nodes, ddp.training.resources.tasks_per_node) == (2, 1)
 
 
 def test_the_base_of_the_corpus_is_valid() -> None:
@@ -140,7 +141,7 @@ def test_render_and_plan_exit_codes(corpus_dir: Path) -> None:
         "steward_review", "start_run", "train", "replay_train", "evaluate", "replay_evaluate", "gate", "register",
         "push_to_inference", "retire_previous_version"]  # tracking: offline adds the replays
     does = {task["task"]: task["does"] for task in tasks}
-    assert "launcher torchrun" in does["train"] and "1 node(s) x 2 task(s)" in does["train"]
+    assert "launcher torchrun" in does["train"] and "2 node(s) x 1 task(s)" in does["train"]
     assert "above 256M" in does["validate_data"]  # the contract's validation.cluster_above
     assert "data_contracts/breast_cancer.yaml (31 columns)" in does["validate_data"]
     cluster = does["validate_data_on_cluster"]  # the spec's validation resources (defaults), not training's
@@ -245,7 +246,8 @@ def test_the_dag_carries_the_spec_s_schedule_notifications_and_site(tmp_path: Pa
     assert train.slurm_conn_id == "factory_slurm_local" and train.partition == "cpu"  # the site's default
     assert set(train.files) == {"train.py", "evaluate.py"}
     ddp = build_dag(load_spec(PIPELINES_DIR / "breast_cancer_ddp" / "pipeline.yaml")).get_task("train")
-    assert (ddp.launcher, ddp.tasks_per_node, ddp.procs_per_node, ddp.cpus) == ("torchrun", 1, 2, 2)
+    assert (ddp.launcher, ddp.nodes, ddp.tasks_per_node, ddp.procs_per_node, ddp.cpus) == ("torchrun", 2, 1, 1, 1)
+    assert ddp.slurm_conn_id == "factory_slurm_site_a"
     assert ddp.environment == "torch-runtime" and "mlp_model.py" in ddp.files
     case = {"id": "scheduled", "edit": [["  cron: \"0 3 * * 1\"", "  dataset_version: true"]]}
     scheduled = build_dag(load_spec(materialise(case, tmp_path)))

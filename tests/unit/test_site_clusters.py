@@ -366,3 +366,24 @@ def test_the_rest_token_is_the_site_s_own_and_stays_the_same(paths: StackPaths):
 def test_the_two_subnets_sit_in_one_private_range_away_from_the_loopback():
     for site in SITES:
         assert site.subnet.subnet_of(IPv4Network("10.77.0.0/16"))
+
+
+def test_site_b_nodes_see_the_interpreter_of_the_shared_venvs(tmp_path: Path):
+    """Site B's trixie root has Python 3.13: the read-only venvs its jobs run only work with the 3.11 they
+    were made from, bound read-only at its own path (binary and standard library, nothing else of /usr)."""
+    from stack.services.sites import host_python_binds
+
+    venvs = tmp_path / "venvs"
+    (venvs / "job-runtime").mkdir(parents=True)
+    assert host_python_binds(venvs) == ()  # no venv yet: nothing to show
+    (venvs / "job-runtime" / "pyvenv.cfg").write_text(
+        "home = /usr/bin\nimplementation = CPython\nversion_info = 3.11.2\n")
+    if not Path("/usr/bin/python3.11").is_file():
+        pytest.skip("no /usr/bin/python3.11 on this machine (Debian bookworm's python3.11 package)")
+    expected = [(os.path.realpath("/usr/bin/python3.11"), True), ("/usr/lib/python3.11", True)]
+    assert [(bind.target, bind.read_only) for bind in host_python_binds(venvs)] == expected
+    paths = StackPaths(state=tmp_path)
+    site_b = SiteCluster(paths, SITE_B).space(SITE_B.nodes[1])
+    site_a = SiteCluster(paths, SITE_A).space(SITE_A.nodes[1])
+    assert [(bind.target, bind.read_only) for bind in site_b.binds][:2] == expected
+    assert not any(bind.target.startswith("/usr/") for bind in site_a.binds)

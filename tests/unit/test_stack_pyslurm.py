@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -96,3 +97,30 @@ def test_without_sources_the_step_skips_saying_how_to_build_pyslurm(
 
 def test_both_sites_are_known() -> None:
     assert {name: site.release for name, site in pyslurm.SITES.items()} == {"host": "22.5.3", "slurm24": "24.11.0"}
+
+
+def test_the_host_build_key_needs_no_configured_cluster(monkeypatch: pytest.MonkeyPatch):
+    """On a fresh machine pyslurm is built before the stack writes slurm.conf: `sinfo --version` failed there
+    (it looks for a configuration first), so the Slurm release comes from the installed package."""
+    import shutil
+    import sys
+
+    if not shutil.which("dpkg-query") or not Path("/var/lib/dpkg/info/slurm-client.list").exists():
+        pytest.skip("no Debian slurm-client package on this machine (./factory setup installs it)")
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/slurm.conf")
+    host = pyslurm.HostPyslurm(pyslurm.StackPaths(Path("/nonexistent-state")))
+    monkeypatch.setattr(pyslurm.HostPyslurm, "python", sys.executable)
+    assert host.key_facts() == f"slurm 22.05, python {sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def test_the_host_import_check_needs_no_configured_cluster(monkeypatch: pytest.MonkeyPatch):
+    """pyslurm 22.5.3 reads slurm.conf on import; before the stack wrote one the check failed (fresh machine)."""
+    import sys
+
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/slurm.conf")
+    host = pyslurm.HostPyslurm(pyslurm.StackPaths(Path("/nonexistent-state")))
+    probe = "import os, pathlib; print(pathlib.Path(os.environ['SLURM_CONF']).read_text().split()[0])"
+    monkeypatch.setattr(pyslurm.HostPyslurm, "python", sys.executable)
+    monkeypatch.setattr(pyslurm, "checked_output", lambda command, what, env=None: subprocess.run(
+        [command[0], "-c", probe], capture_output=True, text=True, env=env, check=True).stdout)
+    assert host.smoke_test() == "ClusterName=pyslurm-smoke"

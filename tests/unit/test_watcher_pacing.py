@@ -29,3 +29,31 @@ def test_under_budget_keeps_the_base_interval():
     pacing = watcher(interval_s=1.0, calls_per_minute=10)
     pacing.stats.recent_calls.extend([time.monotonic() - 1] * 5)
     assert pacing._next_interval(0.01) == 1.0
+
+
+def test_an_outage_is_told_to_every_watch_when_noticed_then_every_half_minute_and_its_end_too():
+    from operators.slurm.model import SlurmUnavailable
+    from operators.slurm.watcher import Watch
+
+    pacing = watcher(interval_s=2.0, unreachable_limit_s=900)
+    watches = [Watch(41), Watch(42, unreachable_limit_s=120)]
+    for watch in watches:
+        pacing._watches.setdefault(watch.job_id, []).append(watch)
+    error = SlurmUnavailable("ssh: connect to host 10.77.1.20 port 22: No route to host")
+    pacing.retry.failure(error)
+    pacing._tell_outage(error)
+    pacing._tell_outage(error)  # the next failed poll, seconds later: no second notice yet
+    told = [watch.updates.get_nowait() for watch in watches]
+    assert all(watch.updates.empty() for watch in watches)
+    assert [update.kind for update in told] == ["outage", "outage"]
+    assert "unreachable since 20" in told[0].message and "No route to host" in told[0].message
+    assert "job 41, up to 900 s" in told[0].message and "job 42, up to 120 s" in told[1].message
+    pacing._outage_told_at -= 31  # half a minute on: reminded
+    pacing._tell_outage(error)
+    assert [watch.updates.get_nowait().kind for watch in watches] == ["outage", "outage"]
+    pacing._tell_reachable()
+    pacing.retry.success()
+    back = [watch.updates.get_nowait() for watch in watches]
+    assert [update.kind for update in back] == ["reachable", "reachable"] and "answers again" in back[0].message
+    pacing._tell_reachable()  # no outage: nothing to say
+    assert all(watch.updates.empty() for watch in watches)

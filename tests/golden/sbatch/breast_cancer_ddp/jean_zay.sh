@@ -2,10 +2,10 @@
 #SBATCH --job-name=pipeline_breast_cancer_ddp.train
 #SBATCH '--chdir=<job_workdir>/pipeline_breast_cancer_ddp/<run_id>/train.-1.try1'
 #SBATCH '--output=<job_workdir>/pipeline_breast_cancer_ddp/<run_id>/train.-1.try1/slurm-%j.out'
-#SBATCH --cpus-per-task=2
+#SBATCH --cpus-per-task=1
 #SBATCH --mem=2G
 #SBATCH --time=00:15:00
-#SBATCH --nodes=1
+#SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH '--account=<proj>@h100'
 #SBATCH '--comment=airflow:pipeline_breast_cancer_ddp/<run_id>/train/-1'
@@ -23,5 +23,5 @@ head_addr=$(scontrol show node "$head_node" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\
 rdzv_port=$((29500 + SLURM_JOB_ID % 1000))
 run '<environments>/torch-runtime/bin/python' -m operators.tracking.offline init mlflow --experiment breast_cancer_ddp
 run '<environments>/torch-runtime/bin/python' -m operators.jobs.fetch inputs.json data
-run srun --kill-on-bad-exit=1 --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 '<environments>/torch-runtime/bin/python' -m torch.distributed.run --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="${head_addr:-$head_node}:$rdzv_port" train.py --data-dir data --params params.json
+run srun --kill-on-bad-exit=1 --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 '<environments>/torch-runtime/bin/python' -m torch.distributed.run --nnodes=2 --nproc-per-node=1 --rdzv-backend=c10d --rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="${head_addr:-$head_node}:$rdzv_port" train.py --data-dir data --params params.json
 echo "job $SLURM_JOB_ID finished $(date -Is)"
