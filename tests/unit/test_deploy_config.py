@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -190,6 +191,10 @@ def test_the_local_stack_overrides_every_production_only_value(tmp_path, profile
     assert env["AIRFLOW__API__HOST"] == HOST
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith(f"http://{HOST}:")
     assert env["AIRFLOW__SECRETS__BACKEND"] == ""
+    airflow.paths.ensure()
+    airflow.secrets.ensure_slurm_jwt_key(os.getuid(), os.getgid())
+    watched = set(env["AIRFLOW__FACTORY__SLURM_RECONCILE_CONNECTIONS"].split(","))
+    assert watched <= set(airflow.connections()), "the reconciler watches the stack's own clusters"
     cfg = airflow_cfg()
     celery = env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert celery == (profile == "production")
