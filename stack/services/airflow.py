@@ -67,12 +67,30 @@ class Airflow:
             "AIRFLOW__CORE__FERNET_KEY": self.secrets["airflow_fernet_key"],
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets["airflow_jwt_secret"],
             "AIRFLOW__API__SECRET_KEY": self.secrets["airflow_api_secret_key"],
+            **self.one_machine_env(),
             "FACTORY_STATE": str(self.paths.state),
+        }
+
+    @staticmethod
+    def one_machine_env() -> dict[str, str]:
+        """Where the stack departs from airflow.cfg, the production configuration: every component on this
+        machine, on loopback, parsing with one process, connections imported into the database by airflow-db
+        (not read from a secrets backend's files) and the reconciler watching the stack's own cluster."""
+        return {
+            "AIRFLOW__API__HOST": HOST,
+            "AIRFLOW__API__PORT": str(PORTS["airflow"]),
+            "AIRFLOW__API__BASE_URL": AIRFLOW_URL,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{AIRFLOW_URL}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SECRETS__BACKEND": "",
+            "AIRFLOW__FACTORY__SLURM_RECONCILE_CONNECTIONS": "factory_slurm_local",
         }
 
     def executor_env(self) -> dict[str, str]:
         if self.profile != "production":
-            return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+            # 2 cores: a few task processes at once; Slurm jobs run elsewhere, tasks mostly wait (deferred)
+            return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4",
+                    "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4", "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "2"}
         return {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CELERY__BROKER_URL": self.redis.url(0),
