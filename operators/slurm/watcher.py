@@ -96,6 +96,7 @@ class ClusterWatcher:
         self._task: asyncio.Task | None = None
         self._transport: SlurmTransport | None = None
         self._outage_told_at: float | None = None  # monotonic time of the last outage notice
+        self._answered_at: datetime | None = None  # the last good answer: an outage began after it
 
     @classmethod
     def for_cluster(cls, key: str, transport_factory: Callable[[], SlurmTransport],
@@ -201,6 +202,7 @@ class ClusterWatcher:
                 continue
             self._tell_reachable()
             self.retry.success()
+            self._answered_at = datetime.now(UTC)
             interval = self._next_interval(time.monotonic() - began)
             await self._pause(interval if self._watches else max(interval, self._idle_interval_s))
 
@@ -251,13 +253,15 @@ class ClusterWatcher:
         if self._outage_told_at is not None and now - self._outage_told_at < OUTAGE_REMINDER_S:
             return
         self._outage_told_at = now
-        down_s = self.retry.down_s
-        began = (datetime.now(UTC) - timedelta(seconds=down_s)).isoformat(timespec="seconds")
+        # since the last good answer: a call through a dead link can hang a while before it fails
+        began = self._answered_at or datetime.now(UTC) - timedelta(seconds=self.retry.down_s)
+        silent_s = (datetime.now(UTC) - began).total_seconds()
         for watch in self._watch_list():
             if not watch.failed:
                 watch.updates.put_nowait(Update("outage", message=(
-                    f"the cluster is unreachable since {began} ({down_s:.0f} s): {error}; still waiting for "
-                    f"job {watch.job_id}, up to {self._limit_s(watch):.0f} s in all")))
+                    f"the cluster is unreachable since {began.isoformat(timespec='seconds')} (no answer for "
+                    f"{silent_s:.0f} s): {error}; still waiting for job {watch.job_id}, giving up after "
+                    f"{self._limit_s(watch):.0f} s of failed calls")))
 
     def _tell_reachable(self) -> None:
         if self._outage_told_at is None:

@@ -84,6 +84,9 @@ class Airflow:
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SECRETS__BACKEND": "",
             "AIRFLOW__FACTORY__SLURM_RECONCILE_CONNECTIONS": "factory_slurm_local",
+            # a task whose worker died is failed (and retried) after 60 s without heartbeats, not 300 s:
+            # the fault tests kill Celery workers; heartbeats come every 5 s ([scheduler] in airflow.cfg)
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
         }
 
     def executor_env(self) -> dict[str, str]:

@@ -40,6 +40,9 @@ def test_an_outage_is_told_to_every_watch_when_noticed_then_every_half_minute_an
     for watch in watches:
         pacing._watches.setdefault(watch.job_id, []).append(watch)
     error = SlurmUnavailable("ssh: connect to host 10.77.1.20 port 22: No route to host")
+    from datetime import UTC, datetime, timedelta
+
+    pacing._answered_at = datetime.now(UTC) - timedelta(seconds=50)  # the last good answer, before a hung call
     pacing.retry.failure(error)
     pacing._tell_outage(error)
     pacing._tell_outage(error)  # the next failed poll, seconds later: no second notice yet
@@ -47,7 +50,8 @@ def test_an_outage_is_told_to_every_watch_when_noticed_then_every_half_minute_an
     assert all(watch.updates.empty() for watch in watches)
     assert [update.kind for update in told] == ["outage", "outage"]
     assert "unreachable since 20" in told[0].message and "No route to host" in told[0].message
-    assert "job 41, up to 900 s" in told[0].message and "job 42, up to 120 s" in told[1].message
+    assert "(no answer for 50 s)" in told[0].message
+    assert "job 41, giving up after 900 s" in told[0].message and "job 42, giving up after 120 s" in told[1].message
     pacing._outage_told_at -= 31  # half a minute on: reminded
     pacing._tell_outage(error)
     assert [watch.updates.get_nowait().kind for watch in watches] == ["outage", "outage"]

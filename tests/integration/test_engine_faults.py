@@ -1,0 +1,128 @@
+"""Faults of the distributed engine on the production profile (CeleryExecutor with Redis, two Celery
+workers, two triggerers, PostgreSQL): a Celery worker killed mid-task, PostgreSQL restarted mid-run,
+one triggerer stopped while it holds deferred Slurm tasks. Each time the task succeeds with exactly
+one Slurm job, and the task's log says what happened to it.
+
+On the ``local`` profile (LocalExecutor, one triggerer) the module skips and says why; CI runs on the
+production profile, where ``FACTORY_REQUIRE_STACK=1`` makes a wrong profile a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from stack.airflow_api import AirflowAPI
+from stack.manager import Stack
+from stack.settings import StackPaths
+from tests.integration.test_slurm_operator import TASK, jobs_with_comment, sacct_state, task_log
+
+BLOCKING_DAG = "slurm_job_example_blocking"  # waits in the worker; retries=2
+DEFERRED_DAG = "slurm_job_example"  # deferred on slurmrestd
+WORKERS = ("airflow-celery-worker-1", "airflow-celery-worker-2")
+TRIGGERERS = ("airflow-triggerer", "airflow-triggerer-2")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Stack:
+    paths = StackPaths.from_env()
+    if paths.profile() != "production":
+        message = (f"the stack runs the {paths.profile()!r} profile; these faults need Celery workers and two "
+                   "triggerers: ./factory stack up --profile production")
+        if os.environ.get("FACTORY_REQUIRE_STACK") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return Stack(paths)
+
+
+@pytest.fixture
+def runs(airflow: AirflowAPI, stack: Stack) -> Iterator[list[tuple[str, str]]]:
+    started: list[tuple[str, str]] = []
+    yield started
+    stack.up(progress=lambda *_: None)  # whatever a test stopped runs again
+    for dag, run_id in started:
+        for job_id in jobs_with_comment(f"airflow:{dag}/{run_id}/{TASK}/-1"):
+            os.system(f"scancel {int(job_id)} 2>/dev/null")
+
+
+def begin(airflow: AirflowAPI, runs: list, dag: str, seconds: int) -> tuple[str, str]:
+    run_id = f"eng-{uuid.uuid4().hex[:10]}"
+    airflow.wait_for_dag(dag)
+    runs.append((dag, run_id))
+    airflow.trigger(dag, {"seconds": seconds, "exit_code": 0}, run_id=run_id)
+    return run_id, f"airflow:{dag}/{run_id}/{TASK}/-1"
+
+
+def wait_for_running_job(airflow: AirflowAPI, dag: str, run_id: str, comment: str, task_state: str,
+                         timeout_s: float = 120) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ti = airflow.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances/{TASK}")
+        assert ti["state"] not in ("failed", "success", "upstream_failed"), ti
+        jobs = jobs_with_comment(comment)
+        if ti["state"] == task_state and jobs and sacct_state(int(jobs[0])) == "RUNNING":
+            return int(jobs[0])
+        time.sleep(1)
+    pytest.fail(f"{dag}/{run_id}: no running job with the task {task_state} in {timeout_s:.0f} s")
+
+
+def worker_running(stack: Stack, dag: str, run_id: str) -> str:
+    """The Celery worker that took the task's first try (each worker logs the workloads it executes)."""
+    needle = f"dag_id={dag}/run_id={run_id}/task_id={TASK}/attempt=1"
+    for name in WORKERS:
+        if needle in stack.supervised(name).log_file.read_text(errors="replace"):
+            return name
+    pytest.fail(f"no Celery worker's log names {needle}")
+
+
+def test_a_celery_worker_killed_mid_task_the_retry_adopts_the_job(airflow: AirflowAPI, stack: Stack, runs):
+    run_id, comment = begin(airflow, runs, BLOCKING_DAG, seconds=100)
+    job_id = wait_for_running_job(airflow, BLOCKING_DAG, run_id, comment, "running")
+    worker = worker_running(stack, BLOCKING_DAG, run_id)
+    pid = stack.supervised(worker).pid()
+    assert pid
+    os.killpg(pid, signal.SIGKILL)  # the worker and the task process it ran: no on_kill, no goodbye
+    stack.up(progress=lambda *_: None)  # as an operator (or Kubernetes) would start it again
+    run = airflow.wait_for_run(BLOCKING_DAG, run_id, timeout_s=600)
+    ti = airflow.get(f"/dags/{BLOCKING_DAG}/dagRuns/{run_id}/taskInstances/{TASK}")
+    assert run["state"] == "success" and ti["try_number"] >= 2, ti
+    assert jobs_with_comment(comment) == [str(job_id)]  # adopted: no second job
+    retry_log = task_log(airflow, BLOCKING_DAG, run_id, attempt=ti["try_number"])
+    assert f"Adopting Slurm job {job_id}" in retry_log, retry_log[-3000:]
+
+
+def test_postgresql_restarted_mid_run_the_run_resumes_and_loses_nothing(airflow: AirflowAPI, stack: Stack, runs):
+    run_id, comment = begin(airflow, runs, DEFERRED_DAG, seconds=60)
+    job_id = wait_for_running_job(airflow, DEFERRED_DAG, run_id, comment, "deferred")
+    stack.restart(["postgres"], progress=lambda *_: None)
+    run = airflow.wait_for_run(DEFERRED_DAG, run_id, timeout_s=600)
+    assert run["state"] == "success"
+    assert jobs_with_comment(comment) == [str(job_id)]
+    log = task_log(airflow, DEFERRED_DAG, run_id)
+    assert "tick 60" in log and f"Slurm job {job_id}" in log  # the whole output, from the one job
+
+
+def test_a_stopped_triggerer_hands_its_deferred_tasks_to_the_other_and_their_jobs_run_on(
+        airflow: AirflowAPI, stack: Stack, runs):
+    started = [begin(airflow, runs, DEFERRED_DAG, seconds=90) for _ in range(4)]
+    jobs = {run_id: wait_for_running_job(airflow, DEFERRED_DAG, run_id, comment, "deferred")
+            for run_id, comment in started}
+    time.sleep(3)  # every trigger has been picked up by one of the two triggerers
+    stopped = TRIGGERERS[0]
+    assert stack.supervised(stopped).stop()
+    try:
+        for run_id, comment in started:
+            run = airflow.wait_for_run(DEFERRED_DAG, run_id, timeout_s=600)
+            assert run["state"] == "success", run_id
+            assert jobs_with_comment(comment) == [str(jobs[run_id])], run_id
+    finally:
+        stack.up(progress=lambda *_: None)
+    logs = [task_log(airflow, DEFERRED_DAG, run_id) for run_id, _ in started]
+    moved = [log for log in logs if "the trigger moved to another triggerer" in log]
+    assert moved, "no task says its trigger moved: did the stopped triggerer hold none of the four?"
+    assert all("tick 90" in log for log in logs)
