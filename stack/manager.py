@@ -58,6 +58,11 @@ class Stack:
     def supervised(self, name: str) -> Supervised:
         return Supervised(name, self.paths.run, self.paths.logs)
 
+    def stop(self, name: str) -> bool:
+        """Stop one service the way it shuts down cleanly; True when it had been running."""
+        service = self.services.get(name)
+        return self.supervised(name).stop(first=service.stop_signal if service else signal.SIGTERM)
+
     def _env(self, service: Service) -> dict[str, str]:
         base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
         base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
@@ -88,7 +93,7 @@ class Stack:
             if service.command:
                 self._run_oneshot(service)
         else:
-            if process.stop():  # ours but not answering, or started otherwise: a second copy would fight it
+            if self.stop(service.name):  # ours but not answering, or started otherwise: a second copy would fight it
                 self._note(service, "stopped the copy started before (unhealthy, or started with other settings)")
             foreign = foreign_holders(service.ports, set())
             if foreign:
@@ -182,7 +187,7 @@ class Stack:
             raise StackError(f"unknown service(s) {', '.join(unknown)}; services: {', '.join(self.services)}")
         with self._exclusive():
             for name in names:
-                self.supervised(name).stop()
+                self.stop(name)
             return self._up(progress)
 
     def _stop_undefined(self, progress) -> None:
@@ -243,7 +248,7 @@ class Stack:
     def _stop_services(self, progress) -> None:
         for level in self._stop_order():
             with ThreadPoolExecutor(max_workers=len(level)) as pool:
-                stopped = dict(zip(level, pool.map(lambda name: self.supervised(name).stop(), level),
+                stopped = dict(zip(level, pool.map(self.stop, level),
                                    strict=True))
             for name in level:
                 if stopped[name]:

@@ -117,13 +117,14 @@ class Supervised:
     def exited_early(self) -> bool:
         return self.pid_file.exists() and self.pid() is None
 
-    def stop(self, grace_s: float = 10.0) -> bool:
-        """Stop the process group; True when something had to be stopped."""
+    def stop(self, grace_s: float = 10.0, first: int = signal.SIGTERM) -> bool:
+        """Stop the process group (``first``, then SIGKILL after ``grace_s``); True when something had to be
+        stopped."""
         pid = self.pid()
         self.pid_file.unlink(missing_ok=True)
         if pid is None:
             return False
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for sig, wait_s in ((first, grace_s), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pid, sig)
             except ProcessLookupError:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pwd
+import signal
 import socket
 import subprocess
 from base64 import b64encode
@@ -35,6 +36,7 @@ class Service:
     is_current: Callable[[], bool] = lambda: True  # a one-shot whose inputs changed runs again
     url: str | None = None
     ports: tuple[int, ...] = ()  # what it listens on: up only when the process we started holds them
+    stop_signal: int = signal.SIGTERM  # the one it shuts down cleanly on (PostgreSQL: SIGINT, "fast")
 
 
     def fingerprint(self) -> str:

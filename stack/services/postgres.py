@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import signal
 from pathlib import Path
 from urllib.parse import quote
 
@@ -86,4 +87,7 @@ class PostgreSQL:
                        user="postgres", prepare=self.prepare, bootstrap=self.bootstrap,
                        health=lambda: command_check([server_bin("pg_isready"), "-h", HOST, "-p",
                                                      str(PORTS["postgres"])], "accepting connections"),
-                       start_timeout_s=60, ports=(PORTS["postgres"],))
+                       start_timeout_s=60, ports=(PORTS["postgres"],),
+                       # SIGTERM is a "smart" shutdown that waits for every client (Airflow never leaves):
+                       # SIGINT ends their sessions and shuts down cleanly, without crash recovery
+                       stop_signal=signal.SIGINT)

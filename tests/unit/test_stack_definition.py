@@ -185,3 +185,24 @@ def test_the_holder_of_a_listening_port_is_found_and_told_apart_from_ours() -> N
         foreign = foreign_holders((port,), set())
         assert [holder.pid for holder in foreign[port]] == [os.getpid()]
     assert holders(port) == [] and foreign_holders((port,), set()) == {}
+
+
+def test_postgresql_is_stopped_with_a_fast_shutdown(stack, tmp_path):
+    """SIGTERM is PostgreSQL's "smart" shutdown, which waits for every client to leave; Airflow's never do,
+    so the stop ran into SIGKILL, crash recovery and a stale postmaster.pid that failed the next start."""
+    import signal
+    import sys
+    import time
+
+    from stack.process import Supervised
+
+    assert stack.services["postgres"].stop_signal == signal.SIGINT
+    assert stack.services["mariadb"].stop_signal == signal.SIGTERM
+    process = Supervised("probe", tmp_path, tmp_path)
+    handler = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); "
+    process.start([sys.executable, "-c", handler + "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"],
+                  {}, cwd=tmp_path)
+    time.sleep(0.5)
+    began = time.monotonic()
+    assert process.stop(grace_s=10, first=signal.SIGINT)
+    assert time.monotonic() - began < 5  # it left on the first signal, not on the SIGKILL after the grace
