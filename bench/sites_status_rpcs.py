@@ -4,8 +4,10 @@
 submitted through each site's own transport (``factory_slurm_<site>``: ``squeue``/``sbatch`` on the
 login node over SSH), each named ``bench-sites-<pid>-<n>``. Then one ``ClusterWatcher`` per site, both
 in one asyncio event loop as in the triggerer, watches them for 60 s at a 2 s interval. slurmctld's RPC
-counters (``sdiag`` on each site's controller node) are read before and after, and over a 20 s idle
-window just before watching (other clients' calls: the stack's triggerer, tests). Per site: the
+counters (``sdiag`` on each site's controller node) are read before and after, and over 20 s idle
+windows just before and just after watching: other clients' calls (the stack's triggerer with a deferred
+task, tests) are estimated from their mean, and ``background_changed`` says when the two differ (a client
+started or stopped meanwhile: the net figure is then an estimate). Per site: the
 watcher's status calls per interval, and the job-info RPCs slurmctld counted per interval (``squeue
 --user`` is one REQUEST_JOB_USER_INFO, with a REQUEST_PARTITION_INFO and a REQUEST_FED_INFO beside it).
 Goal: one status call, one job-info RPC, per cluster per interval, whatever the number of jobs.
@@ -111,13 +113,21 @@ def watch_both(sites: list[BenchSite], transports: dict[str, Any],
     return watchers, seen
 
 
-def figures(watched: int, watcher: ClusterWatcher, seen: dict[str, int], idle: tuple[dict, dict, float],
-            window: tuple[dict, dict, float]) -> dict[str, Any]:
-    idle_before, idle_after, idle_s = idle
+Window = tuple[dict[str, int], dict[str, int], float]  # counters before, after, seconds between
+
+
+def per_interval(window: Window) -> float:
+    before, after, seconds = window
+    return count(before, after, JOB_INFO_RPCS) / seconds * INTERVAL_S
+
+
+def figures(watched: int, watcher: ClusterWatcher, seen: dict[str, int], idle: tuple[Window, Window],
+            window: Window) -> dict[str, Any]:
     before, after, window_s = window
     intervals = window_s / INTERVAL_S
     job_info = count(before, after, JOB_INFO_RPCS)
-    background = count(idle_before, idle_after, JOB_INFO_RPCS) / idle_s * INTERVAL_S
+    background_before, background_after = per_interval(idle[0]), per_interval(idle[1])
+    background = (background_before + background_after) / 2
     status_per_interval = watcher.stats.status_calls / intervals
     rpcs_per_interval = job_info / intervals
     net = rpcs_per_interval - background
@@ -128,11 +138,21 @@ def figures(watched: int, watcher: ClusterWatcher, seen: dict[str, int], idle: t
         "status_calls_per_interval": round(status_per_interval, 2),
         "job_info_rpcs": job_info, "job_info_rpcs_per_interval": round(rpcs_per_interval, 2),
         "background_job_info_rpcs_per_interval": round(background, 2),
+        "background_before_after": [round(background_before, 2), round(background_after, 2)],
+        "background_changed": abs(background_before - background_after) > 0.25,
         "job_info_rpcs_per_interval_net": round(net, 2),
         "rpcs_in_window": {kind: count(before, after, (kind,)) for kind in (*JOB_INFO_RPCS, *SIDE_RPCS)},
         "goal": f"{GOAL_PER_INTERVAL:g} status call per interval", "goal_met": (
             status_per_interval <= GOAL_PER_INTERVAL * TOLERANCE and net <= GOAL_PER_INTERVAL * TOLERANCE),
     }
+
+
+def idle_window(sites: list[BenchSite]) -> dict[str, Window]:
+    """Each site's counters over ``IDLE_S`` while this run asks nothing: what other clients cause."""
+    before, began = {site.name: sdiag_rpcs(site) for site in sites}, time.monotonic()
+    time.sleep(IDLE_S)
+    after, seconds = {site.name: sdiag_rpcs(site) for site in sites}, time.monotonic() - began
+    return {site.name: (before[site.name], after[site.name], seconds) for site in sites}
 
 
 def main() -> None:
@@ -151,18 +171,16 @@ def main() -> None:
                 job_ids[site.name] = submit(site, transports[site.name], prefix)
                 say(f"{site.name}: {len(job_ids[site.name])} held jobs in {time.monotonic() - submit_began:.1f} s")
 
-            idle_before, idle_began = {site.name: sdiag_rpcs(site) for site in sites}, time.monotonic()
-            time.sleep(IDLE_S)
-            idle_after, idle_s = {site.name: sdiag_rpcs(site) for site in sites}, time.monotonic() - idle_began
-
+            idle_first = idle_window(sites)
             before, window_began = {site.name: sdiag_rpcs(site) for site in sites}, time.monotonic()
             watchers, seen = watch_both(sites, transports, job_ids)
             after, window_s = {site.name: sdiag_rpcs(site) for site in sites}, time.monotonic() - window_began
+            idle_last = idle_window(sites)
 
             for site in sites:
-                results[site.name] = figures(len(job_ids[site.name]), watchers[site.name], seen[site.name],
-                                             (idle_before[site.name], idle_after[site.name], idle_s),
-                                             (before[site.name], after[site.name], window_s))
+                name = site.name
+                results[name] = figures(len(job_ids[name]), watchers[name], seen[name],
+                                        (idle_first[name], idle_last[name]), (before[name], after[name], window_s))
                 say(f"{site.name}: {results[site.name]}")
         finally:
             with uninterrupted():
@@ -174,7 +192,8 @@ def main() -> None:
                         say(f"WARNING: {site.name}: jobs of this run still active after scancel: {left}")
                 cancel_s = time.monotonic() - cancel_began
     print(json.dumps({"benchmark": "sites_status_rpcs", "transport": "ssh", "jobs_per_site": JOBS_PER_SITE,
-                      "interval_s": INTERVAL_S, "watch_s": WATCH_S, "idle_window_s": IDLE_S, "sites": results,
+                      "interval_s": INTERVAL_S, "watch_s": WATCH_S,
+                      "idle_windows_s": [IDLE_S, IDLE_S], "sites": results,
                       "goal_met": all(results[site.name].get("goal_met") for site in sites),
                       "cancel_s": round(cancel_s, 1), "total_s": round(time.monotonic() - began, 1)}))
 
