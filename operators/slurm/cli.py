@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 from operators.slurm.budget import SSHARE_COMMAND, Allocation, parse_sshare
 from operators.slurm.model import (
@@ -57,13 +57,17 @@ class LocalRunner:
             return ["runuser", "-u", self.user, "--", *command]
         return command
 
-    def run(self, command: list[str], stdin: bytes | None = None) -> str:
+    def run(self, command: list[str], stdin: bytes | BinaryIO | None = None) -> str:
+        """``stdin``: bytes, or an open file the command reads by itself (large input never passes through
+        this process)."""
         argv = self.argv(command)
+        piped = isinstance(stdin, bytes)
+        source = subprocess.PIPE if piped else subprocess.DEVNULL if stdin is None else stdin
         # its own session: on a timeout the whole group goes (runuser's child too), not just the leader
-        with subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as process:
+        with subprocess.Popen(argv, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True) as process:
             try:
-                stdout, stderr = process.communicate(stdin, timeout=self.timeout_s)
+                stdout, stderr = process.communicate(stdin if piped else None, timeout=self.timeout_s)
             except subprocess.TimeoutExpired:
                 self._kill_group(process.pid)
                 raise self._timed_out(command) from None
@@ -188,7 +192,7 @@ class SshRunner(LocalRunner):
         return ["ssh", *self._options(), "-o", "ControlMaster=no", f"{self.user}@{self.host}", "--",
                 shlex.join(limited)]
 
-    def run(self, command: list[str], stdin: bytes | None = None) -> str:
+    def run(self, command: list[str], stdin: bytes | BinaryIO | None = None) -> str:
         self.ensure_master()
         return super().run(command, stdin)
 

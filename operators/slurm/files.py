@@ -16,10 +16,11 @@ import os
 import pwd
 import shutil
 import tarfile
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from operators.slurm.transport import LOG_READ_LIMIT, FileChannel, LogRequests
 
@@ -80,7 +81,7 @@ def _report_skipped(path: str, skipped: list[str]) -> None:
 class CommandRunner(Protocol):
     """What ``SshFiles`` runs its commands through (``operators.slurm.cli.SshRunner``)."""
 
-    def run(self, command: list[str], stdin: bytes | None = None) -> str: ...
+    def run(self, command: list[str], stdin: bytes | BinaryIO | None = None) -> str: ...
 
     async def arun(self, command: list[str], stdin: bytes | None = None) -> str: ...
 
@@ -160,19 +161,21 @@ class SshFiles(FileChannel):
         return f"SshFiles({self.runner!r})"
 
     def stage(self, workdir: str, files: Mapping[str, bytes], owner: str | None) -> None:
-        """One tar stream through the connection; umask 077 keeps every file private."""
-        self.runner.run(["sh", "-c", 'umask 077 && rm -rf -- "$1" && mkdir -p -- "$1" && tar -xf - -C "$1"',
-                         "stage", workdir], stdin=self._tar(files))
+        """One tar stream through the connection; umask 077 keeps every file private. The tar is spooled to
+        a private temporary file that ssh reads by itself: no second copy of the files in memory."""
+        with tempfile.TemporaryFile(prefix="stage-") as archive:
+            self._tar(files, archive)
+            archive.seek(0)
+            self.runner.run(["sh", "-c", 'umask 077 && rm -rf -- "$1" && mkdir -p -- "$1" && tar -xf - -C "$1"',
+                             "stage", workdir], stdin=archive)
 
     @staticmethod
-    def _tar(files: Mapping[str, bytes]) -> bytes:
-        archive = io.BytesIO()
-        with tarfile.open(fileobj=archive, mode="w") as tar:
+    def _tar(files: Mapping[str, bytes], into: BinaryIO) -> None:
+        with tarfile.open(fileobj=into, mode="w") as tar:
             for name, content in files.items():
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
                 tar.addfile(info, io.BytesIO(content))
-        return archive.getvalue()
 
     def remove(self, path: str) -> None:
         self.runner.run(["rm", "-f", "--", path])

@@ -1,8 +1,11 @@
-"""Every Slurm transport against the real local cluster (Slurm 22.05): one suite, the same answers.
+"""Every Slurm transport against the real local cluster (Slurm 22.05), and the sites' own ways in against
+the two sites (22.05 and 24.11, nothing shared with this host): one suite, the same answers.
 
 The watcher and the operators treat rest, local, ssh and pyslurm as interchangeable, so each case runs
 on all of them (pyslurm: 22.5.3, which the stack builds into this venv; without it the pyslurm rows skip
-saying how to build it, or fail under FACTORY_REQUIRE_PYSLURM=1). Jobs are tiny (1 CPU, 128M, seconds
+saying how to build it, or fail under FACTORY_REQUIRE_PYSLURM=1), and on each site through its login
+node (``ssh@site_a``: commands and files over one SSH connection) and through slurmrestd with files over
+SSH (``rest@site_a``), built from the sites' Airflow connections. Jobs are tiny (1 CPU, 128M, seconds
 long) and any job a test leaves behind is cancelled.
 """
 
@@ -24,19 +27,42 @@ from typing import Any, TypeVar
 
 import pytest
 
+from operators.slurm.hooks import SlurmHook
 from operators.slurm.model import JobAccounting, JobStatus, SlurmError, SlurmUnavailable
 from operators.slurm.rest import RestControl
 from operators.slurm.script import BatchJob, render
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.transports import make_transport
+from stack.clusters.site import JOB_WORKDIR, SITES
 from tests.integration.pyslurm_sites import require_host_pyslurm
 
-TRANSPORTS = ("rest", "local", "ssh", "pyslurm")
+LOCAL_TRANSPORTS = ("rest", "local", "ssh", "pyslurm")
+SITE_TRANSPORTS = tuple(f"{kind}@{site.name}" for site in SITES for kind in ("ssh", "rest"))
+TRANSPORTS = (*LOCAL_TRANSPORTS, *SITE_TRANSPORTS)
 JOBS_ROOT = "/var/lib/aifactory/jobs/transport-tests"
+SITE_JOBS_ROOT = f"{JOB_WORKDIR}/transport-tests"  # on the site's file system
 PYTHON = "/usr/bin/python3"  # the node's system Python: the job runtime venv is not needed for these jobs
 REST_DROPS_DIRECTIVES = ("RestControl.submit sends rest_job_fields(job) only and slurmrestd ignores #SBATCH "
                          "lines, so BatchJob.extra_directives (--begin) never reach Slurm")
 T = TypeVar("T")
+
+
+def site_transport(kind: str) -> SlurmTransport:
+    """``ssh@site_a`` or ``rest@site_b``: the transport the site's Airflow connection gives."""
+    from stack.clusters.site import SiteLayout
+    from stack.services.sites import SiteCluster
+    from stack.settings import StackPaths
+    from tests.integration.test_two_sites import FakeConnection, _problem
+
+    way, name = kind.split("@")
+    [site] = [site for site in SITES if site.name == name]
+    paths = StackPaths.from_env()
+    if not SiteLayout(paths, site).info_file.exists():
+        _problem(f"{name} is not up: run ./factory stack up (or python -m stack up --sites)")
+    connection = f"factory_slurm_{name}" + ("_rest" if way == "rest" else "")
+    hook = SlurmHook(connection)
+    hook._connection = FakeConnection(SiteCluster(paths, site).connections()[connection])
+    return hook.get_transport()
 
 
 def build_transport(kind: str, stack_info: dict[str, Any], **overrides: Any) -> SlurmTransport:
@@ -77,11 +103,20 @@ class Cluster:
     job_user: str
     submitted: list[tuple[SlurmTransport, int]] = field(default_factory=list)
 
+    @property
+    def site(self) -> str | None:
+        return self.kind.split("@")[1] if "@" in self.kind else None
+
+    @property
+    def way(self) -> str:
+        return self.kind.split("@")[0]
+
     def job(self, commands: list[list[str]], suffix: str = "", **fields: Any) -> BatchJob:
         settings: dict[str, Any] = {
             "name": f"tt-{self.kind}-{self.test.removeprefix('test_')[:24]}", "account": "demo", "partition": None,
             "cpus": 1, "memory": "128M", "time": "00:02:00", "gpus": 0,
-            "workdir": f"{JOBS_ROOT}/{self.kind}/{self.test}{suffix}", "commands": commands,
+            "workdir": f"{SITE_JOBS_ROOT if self.site else JOBS_ROOT}/{self.kind}/{self.test}{suffix}",
+            "commands": commands,
             "comment": f"transport-test:{self.kind}:{uuid.uuid4().hex[:12]}",
             # the default B:USR2@300 exceeds the 2-minute limit: slurmctld's first periodic check (within
             # ~30 s) would signal at once and the script's forward() would kill a child without a handler
@@ -117,7 +152,8 @@ class Cluster:
 @pytest.fixture(params=TRANSPORTS)
 def cluster(request: pytest.FixtureRequest, stack_info: dict[str, Any]) -> Iterator[Cluster]:
     kind = request.param
-    setup = Cluster(kind, build_transport(kind, stack_info), request.node.originalname, stack_info["job_user"])
+    transport = site_transport(kind) if "@" in kind else build_transport(kind, stack_info)
+    setup = Cluster(kind, transport, request.node.originalname, stack_info["job_user"])
     try:
         yield setup
     finally:
@@ -125,6 +161,12 @@ def cluster(request: pytest.FixtureRequest, stack_info: dict[str, Any]) -> Itera
 
 
 def test_describe_names_slurm_2205_and_the_way_in(cluster: Cluster, stack_info: dict[str, Any]):
+    if cluster.site:  # each site says its own release and its own way in
+        release = {"site_a": "22.05", "site_b": "24.11"}[cluster.site]
+        text = cluster.transport.describe()
+        assert re.search(rf"slurm\S*\s+{re.escape(release)}\.", text, re.IGNORECASE), text
+        assert {"ssh": "via ssh commands", "rest": "via slurmrestd"}[cluster.way] in text, text
+        return
     ssh = stack_info["ssh"]
     way_in = {"rest": f"via slurmrestd v0.0.38 at {stack_info['slurmrestd']['url']}",
               "local": "via local commands",
@@ -203,7 +245,10 @@ def test_read_logs_from_an_offset_returns_only_the_new_bytes(cluster: Cluster):
 def test_a_job_that_may_not_start_yet_is_pending_with_reason_begintime(cluster: Cluster, stack_info: dict[str, Any]):
     job = cluster.job([["true"]], extra_directives=["--begin=now+1hour"])
     # rest and pyslurm cannot ask for a begin time (neither reads #SBATCH lines): sbatch submits, their view is checked
-    via = build_transport("local", stack_info) if cluster.kind in ("rest", "pyslurm") else None
+    if cluster.site:  # on a site, sbatch through its login node
+        via = site_transport(f"ssh@{cluster.site}") if cluster.way == "rest" else None
+    else:
+        via = build_transport("local", stack_info) if cluster.kind in ("rest", "pyslurm") else None
     job_id = cluster.submit(job, via=via)
     status = cluster.status(job_id, {"PENDING", "RUNNING", "COMPLETED"})
     assert (status.state, status.reason) == ("PENDING", "BeginTime"), status
