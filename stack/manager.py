@@ -93,9 +93,10 @@ class Stack:
             if service.command:
                 self._run_oneshot(service)
         else:
-            if self.stop(service.name):  # ours but not answering, or started otherwise: a second copy would fight it
+            stopped = self.stop(service.name)  # ours but unhealthy, or started otherwise: a second copy would fight
+            if stopped:
                 self._note(service, "stopped the copy started before (unhealthy, or started with other settings)")
-            foreign = foreign_holders(service.ports, set())
+            foreign = self._foreign_after_stop(service, settle_s=5.0 if stopped else 0.0)
             if foreign:
                 raise StackError(describe_foreign(service.name, foreign))
             process.start(service.command, self._env(service), cwd=self.paths.state, user=service.user,
@@ -104,6 +105,14 @@ class Stack:
         if service.bootstrap:
             service.bootstrap()
         return Outcome(service.name, time.monotonic() - began, True)
+
+    @staticmethod
+    def _foreign_after_stop(service: Service, settle_s: float) -> dict:
+        """Who else listens on the service's ports; a copy just stopped gets ``settle_s`` to let go of them."""
+        deadline = time.monotonic() + settle_s
+        while (foreign := foreign_holders(service.ports, set())) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return foreign
 
     def _note(self, service: Service, text: str) -> None:
         with self.supervised(service.name).log_file.open("a") as log:

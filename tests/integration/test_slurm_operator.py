@@ -128,7 +128,9 @@ def test_a_job_left_by_an_earlier_try_is_adopted_not_submitted_again(airflow, st
 
 
 def kill_running_task_processes() -> list[int]:
-    """SIGKILL the task processes the LocalExecutor's workers run: a crashed worker, seen from the task."""
+    """SIGKILL the task processes that Airflow's task supervisors run (LocalExecutor: the executor's worker
+    process; CeleryExecutor: the pool process renamed ``airflow supervisor: <ti>``): a crashed task, seen from
+    its supervisor. (The whole Celery worker killed is ``test_engine_faults.py``.)"""
     killed = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -140,7 +142,8 @@ def kill_running_task_processes() -> list[int]:
                 parent_command = cmdline.read().replace(b"\0", b" ").decode()
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-        if parent_command.startswith("airflow worker -- LocalExecutor") and "<idle>" not in parent_command:
+        local_task = parent_command.startswith("airflow worker -- LocalExecutor") and "<idle>" not in parent_command
+        if local_task or parent_command.startswith("airflow supervisor:"):
             os.kill(int(pid), signal.SIGKILL)
             killed.append(int(pid))
     return killed
