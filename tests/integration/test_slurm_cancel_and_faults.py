@@ -188,13 +188,15 @@ def test_a_task_marked_failed_while_no_triggerer_ran_still_gets_its_job_cancelle
     """The trigger never started, so Airflow never calls its on_kill: only the reconciler (dag
     ``slurm_job_reconciler``) can cancel the job, once a triggerer runs again."""
     stack = Stack()
-    triggerer = stack.supervised("airflow-triggerer")
-    unmanaged = [pid for pid in triggerer_pids() if pid != triggerer.pid()]
+    names = sorted(name for name in stack.services if name.startswith("airflow-triggerer"))  # 1 or 2 by profile
+    managed = {stack.supervised(name).pid() for name in names}
+    unmanaged = [pid for pid in triggerer_pids() if pid not in managed]
     if unmanaged:
         pytest.skip(f"triggerer process(es) {unmanaged} run outside the stack manager: stopping the stack's "
-                    "triggerer would not keep the trigger from starting")
+                    "triggerers would not keep the trigger from starting")
     try:
-        triggerer.stop()
+        for name in names:  # no triggerer at all, whatever the profile
+            stack.stop(name)
         run_id = begin(airflow, runs, DAG, seconds=300)
 
         def deferred_job() -> int | None:
@@ -206,7 +208,8 @@ def test_a_task_marked_failed_while_no_triggerer_ran_still_gets_its_job_cancelle
         assert active_jobs_with_comment(identity(DAG, run_id)) == [job_id]
         airflow.patch(task_path(DAG, run_id), {"new_state": "failed"})
     finally:
-        start_again(stack, "airflow-triggerer")  # never leave the stack without a triggerer
+        for name in names:
+            start_again(stack, name)  # never leave the stack without its triggerers
     assert airflow.get(task_path(DAG, run_id))["state"] == "failed"
     state = wait_for_job_to_end(job_id, 60, "the triggerer came back (the task was marked failed while none ran)")
     assert state == "CANCELLED"
