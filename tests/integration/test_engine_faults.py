@@ -12,18 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from stack.airflow_api import AirflowAPI
 from stack.manager import Stack
+from stack.process import family
 from stack.settings import StackPaths
-from tests.integration.test_slurm_operator import TASK, sacct_state, task_log
+from tests.integration.test_slurm_cancel_and_faults import begin as begin_run
+from tests.integration.test_slurm_operator import TASK, identity, jobs_with_comment, sacct_state, task_log
 
 BLOCKING_DAG = "slurm_job_example_blocking"  # waits in the worker; retries=2
 DEFERRED_DAG = "slurm_job_example"  # deferred on slurmrestd
@@ -49,16 +48,8 @@ def runs(airflow: AirflowAPI, stack: Stack) -> Iterator[list[tuple[str, str]]]:
     yield started
     stack.up(progress=lambda *_: None)  # whatever a test stopped runs again
     for dag, run_id in started:
-        for job_id in jobs_with_comment(f"airflow:{dag}/{run_id}/{TASK}/-1"):
+        for job_id in jobs_with_comment(identity(dag, run_id)):
             os.system(f"scancel {int(job_id)} 2>/dev/null")
-
-
-def jobs_with_comment(comment: str) -> list[str]:
-    """The task's jobs, live (squeue) or ended (sacct: 22.05 keeps a job's comment only once it ends)."""
-    live = subprocess.run(["squeue", "-h", "-a", "-o", "%i|%k"], capture_output=True, text=True, check=True).stdout
-    ended = subprocess.run(["sacct", "-X", "-n", "-P", "--starttime", "now-1days", "-o", "JobID,Comment"],
-                           capture_output=True, text=True, check=True).stdout
-    return sorted({line.split("|")[0] for line in (live + ended).splitlines() if line.split("|", 1)[1] == comment})
 
 
 def triggers_of(run_ids: list[str]) -> dict[str, int | None]:
@@ -81,11 +72,9 @@ def triggers_of(run_ids: list[str]) -> dict[str, int | None]:
 
 
 def begin(airflow: AirflowAPI, runs: list, dag: str, seconds: int) -> tuple[str, str]:
-    run_id = f"eng-{uuid.uuid4().hex[:10]}"
-    airflow.wait_for_dag(dag)
-    runs.append((dag, run_id))
-    airflow.trigger(dag, {"seconds": seconds, "exit_code": 0}, run_id=run_id)
-    return run_id, f"airflow:{dag}/{run_id}/{TASK}/-1"
+    """The run (cleaned up by ``runs``) and its task's identity, the comment its jobs carry."""
+    run_id = begin_run(airflow, runs, dag, seconds)
+    return run_id, identity(dag, run_id)
 
 
 def wait_for_running_job(airflow: AirflowAPI, dag: str, run_id: str, comment: str, task_state: str,
@@ -110,32 +99,15 @@ def worker_running(stack: Stack, dag: str, run_id: str) -> str:
     pytest.fail(f"no Celery worker's log names {needle}")
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (Airflow's task supervisor starts the task in a session of its own,
-    so the worker's process group is not enough: a crashed machine takes the whole tree)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(f"/proc/{entry.name}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
 def test_a_celery_worker_killed_mid_task_the_retry_adopts_the_job(airflow: AirflowAPI, stack: Stack, runs):
     run_id, comment = begin(airflow, runs, BLOCKING_DAG, seconds=100)
     job_id = wait_for_running_job(airflow, BLOCKING_DAG, run_id, comment, "running")
     worker = worker_running(stack, BLOCKING_DAG, run_id)
     pid = stack.supervised(worker).pid()
     assert pid
-    tree = process_tree(pid)
+    # the whole tree: Airflow's task supervisor starts the task in a session of its own, so the worker's
+    # process group is not enough (a crashed machine takes everything)
+    tree = family(pid)
     assert len(tree) > 2, tree  # the worker, its pool and the task's processes
     for member in tree:  # as if its machine died: no on_kill, no goodbye
         with contextlib.suppress(ProcessLookupError):

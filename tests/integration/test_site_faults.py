@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -29,10 +28,11 @@ from stack.clusters.site import SITE_A
 from stack.manager import SiteStack, Stack
 from stack.services.sites import SiteCluster
 from stack.settings import StackPaths
+from tests.integration.test_slurm_cancel_and_faults import begin as begin_run
+from tests.integration.test_slurm_operator import TASK, identity, jobs_with_comment
 
 DAG = "slurm_job_example_site_a"
 REQUEUE_DAG = "slurm_job_example_site_a_requeue"
-TASK = "run_job"
 LINK_DOWN_S = 60
 POLL_INTERVAL_S = 1.0  # the example DAGs' poll_interval_s
 # noticing a dead link: a command through the ControlMaster hangs until ssh's keep-alive gives up
@@ -68,11 +68,7 @@ def job_row(site: SiteCluster, job_id: int) -> dict[str, str]:
 
 
 def jobs_of_task(site: SiteCluster, comment: str) -> list[str]:
-    """The task's jobs, live (squeue) or ended (sacct: 22.05 stores a job's comment only once it ends)."""
-    live = on_ctl(site, "squeue", "-h", "-a", "-o", "%i|%k")
-    ended = on_ctl(site, "sacct", "-X", "-n", "-P", "--starttime", "now-1days", "-o", "JobID,Comment")
-    found = [line.split("|")[0] for line in (live + ended).splitlines() if line.split("|", 1)[1] == comment]
-    return sorted(set(found))
+    return jobs_with_comment(comment, run=lambda argv: on_ctl(site, *argv))
 
 
 def task_events(airflow: AirflowAPI, dag: str, run_id: str) -> list[dict]:
@@ -94,17 +90,14 @@ def runs(airflow: AirflowAPI, site_a: SiteCluster) -> Iterator[list[tuple[str, s
     started: list[tuple[str, str]] = []
     yield started
     for dag, run_id in started:  # a failed test leaves no job running on the site
-        with_comment = f"airflow:{dag}/{run_id}/{TASK}/-1"
-        for job_id in jobs_of_task(site_a, with_comment):
+        for job_id in jobs_of_task(site_a, identity(dag, run_id)):
             site_a.run_on(site_a.site.ctl, ["scancel", job_id])
 
 
 def begin(airflow: AirflowAPI, runs: list, dag: str, seconds: int) -> tuple[str, str]:
-    run_id = f"site-{uuid.uuid4().hex[:10]}"
-    airflow.wait_for_dag(dag)
-    runs.append((dag, run_id))
-    airflow.trigger(dag, {"seconds": seconds, "exit_code": 0}, run_id=run_id)
-    return run_id, f"airflow:{dag}/{run_id}/{TASK}/-1"
+    """The run (its jobs cancelled on the site by ``runs``) and its task's identity, the comment its jobs carry."""
+    run_id = begin_run(airflow, runs, dag, seconds)
+    return run_id, identity(dag, run_id)
 
 
 def wait_until_running(airflow: AirflowAPI, site: SiteCluster, dag: str, run_id: str, comment: str,

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -20,10 +21,16 @@ TRANSPORT_DAGS = {"rest": "slurm_job_example", "local": "slurm_job_example_cli",
 TASK = "run_job"
 
 
-def jobs_with_comment(comment: str) -> list[str]:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "--starttime", "now-1days", "-o", "JobID,Comment"],
-                         capture_output=True, text=True, check=True).stdout
-    return [line.split("|")[0] for line in out.splitlines() if line.split("|", 1)[1] == comment]
+def run_here(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def jobs_with_comment(comment: str, run: Callable[[list[str]], str] = run_here) -> list[str]:
+    """The jobs carrying ``comment``, live (squeue) or ended (sacct: Slurm 22.05 stores a job's comment in
+    accounting only once it ends); ``run`` runs the commands (here, or on a site's node)."""
+    live = run(["squeue", "-h", "-a", "-o", "%i|%k"])
+    ended = run(["sacct", "-X", "-n", "-P", "--starttime", "now-1days", "-o", "JobID,Comment"])
+    return sorted({line.split("|")[0] for line in (live + ended).splitlines() if line.split("|", 1)[1] == comment})
 
 
 def sacct_state(job_id: int) -> str:
