@@ -31,6 +31,7 @@ from operators.slurm.transport import SlurmTransport
 
 log = logging.getLogger(__name__)
 OUTAGE_REMINDER_S = 30.0
+SILENCE_NOTICE_S = 10.0  # a status call unanswered this long is told as an outage
 
 
 @dataclass
@@ -193,7 +194,7 @@ class ClusterWatcher:
         while self._watches or self._listeners:
             began = time.monotonic()
             try:
-                await self._poll_once()
+                await self._poll_telling_silence()
             except SlurmUnavailable as error:
                 self.stats.failures += 1
                 pause = self.retry.failure(error)
@@ -210,6 +211,14 @@ class ClusterWatcher:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _poll_telling_silence(self) -> None:
+        """A call through a dead link can hang until ssh's keep-alive gives up (45 s) and then succeed when the
+        link is back: the tasks hear of the silence while it lasts, not only of calls that failed."""
+        poll = asyncio.ensure_future(self._poll_once())
+        while not (await asyncio.wait({poll}, timeout=SILENCE_NOTICE_S))[0]:
+            self._tell_outage(SlurmUnavailable(f"a status call has had no answer for over {SILENCE_NOTICE_S:.0f} s"))
+        poll.result()
 
     async def _poll_once(self) -> None:
         self.stats.status_calls += 1

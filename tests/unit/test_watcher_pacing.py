@@ -61,3 +61,28 @@ def test_an_outage_is_told_to_every_watch_when_noticed_then_every_half_minute_an
     assert [update.kind for update in back] == ["reachable", "reachable"] and "answers again" in back[0].message
     pacing._tell_reachable()  # no outage: nothing to say
     assert all(watch.updates.empty() for watch in watches)
+
+
+def test_a_status_call_that_hangs_is_told_as_an_outage_and_its_answer_as_the_end():
+    import asyncio
+
+    from operators.slurm import watcher as module
+    from operators.slurm.watcher import Watch
+
+    pacing = watcher(interval_s=2.0)
+    watch = Watch(7)
+    pacing._watches[7] = [watch]
+
+    async def hanging_poll() -> None:
+        await asyncio.sleep(0.3)
+
+    pacing._poll_once = hanging_poll
+    old, module.SILENCE_NOTICE_S = module.SILENCE_NOTICE_S, 0.1
+    try:
+        asyncio.run(pacing._poll_telling_silence())
+    finally:
+        module.SILENCE_NOTICE_S = old
+    told = watch.updates.get_nowait()
+    assert told.kind == "outage" and "no answer for over" in told.message
+    pacing._tell_reachable()
+    assert watch.updates.get_nowait().kind == "reachable"
