@@ -98,6 +98,7 @@ class ClusterWatcher:
         self._transport: SlurmTransport | None = None
         self._outage_told_at: float | None = None  # monotonic time of the last outage notice
         self._answered_at: datetime | None = None  # the last good answer: an outage began after it
+        self._asked_at: datetime | None = None  # when the calls still unanswered began (a new watcher has no answer)
 
     @classmethod
     def for_cluster(cls, key: str, transport_factory: Callable[[], SlurmTransport],
@@ -203,7 +204,7 @@ class ClusterWatcher:
                 continue
             self._tell_reachable()
             self.retry.success()
-            self._answered_at = datetime.now(UTC)
+            self._answered_at, self._asked_at = datetime.now(UTC), None
             interval = self._next_interval(time.monotonic() - began)
             await self._pause(interval if self._watches else max(interval, self._idle_interval_s))
 
@@ -215,6 +216,7 @@ class ClusterWatcher:
     async def _poll_telling_silence(self) -> None:
         """A call through a dead link can hang until ssh's keep-alive gives up (45 s) and then succeed when the
         link is back: the tasks hear of the silence while it lasts, not only of calls that failed."""
+        self._asked_at = self._asked_at or datetime.now(UTC)
         poll = asyncio.ensure_future(self._poll_once())
         while not (await asyncio.wait({poll}, timeout=SILENCE_NOTICE_S))[0]:
             self._tell_outage(SlurmUnavailable(f"a status call has had no answer for over {SILENCE_NOTICE_S:.0f} s"))
@@ -262,8 +264,9 @@ class ClusterWatcher:
         if self._outage_told_at is not None and now - self._outage_told_at < OUTAGE_REMINDER_S:
             return
         self._outage_told_at = now
-        # since the last good answer: a call through a dead link can hang a while before it fails
-        began = self._answered_at or datetime.now(UTC) - timedelta(seconds=self.retry.down_s)
+        # since the last good answer (or the first call, if none came): a call through a dead link can hang a
+        # while before it fails
+        began = self._answered_at or self._asked_at or datetime.now(UTC) - timedelta(seconds=self.retry.down_s)
         silent_s = (datetime.now(UTC) - began).total_seconds()
         for watch in self._watch_list():
             if not watch.failed:

@@ -86,3 +86,30 @@ def test_a_status_call_that_hangs_is_told_as_an_outage_and_its_answer_as_the_end
     assert told.kind == "outage" and "no answer for over" in told.message
     pacing._tell_reachable()
     assert watch.updates.get_nowait().kind == "reachable"
+
+
+def test_a_new_watcher_whose_first_call_hangs_dates_the_outage_from_that_call():
+    import asyncio
+    from datetime import UTC, datetime
+
+    from operators.slurm import watcher as module
+    from operators.slurm.watcher import Watch
+
+    pacing = watcher(interval_s=2.0)
+    watch = Watch(8)
+    pacing._watches[8] = [watch]
+
+    async def hanging_poll() -> None:
+        await asyncio.sleep(2.3)
+
+    pacing._poll_once = hanging_poll
+    asked = datetime.now(UTC)
+    old, module.SILENCE_NOTICE_S = module.SILENCE_NOTICE_S, 2.1
+    try:
+        asyncio.run(pacing._poll_telling_silence())
+    finally:
+        module.SILENCE_NOTICE_S = old
+    told = watch.updates.get_nowait()
+    since = datetime.fromisoformat(told.message.split("unreachable since ")[1].split(" ")[0])
+    assert since.timestamp() < asked.timestamp() + 1, told.message  # when the call began, not when told (2.1 s on)
+    assert "(no answer for 2 s)" in told.message
