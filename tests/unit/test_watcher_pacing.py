@@ -63,7 +63,8 @@ def test_an_outage_is_told_to_every_watch_when_noticed_then_every_half_minute_an
     assert all(watch.updates.empty() for watch in watches)
 
 
-def test_a_status_call_that_hangs_is_told_as_an_outage_and_its_answer_as_the_end():
+def watch_a_hanging_call(hang_s: float, notice_s: float):
+    """A new watcher with one watch whose status call hangs ``hang_s``; the watch, told after ``notice_s``."""
     import asyncio
 
     from operators.slurm import watcher as module
@@ -74,14 +75,19 @@ def test_a_status_call_that_hangs_is_told_as_an_outage_and_its_answer_as_the_end
     pacing._watches[7] = [watch]
 
     async def hanging_poll() -> None:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(hang_s)
 
     pacing._poll_once = hanging_poll
-    old, module.SILENCE_NOTICE_S = module.SILENCE_NOTICE_S, 0.1
+    old, module.SILENCE_NOTICE_S = module.SILENCE_NOTICE_S, notice_s
     try:
         asyncio.run(pacing._poll_telling_silence())
     finally:
         module.SILENCE_NOTICE_S = old
+    return pacing, watch
+
+
+def test_a_status_call_that_hangs_is_told_as_an_outage_and_its_answer_as_the_end():
+    pacing, watch = watch_a_hanging_call(0.3, notice_s=0.1)
     told = watch.updates.get_nowait()
     assert told.kind == "outage" and "no answer for over" in told.message
     pacing._tell_reachable()
@@ -89,26 +95,10 @@ def test_a_status_call_that_hangs_is_told_as_an_outage_and_its_answer_as_the_end
 
 
 def test_a_new_watcher_whose_first_call_hangs_dates_the_outage_from_that_call():
-    import asyncio
     from datetime import UTC, datetime
 
-    from operators.slurm import watcher as module
-    from operators.slurm.watcher import Watch
-
-    pacing = watcher(interval_s=2.0)
-    watch = Watch(8)
-    pacing._watches[8] = [watch]
-
-    async def hanging_poll() -> None:
-        await asyncio.sleep(2.3)
-
-    pacing._poll_once = hanging_poll
     asked = datetime.now(UTC)
-    old, module.SILENCE_NOTICE_S = module.SILENCE_NOTICE_S, 2.1
-    try:
-        asyncio.run(pacing._poll_telling_silence())
-    finally:
-        module.SILENCE_NOTICE_S = old
+    _, watch = watch_a_hanging_call(2.3, notice_s=2.1)
     told = watch.updates.get_nowait()
     since = datetime.fromisoformat(told.message.split("unreachable since ")[1].split(" ")[0])
     assert since.timestamp() < asked.timestamp() + 1, told.message  # when the call began, not when told (2.1 s on)
