@@ -10,7 +10,9 @@ earlier try submitted instead of submitting another.
 Two more variants exist for fault tests: ``slurm_job_example_requeue`` lets Slurm requeue its job
 once (a second requeue fails the task), and ``slurm_job_example_unreachable`` gives up after 15 s
 without an answer from slurmrestd instead of the default 10 minutes. ``slurm_job_example_site_a`` and
-``slurm_job_example_site_a_requeue`` run on site A of the local stack, through its login node.
+``slurm_job_example_site_a_requeue`` run on site A of the local stack, through its login node;
+``slurm_job_example_site_a_edge`` (where the EdgeExecutor is configured) runs on the Edge worker in that login
+node, with the Slurm commands there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import pendulum
 from airflow.sdk import DAG, Param
 
+from operators.slurm.edge import EDGE_EXECUTOR, edge_executor_configured
 from operators.slurm.operators import SlurmJobOperator
 
 
@@ -32,6 +35,7 @@ class Variant:
     requeue: bool = False
     max_restarts: int = 3
     unreachable_limit_s: float = 600.0
+    edge_queue: str | None = None  # run by the Edge worker that takes this queue, on the site's login node
 
 
 VARIANTS = {
@@ -48,6 +52,11 @@ VARIANTS = {
     "slurm_job_example_site_a": Variant("factory_slurm_site_a"),
     "slurm_job_example_site_a_requeue": Variant("factory_slurm_site_a", requeue=True, max_restarts=1),
 }
+if edge_executor_configured():
+    # the Edge worker on site A's login node submits with the Slurm commands there and waits in the worker
+    # (a task of a killed worker is retried and adopts its job)
+    VARIANTS["slurm_job_example_site_a_edge"] = Variant("factory_slurm_site_a_local", deferrable=False,
+                                                        edge_queue="site_a")
 
 for dag_id, variant in VARIANTS.items():
     with DAG(
@@ -77,4 +86,5 @@ for dag_id, variant in VARIANTS.items():
             requeue=variant.requeue, max_restarts=variant.max_restarts,
             unreachable_limit_s=variant.unreachable_limit_s, deferrable=variant.deferrable,
             retries=0 if variant.deferrable else 2, retry_delay=pendulum.duration(seconds=1),
+            **({"executor": EDGE_EXECUTOR, "queue": variant.edge_queue} if variant.edge_queue else {}),
         )

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from operators.contracts.contract import CONTRACTS_DIR, Contract, ContractError, load_contract
 from operators.sites.catalogue import SITES_DIR, Site, SiteError, load_site
+from operators.sites.catalogue import Submission as SiteSubmission
 from operators.sites.request import account_value, check_request
 from operators.staged_files import staging_problem
 from operators.typed_yaml import ConfigError, Problem, TypedReader, Walltime, compose
@@ -231,6 +232,15 @@ class Notifications:
 
 
 @dataclass(frozen=True)
+class EdgeRoute:
+    """The Edge worker queue that runs a pipeline's Slurm steps on its site's login node, and the connection
+    (transport ``local``) those steps use there."""
+
+    connection: str
+    queue: str
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     apiVersion: Literal["aifactory/v1"]  # the YAML key, as in Kubernetes-style files
     kind: Literal["Pipeline"]
@@ -288,11 +298,31 @@ class Pipeline:
 
     @property
     def connection(self) -> str:
-        """The Airflow connection that submits this pipeline's jobs to its site."""
-        if self.submission.connection:
+        """The Airflow connection that reaches this pipeline's site from the central workers (Celery): it
+        submits the jobs unless an Edge worker on the login node does (``edge_route``)."""
+        if self.submission.connection and self._method_of(self.submission.connection) is None:
             return self.submission.connection
-        named = [method.connection for method in (self.site_facts.submission or {}).values() if method.connection]
+        methods = (self.site_facts.submission or {}).values()
+        named = [method.connection for method in methods if method.connection and not method.edge_queue]
         return named[0] if named else f"factory_slurm_{self.site}"
+
+    @property
+    def edge_route(self) -> EdgeRoute | None:
+        """Where an Edge worker on the site's login node runs the Slurm steps: the site's first-listed method
+        (or the spec's named connection) when that method has an ``edge_queue``. Used only where the
+        EdgeExecutor is configured; elsewhere the steps go through ``connection``."""
+        if self.submission.connection:
+            method = self._method_of(self.submission.connection)
+        else:
+            method = next(iter((self.site_facts.submission or {}).values()), None)
+        if method is None or not method.edge_queue or not method.connection:
+            return None
+        return EdgeRoute(connection=method.connection, queue=method.edge_queue)
+
+    def _method_of(self, connection: str) -> SiteSubmission | None:
+        """The site's Edge method that submits through ``connection``, if there is one."""
+        return next((method for method in (self.site_facts.submission or {}).values()
+                     if method.connection == connection and method.edge_queue), None)
 
 
 def repository_location(written: str) -> str:

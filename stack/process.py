@@ -29,6 +29,16 @@ def process_start_time(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has exited
 
 
+def process_started_at(pid: int) -> float | None:
+    """When the process started, in seconds since the epoch (its start in clock ticks after boot)."""
+    ticks = process_start_time(pid)
+    if ticks is None:
+        return None
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+    return boot + int(ticks) / os.sysconf("SC_CLK_TCK")
+
+
 def processes_in_group(pgid: int) -> list[int]:
     members = []
     for entry in os.scandir("/proc"):

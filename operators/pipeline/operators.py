@@ -20,6 +20,7 @@ from operators.pipeline.steps import (
     step_json_files,
 )
 from operators.records import Replayed, TrackingRun
+from operators.slurm.edge import edge_executor_configured, edge_task_options
 from operators.slurm.operators import SlurmJobOperator
 from operators.spec import Pipeline
 
@@ -61,7 +62,10 @@ class PipelineJobOperator(SlurmJobOperator):
     def __init__(self, *, spec: Pipeline, step: str, upstream: dict[str, Any], **kwargs: Any) -> None:
         files_root, files = step_files(spec, step)
         jobs = job_connections(spec.name)
-        super().__init__(slurm_conn_id=spec.connection, files=files, files_root=str(files_root),
+        edge = spec.edge_route if edge_executor_configured() else None
+        route = {"slurm_conn_id": edge.connection, **edge_task_options(edge.queue)} if edge else {
+            "slurm_conn_id": spec.connection}
+        super().__init__(**route, files=files, files_root=str(files_root),
                          env_connections=step_connections(spec, step, jobs.mlflow, jobs.s3),
                          commands=step_commands(spec, step, PLACEHOLDERS), **job_options(spec, step, spec.site_facts),
                          **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from operators.pipeline.steps import job_options, step_spec
+from operators.slurm.edge import edge_executor_configured
 from operators.spec import Pipeline
 
 
@@ -22,7 +23,10 @@ def slurm_step(spec: Pipeline, step: str) -> str:
                f"per task, {resources.gpus_per_node} GPU(s) per node, {resources.memory} per node, "
                f"time limit {resources.time}, partition {options['partition'] or 'the cluster default'}")
     program = "the contract validation (python -m operators.contracts.job)" if step == "validate" else job.script
-    return (f"Slurm job on {site.title} through connection {spec.connection}: {program} with launcher "
+    edge = spec.edge_route if edge_executor_configured() else None
+    submitter = (f"from the Edge worker of queue {edge.queue} on the login node, through connection "
+                 f"{edge.connection}" if edge else f"through connection {spec.connection}")
+    return (f"Slurm job on {site.title} {submitter}: {program} with launcher "
             f"{job.launcher} in {where}; {request}. Stages the pinned data from S3 into the job folder.")
 
 

@@ -119,6 +119,9 @@ class Network:
 class Submission:
     endpoint: str | None = None
     connection: str | None = None  # the Airflow connection that submits this way
+    # an Airflow Edge worker on the site's login node takes this queue's tasks (method ``local`` only)
+    edge_queue: str | None = field(default=None, metadata={
+        "pattern": r"[a-z][a-z0-9_-]{0,62}", "pattern_help": "lower-case letters, digits, _ and -"})
     notes: str = ""
 
 
@@ -259,6 +262,12 @@ def _check_consistency(site: Site, reader: TypedReader, path: Path) -> None:
             if partition_name not in site.partitions:
                 fail(f"qos.{name}.partitions.{index}", f"{partition_name!r} is not a partition of this site "
                                                        f"(allowed: {', '.join(sorted(site.partitions))})")
+    for method, submission in (site.submission or {}).items():
+        if submission.edge_queue is not None and method != "local":
+            fail(f"submission.{method}.edge_queue", "only the method 'local' has an Edge worker queue (the worker "
+                                                    "runs the Slurm commands on the login node itself)")
+        if submission.edge_queue is not None and not submission.connection:
+            fail(f"submission.{method}.connection", "an Edge worker method needs the connection its tasks use")
     template = site.account.template
     if "{project}" not in template or not full_match(SAFE_VALUE, template.replace("{project}", "x")):
         fail("account.template", f"{template!r} must contain {{project}} and otherwise only letters, digits "

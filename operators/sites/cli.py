@@ -41,7 +41,8 @@ def row(site: Site) -> list[str]:
         _shown(site, "max_walltime", None if site.max_walltime is None else format_walltime(seconds_of(
             site.max_walltime))),
         _shown(site, "submission", None if submission is None else ", ".join(
-            f"{method}{site.label(f'submission.{method}')}" for method in submission)),
+            f"{method}{' (Edge worker)' if how and how.edge_queue else ''}{site.label(f'submission.{method}')}"
+            for method, how in submission.items())),
         _shown(site, "network.compute_nodes_internet", None if internet is None else "yes" if internet else "no"),
     ]
 

@@ -66,6 +66,7 @@ class Site:
     subnet: IPv4Network
     flavour: Flavour
     first_job_id: int  # far from the other clusters' ids, so a log line never names the wrong cluster
+    edge_queue: str | None = None  # an Airflow Edge worker on the login node takes this queue (production)
 
     @property
     def cluster(self) -> str:
@@ -115,7 +116,7 @@ class Site:
         return f"http://{self.ctl.address}:{PORTS['slurmrestd']}"
 
 
-SITE_A = Site("site_a", "a", IPv4Network("10.77.1.0/24"), HOST_22_05, first_job_id=10_000_001)
+SITE_A = Site("site_a", "a", IPv4Network("10.77.1.0/24"), HOST_22_05, first_job_id=10_000_001, edge_queue="site_a")
 SITE_B = Site("site_b", "b", IPv4Network("10.77.2.0/24"), TRIXIE_24_11, first_job_id=20_000_001)
 SITES = (SITE_A, SITE_B)
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from operators.slurm.edge import EDGE_EXECUTOR
 from stack.job_access import JobAccess
 from stack.services.common import Check, Service, ensure_dir, http_check, http_get, port_check
 from stack.services.postgres import PostgreSQL
@@ -28,6 +29,7 @@ from stack.settings import (
 
 AIRFLOW_URL = f"http://{HOST}:{PORTS['airflow']}"
 CELERY_WORKERS = 2
+
 CELERY_CONCURRENCY = 8
 
 
@@ -95,7 +97,10 @@ class Airflow:
             return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4",
                     "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4", "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "2"}
         return {
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            # Celery runs every task but those of sites served by an Edge worker on their login node
+            "AIRFLOW__CORE__EXECUTOR": f"CeleryExecutor,{EDGE_EXECUTOR}",
+            "AIRFLOW__EDGE__API_ENABLED": "True",
+            "AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS": "airflow.providers.edge3.models.db.EdgeDBManager",
             "AIRFLOW__CELERY__BROKER_URL": self.redis.url(0),
             "AIRFLOW__CELERY__RESULT_BACKEND": self.redis.url(1),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),

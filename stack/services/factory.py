@@ -11,6 +11,7 @@ from stack.process import StackError
 from stack.services.airflow import AIRFLOW_URL, Airflow
 from stack.services.common import Service
 from stack.services.dataset_registry import DatasetRegistry
+from stack.services.edge import EdgeWorker
 from stack.services.job_access import JobAccessStep
 from stack.services.login_node import LoginNode, ensure_client_key
 from stack.services.mariadb import MariaDB
@@ -78,7 +79,16 @@ class LocalFactory:
             self.mlserver.service(),
             *self.airflow.services(),
             *(self.site_services() if self.with_sites else []),
+            *(self.edge_services() if self.with_sites and self.profile == "production" else []),
         ]
+
+    def edge_workers(self) -> list[EdgeWorker]:
+        """An Edge worker on the login node of each site that names an Edge queue (production profile)."""
+        return [EdgeWorker(self.paths, self.secrets, site, site.site.edge_queue) for site in self.sites
+                if site.site.edge_queue]
+
+    def edge_services(self) -> list[Service]:
+        return [service for worker in self.edge_workers() for service in worker.services()]
 
     def site_services(self) -> list[Service]:
         """The two sites (stack/clusters): FACTORY_WITH_SITES=0 leaves them out of ``up``."""

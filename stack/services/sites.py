@@ -435,6 +435,10 @@ class SiteCluster:
                 "login": JOB_USER, "password": self.secrets.stable_token(JOB_USER),
                 "extra": {"transport": "rest", "files": "ssh", "api_version": "auto", "ssh_host": str(login.address),
                           "ssh_port": PORTS["ssh"], "ssh_user": JOB_USER, **ssh, **common}},
+            # for tasks its Edge worker runs on the login node: the Slurm commands and /p are right there
+            **({f"factory_slurm_{site.name}_local": {"conn_type": "slurm", "login": JOB_USER,
+                                                     "extra": {"transport": "local", **common}}}
+               if site.edge_queue else {}),
         }
 
     def write_info_file(self) -> None:

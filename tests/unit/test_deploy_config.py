@@ -15,6 +15,7 @@ import yaml
 
 from operators.provider import SLURM_CONNECTION_FIELDS
 from stack.manager import Stack
+from stack.services.airflow import EDGE_EXECUTOR
 from stack.settings import HOST, StackPaths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,8 +197,12 @@ def test_the_local_stack_overrides_every_production_only_value(tmp_path, profile
     watched = set(env["AIRFLOW__FACTORY__SLURM_RECONCILE_CONNECTIONS"].split(","))
     assert watched <= set(airflow.connections()), "the reconciler watches the stack's own clusters"
     cfg = airflow_cfg()
-    celery = env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    executors = env["AIRFLOW__CORE__EXECUTOR"].split(",")
+    celery = executors[0] == "CeleryExecutor"
     assert celery == (profile == "production")
+    if profile == "production":  # Edge workers on login nodes take their sites' queues; Celery all others
+        assert executors[1:] == [EDGE_EXECUTOR] and env["AIRFLOW__EDGE__API_ENABLED"] == "True"
+        assert "EdgeDBManager" in env["AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS"]
     for section in cfg.sections():
         if section == "celery" and not celery:
             continue

@@ -4,6 +4,7 @@ import error; ``factory render|plan`` exit codes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import yaml
 
 from operators.pipeline.cli import render_step
 from operators.sites import SITES_DIR
-from operators.spec import PIPELINES_DIR, SpecError, load_spec
+from operators.spec import PIPELINES_DIR, EdgeRoute, SpecError, Submission, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -69,6 +70,21 @@ def test_examples_load_with_their_site() -> None:
     ddp = load_spec(PIPELINES_DIR / "breast_cancer_ddp" / "pipeline.yaml")
     assert ddp.training.launcher == "torchrun" and ddp.site == "site_a"  # two nodes: a site of the local stack
     assert (ddp.training.resources.nodes, ddp.training.resources.tasks_per_node) == (2, 1)
+    # site A lists its Edge worker first: the Slurm steps go there (where the EdgeExecutor is configured), and
+    # what the central workers do on the site (the tracking replay's fetch) goes through the login node's SSH
+    assert ddp.edge_route == EdgeRoute(connection="factory_slurm_site_a_local", queue="site_a")
+    assert ddp.connection == "factory_slurm_site_a" and spec.edge_route is None
+
+
+def test_a_spec_naming_a_connection_chooses_its_route() -> None:
+    ddp = load_spec(PIPELINES_DIR / "breast_cancer_ddp" / "pipeline.yaml")
+    over_ssh = dataclasses.replace(ddp, spec=dataclasses.replace(
+        ddp.spec, submission=Submission(connection="factory_slurm_site_a_rest")))
+    assert over_ssh.edge_route is None and over_ssh.connection == "factory_slurm_site_a_rest"
+    on_edge = dataclasses.replace(ddp, spec=dataclasses.replace(
+        ddp.spec, submission=Submission(connection="factory_slurm_site_a_local")))
+    assert on_edge.edge_route == EdgeRoute("factory_slurm_site_a_local", "site_a")
+    assert on_edge.connection == "factory_slurm_site_a"  # never the login node's local commands from elsewhere
 
 
 def test_the_base_of_the_corpus_is_valid() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from operators.slurm.cli import SshCommands
-from operators.slurm.files import SshFiles
+from operators.slurm.cli import LocalCommands, SshCommands
+from operators.slurm.files import SharedFiles, SshFiles
 from operators.slurm.hooks import SlurmHook
 from operators.slurm.rest import RestControl
 from stack.clusters import network as net
@@ -332,7 +332,8 @@ def hook(conn_id: str, definition: dict[str, Any]) -> SlurmHook:
 def test_each_site_s_connections_reach_it_through_its_login_node(site: Site, paths: StackPaths):
     cluster = SiteCluster(paths, site)
     connections = cluster.connections()
-    assert set(connections) == {f"factory_slurm_{site.name}", f"factory_slurm_{site.name}_rest"}
+    edge = {f"factory_slurm_{site.name}_local"} if site.edge_queue else set()
+    assert set(connections) == {f"factory_slurm_{site.name}", f"factory_slurm_{site.name}_rest", *edge}
     ssh = connections[f"factory_slurm_{site.name}"]
     assert (ssh["host"], ssh["port"], ssh["login"]) == (str(site.login.address), 22, JOB_USER)
     assert ssh["extra"]["job_workdir"] == JOB_WORKDIR == "/p/scratch/airflow-jobs"
@@ -345,6 +346,11 @@ def test_each_site_s_connections_reach_it_through_its_login_node(site: Site, pat
         str(site.ctl.address), 6820, "ssh", str(site.login.address))
     transport = hook(f"factory_slurm_{site.name}_rest", rest).get_transport()
     assert isinstance(transport.control, RestControl) and isinstance(transport.files, SshFiles)
+    if site.edge_queue:  # the Edge worker on the login node: the Slurm commands and /p are where it runs
+        local = connections[f"factory_slurm_{site.name}_local"]
+        assert (local["login"], local["extra"]["job_workdir"]) == (JOB_USER, JOB_WORKDIR)
+        transport = hook(f"factory_slurm_{site.name}_local", local).get_transport()
+        assert type(transport.control) is LocalCommands and isinstance(transport.files, SharedFiles)
 
 
 def test_the_rest_token_is_the_site_s_own_and_stays_the_same(paths: StackPaths):

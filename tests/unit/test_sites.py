@@ -385,3 +385,21 @@ def test_loading_sites_imports_no_airflow_or_heavy_library() -> None:
                             env={"PYTHONPATH": str(REPO)}, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("edit", "field", "message"), [
+    (("  ssh:\n    endpoint: ssh://hpcuser@10.77.1.20:22\n",
+      "  ssh:\n    edge_queue: site_a\n    endpoint: ssh://hpcuser@10.77.1.20:22\n"),
+     "submission.ssh.edge_queue", "only the method 'local' has an Edge worker queue"),
+    (("    connection: factory_slurm_site_a_local\n", ""), "submission.local.connection",
+     "an Edge worker method needs the connection its tasks use"),
+    (("    edge_queue: site_a\n", "    edge_queue: --site_a\n"), "submission.local.edge_queue",
+     "is not allowed (lower-case letters, digits, _ and -)"),
+])
+def test_an_edge_queue_belongs_to_a_local_method_with_a_connection(tmp_path: Path, edit, field, message) -> None:
+    path = tmp_path / "site_a.yaml"
+    text = (SITES_DIR / "site_a.yaml").read_text()
+    assert edit[0] in text
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(SiteError, match=rf"site_a\.yaml:\d+: {re.escape(field)}: .*{re.escape(message)}"):
+        load_site(path)
