@@ -29,6 +29,7 @@ from stack.settings import (
 
 AIRFLOW_URL = f"http://{HOST}:{PORTS['airflow']}"
 CELERY_WORKERS = 2
+EDGE_HEARTBEAT_S = 5  # a killed Edge worker's name is free again after 5 heartbeats (edge3's liveness check)
 
 CELERY_CONCURRENCY = 8
 
@@ -99,7 +100,7 @@ class Airflow:
         return {
             # Celery runs every task but those of sites served by an Edge worker on their login node
             "AIRFLOW__CORE__EXECUTOR": f"CeleryExecutor,{EDGE_EXECUTOR}",
-            "AIRFLOW__EDGE__API_ENABLED": "True",
+            "AIRFLOW__EDGE__API_ENABLED": "True", "AIRFLOW__EDGE__HEARTBEAT_INTERVAL": str(EDGE_HEARTBEAT_S),
             "AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS": "airflow.providers.edge3.models.db.EdgeDBManager",
             "AIRFLOW__CELERY__BROKER_URL": self.redis.url(0),
             "AIRFLOW__CELERY__RESULT_BACKEND": self.redis.url(1),

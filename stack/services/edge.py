@@ -15,13 +15,12 @@ from datetime import UTC, datetime
 
 from stack.clusters import node as nodes
 from stack.process import Supervised, process_started_at
-from stack.services.airflow import EDGE_EXECUTOR
+from stack.services.airflow import AIRFLOW_URL, EDGE_EXECUTOR, EDGE_HEARTBEAT_S
 from stack.services.common import Service, http_get
 from stack.services.sites import SiteCluster, _tcp_answers
 from stack.settings import HOST, JOB_USER, PORTS, REPO, StackPaths, StackSecrets
 
 API_RELAY_PORTS = {"a": 18081, "b": 18082}
-HEARTBEAT_S = 5  # a killed worker's name is free again after 5 heartbeats (edge3's liveness check)
 EDGE_HOME = f"/home/{JOB_USER}/.airflow-edge"  # on the site's shared /home, as a user's own install would be
 
 
@@ -71,12 +70,15 @@ class EdgeWorker:
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__EXECUTOR": f"CeleryExecutor,{EDGE_EXECUTOR}",
             "AIRFLOW__EDGE__API_ENABLED": "True", "AIRFLOW__EDGE__API_URL": f"{api}/edge_worker/v1/rpcapi",
-            "AIRFLOW__EDGE__HEARTBEAT_INTERVAL": str(HEARTBEAT_S), "AIRFLOW__EDGE__JOB_POLL_INTERVAL": "1",
+            "AIRFLOW__EDGE__HEARTBEAT_INTERVAL": str(EDGE_HEARTBEAT_S), "AIRFLOW__EDGE__JOB_POLL_INTERVAL": "1",
             "AIRFLOW__EDGE__PUSH_LOGS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets["airflow_jwt_secret"],
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": f"{EDGE_HOME}/logs", "AIRFLOW__SECRETS__BACKEND": "",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{EDGE_HOME}/unused.db",  # never opened
+            "AIRFLOW__API__BASE_URL": AIRFLOW_URL,  # the links tasks store point at the API server as users see it
+            # the specs name the dataset registry by it: the pipelines parse here as they do centrally
+            "FACTORY_STATE": str(self.paths.state),
         }
 
     def worker(self) -> Service:
@@ -98,7 +100,7 @@ class EdgeWorker:
             folder.mkdir(exist_ok=True)
             os.chown(folder, uid, gid)
         (home / "worker.pid").unlink(missing_ok=True)
-        deadline = time.monotonic() + HEARTBEAT_S * 5 + 60
+        deadline = time.monotonic() + EDGE_HEARTBEAT_S * 5 + 60
         while self.registered_state() in ("idle", "running", "starting", "maintenance mode"):
             if time.monotonic() > deadline:
                 break  # the worker says why it refuses to start
