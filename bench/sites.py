@@ -130,19 +130,7 @@ def uninterrupted() -> Iterator[None]:
 
 def sdiag_rpcs(site: BenchSite) -> dict[str, int]:
     """slurmctld's RPC counts by message type (``sdiag`` on the site's controller node)."""
-    counts: dict[str, int] = {}
-    in_section = False
-    for line in site.on_ctl(["sdiag"]).splitlines():
-        if line.startswith("Remote Procedure Call statistics by message type"):
-            in_section = True
-        elif in_section and line.strip() and not line[0].isspace():
-            break  # the next section (by user, pending RPCs)
-        elif in_section and "count:" in line:
-            kind = line.split()[0]
-            counts[kind] = int(line.split("count:")[1].split()[0])
-    if not counts:
-        raise RuntimeError(f"{site.name}: no RPC statistics in sdiag's answer")
-    return counts
+    return site.cluster.rpc_counts()
 
 
 # ---------------------------------------------------------------------------------------------- (a) warm up, memory

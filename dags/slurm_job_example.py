@@ -12,7 +12,8 @@ once (a second requeue fails the task), and ``slurm_job_example_unreachable`` gi
 without an answer from slurmrestd instead of the default 10 minutes. ``slurm_job_example_site_a`` and
 ``slurm_job_example_site_a_requeue`` run on site A of the local stack, through its login node;
 ``slurm_job_example_site_a_edge`` (where the EdgeExecutor is configured) runs on the Edge worker in that login
-node, with the Slurm commands there.
+node, with the Slurm commands there. ``slurm_job_example_site_b`` and ``slurm_job_example_site_b_rest`` run
+on site B, through its login node and through its slurmrestd.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ VARIANTS = {
     # its faults are a login node off the network and a compute node whose slurmd dies
     "slurm_job_example_site_a": Variant("factory_slurm_site_a"),
     "slurm_job_example_site_a_requeue": Variant("factory_slurm_site_a", requeue=True, max_restarts=1),
+    # site B (Slurm 24.11) through its login node, and through its slurmrestd with job files over SSH
+    "slurm_job_example_site_b": Variant("factory_slurm_site_b"),
+    "slurm_job_example_site_b_rest": Variant("factory_slurm_site_b_rest"),
 }
 if edge_executor_configured():
     # the Edge worker on site A's login node submits with the Slurm commands there and waits in the worker

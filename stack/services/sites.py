@@ -312,6 +312,21 @@ class SiteCluster:
             return self.run_on(self.site.ctl, command, timeout_s=timeout_s)
         return lambda: slurm_node_health(run_on_ctl, node.hostname)
 
+    def rpc_counts(self) -> dict[str, int]:
+        """slurmctld's RPC counts by message type since its start (``sdiag`` on the controller node)."""
+        counts: dict[str, int] = {}
+        in_section = False
+        for line in self.checked_on(self.site.ctl, ["sdiag"], "sdiag").splitlines():
+            if line.startswith("Remote Procedure Call statistics by message type"):
+                in_section = True
+            elif in_section and line.strip() and not line[0].isspace():
+                break  # the next section (by user, pending RPCs)
+            elif in_section and "count:" in line:
+                counts[line.split()[0]] = int(line.split("count:")[1].split()[0])
+        if not counts:
+            raise StackError(f"{self.site.name}: no RPC statistics in sdiag's answer")
+        return counts
+
     def rest_headers(self) -> dict[str, str]:
         return {"X-SLURM-USER-NAME": JOB_USER, "X-SLURM-USER-TOKEN": self.secrets.token(JOB_USER, 300)}
 

@@ -108,6 +108,13 @@ def check_two_node_training(airflow: AirflowAPI, registry_client, run_id: str, s
     site = site_of(site_name)
     train = xcom(airflow, run_id, "train")
     assert train["state"] == "COMPLETED" and train["exit_code"] == 0
+    ti = airflow.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/train")
+    if site.site.edge_queue:  # site A's catalogue entry lists its Edge worker first: the step ran there
+        assert (ti["executor"], ti["queue"], ti["hostname"]) == (
+            "airflow.providers.edge3.executors.EdgeExecutor", site.site.edge_queue, site.site.login.hostname)
+        assert train["transport"] == "local"  # sbatch on the login node
+    else:  # a Celery worker of the Airflow host, through the login node over SSH
+        assert ti["hostname"] != site.site.login.hostname and train["transport"] == "ssh", (ti, train)
     assert train["workdir"].startswith(SITE_FS + "/") and not Path(train["workdir"]).exists()  # not on the host
     folder = on_site_fs(site, train["workdir"])
     script = (folder / "job.sh").read_text()

@@ -1,0 +1,122 @@
+"""20 runs at once across both sites (production profile) next to one run alone, in the same session.
+
+First one run of ``slurm_job_example_site_b`` alone, then ``BENCH_RUNS`` (20) at once, spread over the four
+ways into the sites (site A's Edge worker, site A over SSH, site B over SSH, site B through slurmrestd), each
+a job of ``BENCH_JOB_S`` (30) seconds. Per run, the orchestration overhead is the run's wall time (start to
+end, as Airflow records them) minus its job's elapsed time in accounting (sacct): submission, staging,
+waiting for the scheduler, noticing the end. Goal: the mean overhead under load <= 1.5 x the single run's.
+
+Also: the wall time of the 20; the scheduler's pass latency (each task's ``scheduled_when`` -> ``queued_when``:
+the scheduler queues scheduled tasks once per loop, so this is the loop as tasks feel it; Airflow's own loop
+timer is a statsd metric, not available without a statsd server); and the peak number of connections to
+Airflow's PostgreSQL database (``pg_stat_activity``, sampled every second). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+import uuid
+from datetime import datetime
+
+from stack.airflow_api import AirflowAPI
+from stack.clusters.site import SITE_A, SITE_B
+from stack.manager import Stack
+from stack.services.postgres import PostgreSQL
+from stack.settings import StackPaths, StackSecrets
+
+RUNS = int(os.environ.get("BENCH_RUNS", "20"))
+JOB_S = int(os.environ.get("BENCH_JOB_S", "30"))
+TASK_ID = "run_job"
+WAYS = {"slurm_job_example_site_a_edge": SITE_A, "slurm_job_example_site_a": SITE_A,
+        "slurm_job_example_site_b": SITE_B, "slurm_job_example_site_b_rest": SITE_B}
+SINGLE = "slurm_job_example_site_b"
+GOAL_RATIO = 1.5
+
+
+def when(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def elapsed_s(cluster, comment: str) -> float:
+    """The job's elapsed seconds in accounting, found by the comment that names its task."""
+    out = cluster.checked_on(cluster.site.ctl, ["sacct", "-X", "-n", "-P", "--starttime", "now-1days",
+                                                "-o", "Comment,ElapsedRaw,State"], "sacct")
+    rows = [line.split("|") for line in out.splitlines() if line.startswith(comment + "|")]
+    if len(rows) != 1 or rows[0][2] != "COMPLETED":
+        raise SystemExit(f"{comment}: expected one COMPLETED job, accounting has {rows}")
+    return float(rows[0][1])
+
+
+class ConnectionSampler(threading.Thread):
+    """The peak number of connections to Airflow's database, sampled every second."""
+
+    def __init__(self, paths: StackPaths) -> None:
+        super().__init__(daemon=True)
+        import sqlalchemy
+
+        self.engine = sqlalchemy.create_engine(PostgreSQL(paths, StackSecrets(paths)).url("postgres"))
+        self.query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = 'airflow'")
+        self.peak, self.stopped = 0, threading.Event()
+
+    def run(self) -> None:
+        with self.engine.connect() as connection:
+            while not self.stopped.wait(1.0):
+                self.peak = max(self.peak, int(connection.execute(self.query).scalar()))
+
+
+def run_all(api: AirflowAPI, stack: Stack, dags: list[str]) -> tuple[list[dict], float]:
+    """Trigger ``dags`` at once; per run its overhead, task times; and the wall time of all of them."""
+    started = []
+    began = time.time()
+    for number, dag in enumerate(dags):
+        run_id = f"bench-{number}-{uuid.uuid4().hex[:8]}"
+        api.trigger(dag, {"seconds": JOB_S, "exit_code": 0}, run_id=run_id)
+        started.append((dag, run_id))
+    results = []
+    for dag, run_id in started:
+        run = api.wait_for_run(dag, run_id, timeout_s=1800)
+        if run["state"] != "success":
+            raise SystemExit(f"{dag}/{run_id} ended {run['state']}")
+        ti = api.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances/{TASK_ID}")
+        cluster = next(site for site in stack.factory.sites if site.site.name == WAYS[dag].name)
+        job_s = elapsed_s(cluster, f"airflow:{dag}/{run_id}/{TASK_ID}/-1")
+        results.append({"dag": dag, "overhead_s": when(run["end_date"]) - when(run["start_date"]) - job_s,
+                        "pass_s": when(ti["queued_when"]) - when(ti["scheduled_when"])})
+    return results, time.time() - began
+
+
+def main() -> None:
+    paths = StackPaths.from_env()
+    if paths.profile() != "production":
+        raise SystemExit("Celery and the Edge worker run on the production profile: "
+                         "./factory stack up --profile production")
+    stack = Stack(paths)
+    api = AirflowAPI.of_stack(json.loads(paths.info_file.read_text()))
+    for dag in WAYS:
+        api.wait_for_dag(dag)
+    [single], _ = run_all(api, stack, [SINGLE])
+    sampler = ConnectionSampler(paths)
+    sampler.start()
+    ways = list(WAYS)
+    many, wall = run_all(api, stack, [ways[number % len(ways)] for number in range(RUNS)])
+    sampler.stopped.set()
+    sampler.join()
+    overheads = sorted(result["overhead_s"] for result in many)
+    passes = sorted(result["pass_s"] for result in many)
+    ratio = statistics.mean(overheads) / single["overhead_s"]
+    print(json.dumps({
+        "benchmark": "concurrent_runs", "runs": RUNS, "job_s": JOB_S, "wall_s": round(wall, 1),
+        "single_overhead_s": round(single["overhead_s"], 1),
+        "overhead_mean_s": round(statistics.mean(overheads), 1), "overhead_max_s": round(overheads[-1], 1),
+        "overhead_ratio": round(ratio, 2), "goal_ratio": GOAL_RATIO, "goal_met": ratio <= GOAL_RATIO,
+        "scheduler_pass_p50_s": round(statistics.median(passes), 2), "scheduler_pass_max_s": round(passes[-1], 2),
+        "db_connections_peak": sampler.peak,
+    }))
+
+
+if __name__ == "__main__":
+    main()
