@@ -68,6 +68,24 @@ def run_job(stack_info):
 
 
 @pytest.fixture(scope="module")
+def production_stack():
+    """The stack on its production profile (Celery, two triggerers, the Edge worker, PostgreSQL): what the
+    engine's fault and load tests need. Another profile skips them, saying why; under ``./factory test``
+    (``FACTORY_REQUIRE_STACK=1``) it fails them."""
+    from stack.manager import Stack
+    from stack.settings import StackPaths
+
+    paths = StackPaths.from_env()
+    if paths.profile() != "production":
+        message = (f"the stack runs the {paths.profile()!r} profile; this needs Celery workers, two triggerers "
+                   "and the Edge worker: ./factory stack up --profile production")
+        if os.environ.get("FACTORY_REQUIRE_STACK") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return Stack(paths)
+
+
+@pytest.fixture(scope="module")
 def airflow(stack_info, request):
     """Airflow's REST API as the stack's admin; waits for the module's ``DAG`` to be parsed."""
     from stack.airflow_api import AirflowAPI

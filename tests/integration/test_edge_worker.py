@@ -22,7 +22,7 @@ from stack.manager import Stack
 from stack.process import family
 from stack.services.edge import EdgeWorker
 from stack.services.sites import SiteCluster
-from stack.settings import JOB_USER, PORTS, StackPaths
+from stack.settings import JOB_USER, PORTS
 from tests.integration.test_site_faults import begin, job_row, jobs_of_task, runs, site_a  # noqa: F401 (fixtures)
 from tests.integration.test_slurm_operator import TASK, task_log
 
@@ -31,15 +31,8 @@ EDGE_EXECUTOR = "airflow.providers.edge3.executors.EdgeExecutor"
 
 
 @pytest.fixture(scope="module")
-def stack() -> Stack:
-    paths = StackPaths.from_env()
-    if paths.profile() != "production":
-        message = (f"the stack runs the {paths.profile()!r} profile; the Edge worker is part of the production "
-                   "profile: ./factory stack up --profile production")
-        if os.environ.get("FACTORY_REQUIRE_STACK") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return Stack(paths)
+def stack(production_stack: Stack) -> Stack:
+    return production_stack
 
 
 @pytest.fixture(scope="module")

@@ -31,15 +31,8 @@ TRIGGERERS = ("airflow-triggerer", "airflow-triggerer-2")
 
 
 @pytest.fixture(scope="module")
-def stack() -> Stack:
-    paths = StackPaths.from_env()
-    if paths.profile() != "production":
-        message = (f"the stack runs the {paths.profile()!r} profile; these faults need Celery workers and two "
-                   "triggerers: ./factory stack up --profile production")
-        if os.environ.get("FACTORY_REQUIRE_STACK") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return Stack(paths)
+def stack(production_stack: Stack) -> Stack:
+    return production_stack
 
 
 @pytest.fixture
