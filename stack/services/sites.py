@@ -50,7 +50,7 @@ from stack.process import StackError, Supervised
 from stack.services.common import Service, command_check, ensure_dir, http_check, run
 from stack.services.login_node import ensure_client_key, ensure_key_pair, login_check, sshd_config_text
 from stack.services.slurm import slurm_node_health
-from stack.settings import JOB_USER, REST_USER, SLURM_ACCOUNT, StackPaths, write_private
+from stack.settings import JOB_USER, REPO, REST_USER, SLURM_ACCOUNT, StackPaths, write_private
 from stack.settings import PORTS as STACK_PORTS
 
 SSH_FOLDER = f"{NODE_LOCAL}/ssh"  # on the login node
@@ -117,7 +117,10 @@ class SiteCluster:
     def _binds(self, node: Node) -> tuple[Bind, ...]:
         layout = self.layout
         python = host_python_binds(self.paths.state / "venvs") if self.site.flavour.chroot else ()
-        return (*python, Bind(layout.fs, SITE_FS), Bind(layout.slurm_etc, "/etc/slurm"),
+        # the project on the login node, read-only, as a site installs it for an Edge worker or its users
+        # (a host-flavour node has the host's root, where it already is)
+        project = (Bind(REPO, str(REPO), read_only=True),) if self.site.flavour.chroot and node.role == "login" else ()
+        return (*python, *project, Bind(layout.fs, SITE_FS), Bind(layout.slurm_etc, "/etc/slurm"),
                 Bind(layout.munge_etc, "/etc/munge"), Bind(layout.hosts_file, "/etc/hosts", read_only=True),
                 Bind(layout.resolv_conf, "/etc/resolv.conf", read_only=True), Bind(layout.home, "/home"),
                 Bind(layout.munge_run, "/run/munge"), Bind(layout.node_local(node), NODE_LOCAL))

@@ -12,6 +12,7 @@ long) and any job a test leaves behind is cancelled.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import tempfile
@@ -34,11 +35,15 @@ from operators.slurm.script import BatchJob, render
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.transports import make_transport
 from stack.clusters.site import JOB_WORKDIR, SITES
+from stack.settings import JOB_USER
 from tests.integration.pyslurm_sites import require_host_pyslurm
 
 LOCAL_TRANSPORTS = ("rest", "local", "ssh", "pyslurm")
 SITE_TRANSPORTS = tuple(f"{kind}@{site.name}" for site in SITES for kind in ("ssh", "rest"))
-TRANSPORTS = (*LOCAL_TRANSPORTS, *SITE_TRANSPORTS)
+# set when this suite runs on a site's login node (test_login_node_transport.py starts it there): then its one
+# case is the site's local commands, as an Edge worker there uses them, and the stack's state is out of sight
+ON_LOGIN_NODE = os.environ.get("FACTORY_TEST_ON_LOGIN_NODE")
+TRANSPORTS = (f"local@{ON_LOGIN_NODE}",) if ON_LOGIN_NODE else (*LOCAL_TRANSPORTS, *SITE_TRANSPORTS)
 JOBS_ROOT = "/var/lib/aifactory/jobs/transport-tests"
 SITE_JOBS_ROOT = f"{JOB_WORKDIR}/transport-tests"  # on the site's file system
 PYTHON = "/usr/bin/python3"  # the node's system Python: the job runtime venv is not needed for these jobs
@@ -47,14 +52,25 @@ REST_DROPS_DIRECTIVES = ("RestControl.submit sends rest_job_fields(job) only and
 T = TypeVar("T")
 
 
+if ON_LOGIN_NODE:
+    @pytest.fixture(scope="session")
+    def stack_info() -> dict[str, Any]:
+        """On a login node the stack's info file is hidden (the node sees the site, not the Airflow host)."""
+        return {"job_user": JOB_USER}
+
+
 def site_transport(kind: str) -> SlurmTransport:
-    """``ssh@site_a`` or ``rest@site_b``: the transport the site's Airflow connection gives."""
+    """``ssh@site_a`` or ``rest@site_b``: the transport the site's Airflow connection gives; ``local@site_a``
+    (on that site's login node only): its Slurm commands, run as the job user, and its file system."""
     from stack.clusters.site import SiteLayout
     from stack.services.sites import SiteCluster
     from stack.settings import StackPaths
     from tests.integration.test_two_sites import FakeConnection, _problem
 
     way, name = kind.split("@")
+    if way == "local":
+        assert name == ON_LOGIN_NODE, f"{kind} runs on {name}'s login node only"
+        return make_transport("local", user=JOB_USER, cluster=name)
     [site] = [site for site in SITES if site.name == name]
     paths = StackPaths.from_env()
     if not SiteLayout(paths, site).info_file.exists():
@@ -165,7 +181,7 @@ def test_describe_names_slurm_2205_and_the_way_in(cluster: Cluster, stack_info: 
         release = {"site_a": "22.05", "site_b": "24.11"}[cluster.site]
         text = cluster.transport.describe()
         assert re.search(rf"slurm\S*\s+{re.escape(release)}\.", text, re.IGNORECASE), text
-        assert {"ssh": "via ssh commands", "rest": "via slurmrestd"}[cluster.way] in text, text
+        assert {"ssh": "via ssh commands", "rest": "via slurmrestd", "local": "via local commands"}[cluster.way] in text
         return
     ssh = stack_info["ssh"]
     way_in = {"rest": f"via slurmrestd v0.0.38 at {stack_info['slurmrestd']['url']}",

@@ -18,6 +18,7 @@ from operators.slurm.hooks import SlurmHook
 from operators.slurm.rest import RestControl
 from stack.clusters import network as net
 from stack.clusters import node as nodes
+from stack.clusters.node import Bind
 from stack.clusters.site import (
     JOB_WORKDIR,
     SITE_A,
@@ -393,3 +394,42 @@ def test_site_b_nodes_see_the_interpreter_of_the_shared_venvs(tmp_path: Path):
     site_a = SiteCluster(paths, SITE_A).space(SITE_A.nodes[1])
     assert [(bind.target, bind.read_only) for bind in site_b.binds][:2] == expected
     assert not any(bind.target.startswith("/usr/") for bind in site_a.binds)
+
+
+@pytest.mark.parametrize("profile", ["local", "production"])
+def test_an_edge_worker_runs_on_site_a_s_login_node_in_the_production_profile_only(paths: StackPaths, profile):
+    stack = Stack(paths, profile)
+    edge = {name for name in stack.services if "edge-worker" in name or "airflow-relay" in name}
+    if profile == "local":  # no EdgeExecutor there: the sites' steps go through SSH
+        assert edge == set()
+        return
+    assert edge == {"site_a-edge-worker", "site_a-airflow-relay"}  # site B has no Edge queue
+    worker, relay = stack.services["site_a-edge-worker"], stack.services["site_a-airflow-relay"]
+    space = SiteCluster(paths, SITE_A).space(SITE_A.login)
+    assert worker.command[:4] == ["nsenter", f"--net=/run/netns/{space.netns}", f"--mount={space.mnt_file}",
+                                  f"--uts={space.uts_file}"]
+    [user] = [argument for argument in worker.command if argument.startswith("--userspec=")]
+    assert not user.startswith("--userspec=0:")  # the job user, not root
+    assert worker.command[-10:-6] == ["edge", "worker", "--queues", "site_a"]
+    assert set(worker.needs) == {"site_a-sshd", "site_a-airflow-relay", "airflow-api"}
+    env = worker.env
+    api = f"http://{SITE_A.host_address.ip}:18081"
+    assert env["AIRFLOW__EDGE__API_URL"] == f"{api}/edge_worker/v1/rpcapi"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"{api}/execution/"
+    # what the login node must not hold: the database, the broker, the fernet key, the API's session key
+    assert not {"AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CELERY__BROKER_URL"} & set(env)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:////home/")
+    assert relay.command[:3] == ["socat", f"TCP-LISTEN:18081,bind={SITE_A.host_address.ip},fork,reuseaddr",
+                                 "TCP:127.0.0.1:8080"]
+    assert relay.user == "nobody" and relay.ports == (18081,)
+
+
+def test_chroot_sites_see_the_project_read_only_on_their_login_node_only(paths: StackPaths):
+    from stack.settings import REPO
+
+    for site in SITES:
+        cluster = SiteCluster(paths, site)
+        for node in site.nodes:
+            project = [bind for bind in cluster.space(node).binds if bind.target == str(REPO)]
+            expected = site.flavour.chroot and node.role == "login"  # a host-flavour node has the host's root
+            assert project == ([Bind(REPO, str(REPO), read_only=True)] if expected else []), (site.name, node)
