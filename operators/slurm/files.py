@@ -16,7 +16,7 @@ import os
 import pwd
 import shutil
 import tarfile
-import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -161,21 +161,35 @@ class SshFiles(FileChannel):
         return f"SshFiles({self.runner!r})"
 
     def stage(self, workdir: str, files: Mapping[str, bytes], owner: str | None) -> None:
-        """One tar stream through the connection; umask 077 keeps every file private. The tar is spooled to
-        a private temporary file that ssh reads by itself: no second copy of the files in memory."""
-        with tempfile.TemporaryFile(prefix="stage-") as archive:
-            self._tar(files, archive)
-            archive.seek(0)
-            self.runner.run(["sh", "-c", 'umask 077 && rm -rf -- "$1" && mkdir -p -- "$1" && tar -xf - -C "$1"',
-                             "stage", workdir], stdin=archive)
+        """One tar stream through the connection; umask 077 keeps every file private. The tar is written into
+        a pipe that ssh reads as it sends: no copy of the files on disk or in memory, and the two overlap."""
+        read_end, write_end = os.pipe()  # neither end is inherited by ssh but as its stdin
+        failures: list[BaseException] = []
+        with open(read_end, "rb") as source:
+            writer = threading.Thread(target=self._tar_into_pipe, args=(files, write_end, failures),
+                                      name="stage-tar", daemon=True)
+            writer.start()
+            try:
+                self.runner.run(["sh", "-c", 'umask 077 && rm -rf -- "$1" && mkdir -p -- "$1" && tar -xf - -C "$1"',
+                                 "stage", workdir], stdin=source)
+            finally:
+                source.close()  # ssh is gone: a writer still blocked on the pipe gets EPIPE and ends
+                writer.join()
+        if failures:
+            raise failures[0]
 
     @staticmethod
-    def _tar(files: Mapping[str, bytes], into: BinaryIO) -> None:
-        with tarfile.open(fileobj=into, mode="w") as tar:
-            for name, content in files.items():
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
-                tar.addfile(info, io.BytesIO(content))
+    def _tar_into_pipe(files: Mapping[str, bytes], write_end: int, failures: list[BaseException]) -> None:
+        try:
+            with open(write_end, "wb") as sink, tarfile.open(fileobj=sink, mode="w|") as tar:
+                for name, content in files.items():
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
+                    tar.addfile(info, io.BytesIO(content))
+        except BrokenPipeError:
+            pass  # the remote side ended first: its exit status says why
+        except BaseException as error:  # re-raised in the caller's thread
+            failures.append(error)
 
     def remove(self, path: str) -> None:
         self.runner.run(["rm", "-f", "--", path])

@@ -9,7 +9,10 @@ import importlib
 import io
 import itertools
 import os
+import stat
 import tarfile
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -435,3 +438,25 @@ def test_ssh_staging_streams_a_spooled_tar_the_command_reads_itself(tmp_path: Pa
     assert {oct((tmp_path / "job" / name).stat().st_mode & 0o777) for name in files} == {"0o600"}
     with (tmp_path / "job" / "data.bin").open("rb") as handle:  # a file as stdin, read by the command itself
         assert LocalRunner().run(["wc", "-c"], stdin=handle).split()[0] == str(3 * 2**20)
+
+
+class EarlyExit(LocalRunner):
+    """A login node whose shell ends at once, reading nothing of the tar it is sent."""
+
+    def run(self, command: list[str], stdin=None) -> str:
+        return super().run(["sh", "-c", "echo refused >&2; exit 3"], stdin=stdin)
+
+
+def test_ssh_staging_streams_the_tar_through_a_pipe_and_survives_a_remote_side_that_quits(tmp_path: Path) -> None:
+    """The file channel's tar goes into the remote command's stdin as it is written; run here with the same
+    shell line a login node gets. A remote side that ends without reading fails the staging, never hangs it."""
+    big = os.urandom(3 * 2**20)  # more than a pipe holds: the writer must wait for the reader
+    files = {"job.sh": b"#!/bin/bash\necho hi\n", "data/big.bin": big}
+    SshFiles(LocalRunner()).stage(str(tmp_path / "job"), files, None)
+    assert (tmp_path / "job" / "job.sh").read_bytes() == files["job.sh"]
+    assert (tmp_path / "job" / "data" / "big.bin").read_bytes() == big
+    assert stat.S_IMODE((tmp_path / "job" / "job.sh").stat().st_mode) == 0o600  # umask 077 on the node
+    started = time.monotonic()
+    with pytest.raises(SlurmError, match="refused"):
+        SshFiles(EarlyExit()).stage(str(tmp_path / "other"), files, None)
+    assert time.monotonic() - started < 10 and threading.active_count() < 5
