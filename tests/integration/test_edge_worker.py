@@ -78,10 +78,28 @@ def test_a_task_of_the_edge_queue_runs_on_the_login_node_with_its_slurm_commands
     assert run["state"] == "success", ti
     assert (ti["executor"], ti["queue"], ti["hostname"]) == (EDGE_EXECUTOR, "site_a", site_a.site.login.hostname)
     [job_id] = jobs_of_task(site_a, comment)
-    assert job_row(site_a, int(job_id))["State"] == "COMPLETED"
-    log = task_log(airflow, EDGE_DAG, run_id)  # pushed by the worker to the API server as it ran
+    assert settled_state(site_a, int(job_id)) == "COMPLETED"
+    # pushed by the worker to the API server in chunks as it ran: the last one may come after the run's end
+    log = pushed_log(airflow, run_id, 1, f"Slurm job {job_id} COMPLETED")
     assert f"Submitted Slurm job {job_id} on site_a" in log and "(workdir /p/scratch/airflow-jobs/" in log, log
-    assert f"Slurm job {job_id} COMPLETED" in log, log
+
+
+def pushed_log(airflow: AirflowAPI, run_id: str, attempt: int, needle: str, timeout_s: float = 30) -> str:
+    """The try's log as the API server has it once ``needle`` is in it (the Edge worker pushes logs in chunks)."""
+    deadline = time.monotonic() + timeout_s
+    while needle not in (log := task_log(airflow, EDGE_DAG, run_id, attempt=attempt)):
+        assert time.monotonic() < deadline, f"{needle!r} not in the log of try {attempt}: {log[-3000:]}"
+        time.sleep(1)
+    return log
+
+
+def settled_state(site: SiteCluster, job_id: int, timeout_s: float = 30) -> str:
+    """The job's state once the controller is done with it: the task can succeed (accounting read on the
+    login node at once) while squeue still shows the job COMPLETING."""
+    deadline = time.monotonic() + timeout_s
+    while (state := job_row(site, job_id)["State"]) in ("COMPLETING", "RUNNING") and time.monotonic() < deadline:
+        time.sleep(1)
+    return state
 
 
 def wait_for_running_job(airflow: AirflowAPI, site: SiteCluster, run_id: str, comment: str,
@@ -114,7 +132,6 @@ def test_the_edge_worker_killed_mid_job_and_started_again_the_retry_adopts_the_j
     assert run["state"] == "success" and ti["try_number"] >= 2, ti
     assert ti["hostname"] == site_a.site.login.hostname
     assert jobs_of_task(site_a, comment) == [str(job_id)]  # adopted: no second job
-    assert job_row(site_a, job_id)["State"] == "COMPLETED"
-    retry_log = task_log(airflow, EDGE_DAG, run_id, attempt=ti["try_number"])
-    assert f"Adopting Slurm job {job_id}" in retry_log, retry_log[-3000:]
+    assert settled_state(site_a, job_id) == "COMPLETED"
+    pushed_log(airflow, run_id, ti["try_number"], f"Adopting Slurm job {job_id}")
     assert time.monotonic() - killed < 400
