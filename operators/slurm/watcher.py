@@ -264,9 +264,9 @@ class ClusterWatcher:
         if self._outage_told_at is not None and now - self._outage_told_at < OUTAGE_REMINDER_S:
             return
         self._outage_told_at = now
-        # since the last good answer (or the first call, if none came): a call through a dead link can hang a
-        # while before it fails
-        began = self._answered_at or self._asked_at or datetime.now(UTC) - timedelta(seconds=self.retry.down_s)
+        # since the first call that got no answer (a call through a dead link can hang a while before it fails;
+        # the last good answer may be long before, when the watcher went idle), else the last good answer
+        began = self._asked_at or self._answered_at or datetime.now(UTC) - timedelta(seconds=self.retry.down_s)
         silent_s = (datetime.now(UTC) - began).total_seconds()
         for watch in self._watch_list():
             if not watch.failed:

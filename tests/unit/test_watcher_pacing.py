@@ -103,3 +103,19 @@ def test_a_new_watcher_whose_first_call_hangs_dates_the_outage_from_that_call():
     since = datetime.fromisoformat(told.message.split("unreachable since ")[1].split(" ")[0])
     assert since.timestamp() < asked.timestamp() + 1, told.message  # when the call began, not when told (2.1 s on)
     assert "(no answer for 2 s)" in told.message
+
+
+def test_a_watcher_idle_since_its_last_answer_dates_a_new_outage_from_its_first_unanswered_call():
+    """Reused after a quiet spell (no jobs, no calls), its last answer is minutes old: not when the outage began."""
+    from datetime import UTC, datetime, timedelta
+
+    from operators.slurm.model import SlurmUnavailable
+    from operators.slurm.watcher import Watch
+
+    pacing = watcher(interval_s=2.0)
+    watch = Watch(9)
+    pacing._watches[9] = [watch]
+    pacing._answered_at = datetime.now(UTC) - timedelta(seconds=532)
+    pacing._asked_at = datetime.now(UTC) - timedelta(seconds=10)
+    pacing._tell_outage(SlurmUnavailable("a status call has had no answer for over 10 s"))
+    assert "(no answer for 10 s)" in watch.updates.get_nowait().message
