@@ -99,6 +99,7 @@ class ClusterWatcher:
         self._outage_told_at: float | None = None  # monotonic time of the last outage notice
         self._answered_at: datetime | None = None  # the last good answer: an outage began after it
         self._asked_at: datetime | None = None  # when the calls still unanswered began (a new watcher has no answer)
+        self._pause_s = 0.0  # the pause after the last good answer
 
     @classmethod
     def for_cluster(cls, key: str, transport_factory: Callable[[], SlurmTransport],
@@ -206,7 +207,8 @@ class ClusterWatcher:
             self.retry.success()
             self._answered_at, self._asked_at = datetime.now(UTC), None
             interval = self._next_interval(time.monotonic() - began)
-            await self._pause(interval if self._watches else max(interval, self._idle_interval_s))
+            self._pause_s = interval if self._watches else max(interval, self._idle_interval_s)
+            await self._pause(self._pause_s)
 
     async def _pause(self, seconds: float) -> None:
         self._wake.clear()
@@ -264,9 +266,7 @@ class ClusterWatcher:
         if self._outage_told_at is not None and now - self._outage_told_at < OUTAGE_REMINDER_S:
             return
         self._outage_told_at = now
-        # since the first call that got no answer (a call through a dead link can hang a while before it fails;
-        # the last good answer may be long before, when the watcher went idle), else the last good answer
-        began = self._asked_at or self._answered_at or datetime.now(UTC) - timedelta(seconds=self.retry.down_s)
+        began = self._outage_began()
         silent_s = (datetime.now(UTC) - began).total_seconds()
         for watch in self._watch_list():
             if not watch.failed:
@@ -274,6 +274,16 @@ class ClusterWatcher:
                     f"the cluster is unreachable since {began.isoformat(timespec='seconds')} (no answer for "
                     f"{silent_s:.0f} s): {error}; still waiting for job {watch.job_id}, giving up after "
                     f"{self._limit_s(watch):.0f} s of failed calls")))
+
+    def _outage_began(self) -> datetime:
+        """The last good answer while polling went on (a call through a dead link can hang a while before it
+        fails); the first unanswered call when the watcher had been idle since its last answer (minutes, maybe)."""
+        answered, asked = self._answered_at, self._asked_at
+        if asked is None:
+            return answered or datetime.now(UTC) - timedelta(seconds=self.retry.down_s)
+        if answered is None or (asked - answered).total_seconds() > self._pause_s + 1:
+            return asked
+        return answered
 
     def _tell_reachable(self) -> None:
         if self._outage_told_at is None:

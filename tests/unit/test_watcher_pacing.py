@@ -117,5 +117,10 @@ def test_a_watcher_idle_since_its_last_answer_dates_a_new_outage_from_its_first_
     pacing._watches[9] = [watch]
     pacing._answered_at = datetime.now(UTC) - timedelta(seconds=532)
     pacing._asked_at = datetime.now(UTC) - timedelta(seconds=10)
+    pacing._pause_s = 2.0
     pacing._tell_outage(SlurmUnavailable("a status call has had no answer for over 10 s"))
     assert "(no answer for 10 s)" in watch.updates.get_nowait().message
+    pacing._outage_told_at = None  # while it polled every 2 s: the link was last known up at the last answer
+    pacing._answered_at = datetime.now(UTC) - timedelta(seconds=12.2)
+    pacing._tell_outage(SlurmUnavailable("a status call has had no answer for over 10 s"))
+    assert "(no answer for 12 s)" in watch.updates.get_nowait().message
