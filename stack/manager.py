@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from stack.ports import describe_foreign, foreign_holders
@@ -321,7 +322,12 @@ class SiteStack(Stack):
 
     def __init__(self, paths: StackPaths | None = None) -> None:
         super().__init__(paths)
-        self.services = {service.name: service for service in self.factory.site_services()}
+        # the Edge worker and its relay live in a site's login node and on its bridge: they go and come with it;
+        # what they need of the rest of the stack (the API server) is running beside
+        services = [*self.factory.site_services(), *self.factory.edge_services()]
+        names = {service.name for service in services}
+        self.services = {service.name: replace(service, needs=tuple(need for need in service.needs if need in names))
+                         for service in services}
 
     def _prepare(self, progress=print) -> None:
         self.factory.prepare_sites()

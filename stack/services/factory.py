@@ -79,11 +79,14 @@ class LocalFactory:
             self.mlserver.service(),
             *self.airflow.services(),
             *(self.site_services() if self.with_sites else []),
-            *(self.edge_services() if self.with_sites and self.profile == "production" else []),
+            *(self.edge_services() if self.with_sites else []),
         ]
 
     def edge_workers(self) -> list[EdgeWorker]:
-        """An Edge worker on the login node of each site that names an Edge queue (production profile)."""
+        """An Edge worker on the login node of each site that names an Edge queue (production profile: the
+        local one has no EdgeExecutor)."""
+        if self.profile != "production":
+            return []
         return [EdgeWorker(self.paths, self.secrets, site, site.site.edge_queue) for site in self.sites
                 if site.site.edge_queue]
 

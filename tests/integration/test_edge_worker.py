@@ -77,7 +77,7 @@ def test_a_task_of_the_edge_queue_runs_on_the_login_node_with_its_slurm_commands
     ti = airflow.get(f"/dags/{EDGE_DAG}/dagRuns/{run_id}/taskInstances/{TASK}")
     assert run["state"] == "success", ti
     assert (ti["executor"], ti["queue"], ti["hostname"]) == (EDGE_EXECUTOR, "site_a", site_a.site.login.hostname)
-    [job_id] = jobs_of_task(site_a, comment)
+    [job_id] = recorded_jobs(site_a, comment)
     assert settled_state(site_a, int(job_id)) == "COMPLETED"
     # pushed by the worker to the API server in chunks as it ran: the last one may come after the run's end
     log = pushed_log(airflow, run_id, 1, f"Slurm job {job_id} COMPLETED")
@@ -91,6 +91,15 @@ def pushed_log(airflow: AirflowAPI, run_id: str, attempt: int, needle: str, time
         assert time.monotonic() < deadline, f"{needle!r} not in the log of try {attempt}: {log[-3000:]}"
         time.sleep(1)
     return log
+
+
+def recorded_jobs(site: SiteCluster, comment: str, timeout_s: float = 30) -> list[str]:
+    """The task's jobs once accounting has them: the task reads the job's end on the login node at once, and
+    Slurm 22.05 stores the comment in accounting only as the job ends, a moment after squeue forgets it."""
+    deadline = time.monotonic() + timeout_s
+    while not (jobs := jobs_of_task(site, comment)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return jobs
 
 
 def settled_state(site: SiteCluster, job_id: int, timeout_s: float = 30) -> str:

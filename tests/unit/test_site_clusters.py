@@ -433,3 +433,13 @@ def test_chroot_sites_see_the_project_read_only_on_their_login_node_only(paths: 
             project = [bind for bind in cluster.space(node).binds if bind.target == str(REPO)]
             expected = site.flavour.chroot and node.role == "login"  # a host-flavour node has the host's root
             assert project == ([Bind(REPO, str(REPO), read_only=True)] if expected else []), (site.name, node)
+
+
+def test_the_sites_alone_take_their_edge_worker_along_without_the_rest_of_the_stack(paths: StackPaths):
+    """``python -m stack down --sites`` must not leave the relay on a bridge it removes, nor a worker in a node."""
+    paths.choose_profile("production")
+    sites = SiteStack(paths)
+    assert {"site_a-edge-worker", "site_a-airflow-relay"} <= set(sites.services)
+    assert sites.services["site_a-edge-worker"].needs == ("site_a-sshd", "site_a-airflow-relay")
+    for service in sites.services.values():
+        assert set(service.needs) <= set(sites.services), service.name
