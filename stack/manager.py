@@ -144,6 +144,23 @@ class Stack:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
+    def _dependents(self, names: set[str]) -> set[str]:
+        """Every service that needs one of ``names``, directly or through others."""
+        found: set[str] = set()
+        frontier = set(names)
+        while frontier:
+            frontier = {name for name, service in self.services.items()
+                        if name not in found and frontier.intersection(service.needs)}
+            found |= frontier
+        return found
+
+    def _top_down(self, names: set[str]) -> list[str]:
+        """``names`` with every service before those it needs (the order to stop them in)."""
+        def depth(name: str) -> int:
+            needs = [need for need in self.services[name].needs if need in self.services]
+            return 1 + max(map(depth, needs), default=0)
+        return sorted(names, key=depth, reverse=True)
+
     def up(self, progress=print) -> list[Outcome]:
         with self._exclusive():
             return self._up(progress)
@@ -162,6 +179,12 @@ class Stack:
         # a one-shot step runs when something that needs it starts, or when its inputs changed
         needed -= {name for name, service in self.services.items() if service.oneshot and service.is_current()
                    and not any(name in self.services[other].needs for other in needed)}
+        restarted = self._dependents({name for name in needed if self.services[name].restarts_dependents})
+        for name in self._top_down(restarted):
+            if self.stop(name):
+                self._note(self.services[name], "stopped: what it runs on is being made again")
+        already -= restarted
+        needed |= restarted
         outcomes = [Outcome(name, 0.0, False) for name in already]
         done = {name: threading.Event() for name in self.services}
         for name in already:

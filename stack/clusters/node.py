@@ -18,6 +18,7 @@ visible read-only: software, like a site's module tree).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shlex
 import signal
@@ -72,8 +73,16 @@ class NodeSpace:
 
     @property
     def ready_file(self) -> Path:
-        """Written once the setup script has finished, holding the mount namespace's inode."""
+        """Written once the setup script has finished: the mount namespace's inode and the plan it was made to."""
         return self.ns_dir / f"{self.hostname}.ready"
+
+    @property
+    def plan_digest(self) -> str:
+        """What the node's mounts were made from (its /run folders aside: they are the same on every start).
+
+        A node made for another plan (the project moved, a bind was added) is made again, not reused."""
+        plan = repr((self.hostname, self.root, self.binds, self.hidden, self.kept))
+        return hashlib.sha256(plan.encode()).hexdigest()[:16]
 
     @property
     def chrooted(self) -> bool:
@@ -215,17 +224,37 @@ def namespace_inode(path: Path) -> int | None:
         return None
 
 
+def _ready_mark(space: NodeSpace) -> str:
+    return f"{namespace_inode(space.mnt_file)} {space.plan_digest}"
+
+
+def deleted_sources(space: NodeSpace) -> list[str]:
+    """The node's bind mounts whose source was deleted on the host after the node was made (a checkout
+    removed and cloned again at the same path): the node shows an empty, orphaned folder there."""
+    result = subprocess.run(["nsenter", f"--mount={space.mnt_file}", "--", "cat", "/proc/self/mountinfo"],
+                            capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        return [f"(cannot read the node's mounts: {result.stderr.strip()[-200:]})"]
+    ours = {space.inside(bind.target) for bind in (*space.binds, *space.kept)}
+    return [fields[4] for fields in map(str.split, result.stdout.splitlines())
+            if fields[4] in ours and fields[3].endswith("//deleted")]
+
+
 def is_ready(space: NodeSpace) -> bool:
-    """Both namespaces kept and the setup script completed in this very mount namespace."""
+    """Both namespaces kept, the setup script completed in this very mount namespace for the current plan,
+    and every bound folder still the one on the host."""
     if not (is_nsfs(space.mnt_file) and is_nsfs(space.uts_file) and space.ready_file.exists()):
         return False
-    return space.ready_file.read_text().strip() == str(namespace_inode(space.mnt_file))
+    return space.ready_file.read_text().strip() == _ready_mark(space) and not deleted_sources(space)
 
 
 def create(space: NodeSpace) -> None:
-    """Idempotent: a node that is ready is left alone (its daemons keep running in it)."""
+    """Idempotent: a node that is ready is left alone (its daemons keep running in it). A node made for
+    another plan is ended (its daemons too: they would go on seeing the old mounts) and made again."""
     if is_ready(space):
         return
+    if is_nsfs(space.mnt_file):
+        end_processes(space)
     release(space)
     ensure_private_folder(space.ns_dir)
     for file in (space.mnt_file, space.uts_file):
@@ -235,7 +264,7 @@ def create(space: NodeSpace) -> None:
         release(space)
         raise StackError(f"node {space.hostname}: setting up its namespaces failed:\n"
                          f"{(result.stderr or result.stdout).strip()[-2000:]}")
-    space.ready_file.write_text(f"{namespace_inode(space.mnt_file)}\n")
+    space.ready_file.write_text(f"{_ready_mark(space)}\n")
 
 
 def processes_in(space: NodeSpace) -> list[int]:

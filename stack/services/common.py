@@ -34,6 +34,7 @@ class Service:
     start_timeout_s: float = 60.0
     oneshot: bool = False  # runs to completion before its dependents start
     is_current: Callable[[], bool] = lambda: True  # a one-shot whose inputs changed runs again
+    restarts_dependents: bool = False  # running it again ends what runs on top (a site's hosts made again)
     url: str | None = None
     ports: tuple[int, ...] = ()  # what it listens on: up only when the process we started holds them
     stop_signal: int = signal.SIGTERM  # the one it shuts down cleanly on (PostgreSQL: SIGINT, "fast")

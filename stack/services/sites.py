@@ -389,7 +389,7 @@ class SiteCluster:
         slurm = self.write_slurm_config
         return [
             Service(self.name("hosts"), [], health=lambda: None, oneshot=True, is_current=self.hosts_ready,
-                    bootstrap=self.make_hosts, start_timeout_s=900),
+                    bootstrap=self.make_hosts, start_timeout_s=900, restarts_dependents=True),
             self._daemon("munged", ctl, munged, ("hosts",), self._ctl_check(["sh", "-c", "munge -n | unmunge"]),
                          ("unix", MUNGE_SOCKET), prepare=self.prepare_munge, start_timeout_s=15),
             self._daemon("mariadb", ctl, mariadbd, ("hosts",),

@@ -158,6 +158,37 @@ def test_a_failing_service_is_named_with_its_log_tail(tmp_path):
     assert stack.supervised("dependent").pid() is None, "nothing starts on top of a failed dependency"
 
 
+def test_hosts_made_again_restart_what_runs_on_them_and_only_that(tmp_path):
+    """A site's hosts made again (its nodes were stale) end the daemons in them: ``up`` starts those again,
+    not only the one-shot, and leaves what does not stand on the hosts alone."""
+    from stack.services import Service
+
+    stack = Stack(StackPaths(tmp_path / "state"))
+    stack.factory.prepare_common = lambda: None
+    stack.factory.write_info_file = lambda: None
+    made = []
+    stack.services = {
+        "hosts": Service("hosts", [], health=lambda: None, oneshot=True, is_current=lambda: False,
+                         bootstrap=lambda: made.append("hosts"), restarts_dependents=True),
+        "daemon": Service("daemon", ["sleep", "60"], needs=("hosts",), health=lambda: None),
+        "on_daemon": Service("on_daemon", ["sleep", "60"], needs=("daemon",), health=lambda: None),
+        "elsewhere": Service("elsewhere", ["sleep", "60"], health=lambda: None),
+    }
+    try:
+        stack.up(progress=lambda _line: None)
+        first = {name: stack.supervised(name).pid() for name in ("daemon", "on_daemon", "elsewhere")}
+        assert all(first.values())
+        outcomes = {outcome.service: outcome.started for outcome in stack.up(progress=lambda _line: None)}
+        assert made == ["hosts", "hosts"]
+        assert outcomes == {"hosts": True, "daemon": True, "on_daemon": True, "elsewhere": False}
+        again = {name: stack.supervised(name).pid() for name in first}
+        assert again["daemon"] != first["daemon"] and again["on_daemon"] != first["on_daemon"]
+        assert again["elsewhere"] == first["elsewhere"]
+    finally:
+        for name in ("daemon", "on_daemon", "elsewhere"):
+            stack.supervised(name).stop(grace_s=1)
+
+
 def test_an_unhealthy_service_times_out_with_the_reason(tmp_path):
     from stack.process import StackError
     from stack.services import Service
