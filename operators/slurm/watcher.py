@@ -32,6 +32,7 @@ from operators.slurm.transport import SlurmTransport
 log = logging.getLogger(__name__)
 OUTAGE_REMINDER_S = 30.0
 SILENCE_NOTICE_S = 10.0  # a status call unanswered this long is told as an outage
+LOOP_LAG_S = 10.0  # how late a busy event loop (a triggerer with many triggers) may start the next call
 
 
 @dataclass
@@ -281,7 +282,7 @@ class ClusterWatcher:
         answered, asked = self._answered_at, self._asked_at
         if asked is None:
             return answered or datetime.now(UTC) - timedelta(seconds=self.retry.down_s)
-        if answered is None or (asked - answered).total_seconds() > self._pause_s + 1:
+        if answered is None or (asked - answered).total_seconds() > self._pause_s + LOOP_LAG_S:
             return asked
         return answered
 

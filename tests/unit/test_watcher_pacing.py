@@ -124,3 +124,7 @@ def test_a_watcher_idle_since_its_last_answer_dates_a_new_outage_from_its_first_
     pacing._answered_at = datetime.now(UTC) - timedelta(seconds=12.2)
     pacing._tell_outage(SlurmUnavailable("a status call has had no answer for over 10 s"))
     assert "(no answer for 12 s)" in watch.updates.get_nowait().message
+    pacing._outage_told_at = None  # the next call started late (a busy triggerer's loop): still polling
+    pacing._answered_at = pacing._asked_at - timedelta(seconds=2.0 + 6.2)
+    pacing._tell_outage(SlurmUnavailable("a status call has had no answer for over 10 s"))
+    assert "(no answer for 18 s)" in watch.updates.get_nowait().message
