@@ -16,6 +16,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from operators.contracts.column_changes import ColumnChanges, column_changes
 from operators.contracts.contract import Contract, ContractError
 from operators.contracts.suite import MODES, CompiledContract, CompiledRule, compile_contract
 
@@ -211,8 +212,10 @@ def validate_file(path: Path, contract: Contract, where: str, baseline: dict[str
     totals: dict[str, Any] = {}
     kept: dict[str, list[Any]] = {name: [] for name in whole}
     rows = chunk_count = 0
+    changes = ColumnChanges()
     for chunk in chunks:
         if chunk_count == 0:
+            changes = column_changes(chunk, contract, baseline)
             for outcome in runner.run("schema", chunk):
                 _merge(totals, outcome)
         chunk_count += 1
@@ -235,7 +238,7 @@ def validate_file(path: Path, contract: Contract, where: str, baseline: dict[str
         _merge(totals, outcome)
     for outcome in runner.run("table", pd.DataFrame(index=pd.RangeIndex(rows))):
         _merge(totals, outcome)
-    summary = _summary(compiled, totals, rows, columns, chunk_count, len(sampled), contract)
+    summary = _summary(compiled, totals, rows, columns, chunk_count, len(sampled), contract, changes)
     summary["profiles"] = profiles(sampled, contract)
     summary["seconds"] = round(time.monotonic() - began, 3)
     summary["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -245,8 +248,9 @@ def validate_file(path: Path, contract: Contract, where: str, baseline: dict[str
 
 
 def _summary(compiled: CompiledContract, totals: dict[str, Any], rows: int, columns: list[str], chunks: int,
-             sample_rows: int, contract: Contract) -> dict[str, Any]:
+             sample_rows: int, contract: Contract, changes: ColumnChanges) -> dict[str, Any]:
     rules = [_rule_outcome(rule, totals.get(rule.id), rows, sample_rows) for rule in compiled.rules]
+    _name_column_changes(rules, changes)
     failed = [rule for rule in rules if rule["success"] is False]
     status = ("failed" if any(rule["severity"] == "error" for rule in failed)
               else "warned" if failed else "passed")
@@ -254,6 +258,20 @@ def _summary(compiled: CompiledContract, totals: dict[str, Any], rows: int, colu
             "sample_rows": sample_rows, "contract": contract.file.name, "rules": rules, "failed": failed,
             "counts": {"rules": len(rules), "failed_error": sum(r["severity"] == "error" for r in failed),
                        "failed_warn": sum(r["severity"] == "warn" for r in failed)}}
+
+
+def _name_column_changes(rules: list[dict[str, Any]], changes: ColumnChanges) -> None:
+    """The columns rule says which columns are new and which gone (GX observes the whole list); a missing
+    column's existence rule says what it was likely renamed to."""
+    if not changes:
+        return
+    renamed_to = changes.renamed
+    for rule in rules:
+        if rule["check"] == "columns" and rule["success"] is False:
+            rule["column_changes"] = changes.as_dict()
+        elif rule["check"] == "exists" and rule["column"] in changes.missing and rule["success"] is False:
+            rule["column_changes"] = {"missing_columns": [rule["column"]], "likely_renames": {
+                rule["column"]: renamed_to[rule["column"]]} if rule["column"] in renamed_to else {}}
 
 
 def _rule_outcome(rule: CompiledRule, outcome: Any, rows: int, sample_rows: int) -> dict[str, Any]:

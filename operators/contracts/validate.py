@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from operators.connections import VALIDATION_PREFIX
+from operators.contracts.column_changes import describe as describe_column_changes
 from operators.contracts.contract import Contract, ContractError, load_contract
 
 PREFIX = VALIDATION_PREFIX
@@ -183,6 +184,8 @@ def validate_pinned(pinned: dict[str, Any], contract: Contract | Path, s3_client
 
 def observed(rule: dict[str, Any]) -> str:
     """What a broken rule saw: GX's error, the observed value, or how many rows broke it, with examples."""
+    if rule.get("column_changes"):
+        return describe_column_changes(rule["column_changes"])
     seen = rule.get("error") or rule.get("observed_value")
     if seen is None and "unexpected_count" in rule:
         seen = f"{rule['unexpected_count']} of {rule.get('element_count')} rows, e.g. " \

@@ -112,6 +112,7 @@ def test_schema_breaks_fail_naming_the_rule(s3, dataset):
     extra = put(s3, name, "v2", frame_bytes([1.0] * 20, note=["x"] * 20))
     summary = run(s3, extra, contract, "run-extra")
     assert [rule["rule"] for rule in summary["failed"]] == ["extra_columns"]
+    assert summary["failed"][0]["column_changes"]["unexpected_columns"] == ["note"]  # the new one, not the list
     missing = put(s3, name, "v3", b"id\n" + b"\n".join(str(i).encode() for i in range(20)) + b"\n")
     summary = run(s3, missing, contract, "run-missing")
     assert summary["status"] == "failed"

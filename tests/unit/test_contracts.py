@@ -23,6 +23,7 @@ import yaml
 
 from operators.contracts.contract import CONTRACTS_DIR, ContractError, load_contract
 from operators.contracts.engine import validate_file
+from operators.contracts.validate import failure_message, observed
 from operators.pipeline.cli import lint
 from operators.sites import SITES_DIR
 
@@ -460,6 +461,45 @@ def test_a_missing_column_fails_its_existence_rule(contract, data: Path) -> None
     assert (exists["success"], exists["severity"], exists["check"]) == (False, "error", "exists")
     assert "columns.code.type" not in rules and "columns.code.rules.0" not in rules  # nothing to check them on
     assert failed(summary) == ["extra_columns", "columns.code.exists"]  # the column set differs too
+
+
+def test_a_renamed_column_is_named_as_missing_unexpected_and_likely_renamed(contract, data: Path) -> None:
+    """Not ``observed [all column names]``: the steward reads which column went, which came, and why the two
+    are likely one (the new one's values fit the old one's rules)."""
+    renamed = readings().rename(columns={"score": "score_pct"})
+    summary = validate_file(write(renamed, data, "renamed.csv"), contract(), WHERE, {})
+    rules = by_rule(summary)
+    assert rules["extra_columns"]["column_changes"] == {
+        "unexpected_columns": ["score_pct"], "missing_columns": ["score"], "likely_renames": {"score": "score_pct"}}
+    assert observed(rules["extra_columns"]) == ("unexpected column(s) 'score_pct'; missing column(s) 'score'; "
+                                                "likely renamed: 'score' -> 'score_pct' (its values fit the "
+                                                "contract's rules for 'score')")
+    assert observed(rules["columns.score.exists"]).startswith("missing column(s) 'score'; likely renamed: 'score'")
+    message = failure_message(summary, "error")
+    assert "id" not in message.split("observed ")[1].split(";")[0]  # not the whole column list
+
+
+def test_a_rename_is_proposed_only_where_the_values_fit_the_old_column(contract, data: Path) -> None:
+    """Two columns gone, two new: each new one is matched to the old one its values fit, whatever its name;
+    a new column whose values fit no rule of a missing one is only unexpected."""
+    frame = readings().rename(columns={"score": "a", "label": "b"})
+    summary = validate_file(write(frame, data, "two_renamed.csv"), contract(), WHERE, {})
+    changes = by_rule(summary)["extra_columns"]["column_changes"]
+    # b holds 0/1 (fits label's allowed values, and score's range too); a holds 30..70 (fits score, not label)
+    assert changes["likely_renames"] == {"label": "b", "score": "a"}
+    unrelated = readings().drop(columns="score").assign(notes="free text")
+    changes = by_rule(validate_file(write(unrelated, data, "unrelated.csv"), contract(), WHERE, {}))[
+        "extra_columns"]["column_changes"]
+    assert changes == {"unexpected_columns": ["notes"], "missing_columns": ["score"], "likely_renames": {}}
+
+
+def test_a_rename_prefers_the_column_closest_to_the_old_one_s_last_accepted_distribution(
+        contract, data: Path, passing: dict[str, Any]) -> None:
+    baseline = passing["profiles"]
+    frame = readings().drop(columns="score").assign(low=np.linspace(0, 9, ROWS), near=readings(seed=3)["score"])
+    changes = by_rule(validate_file(write(frame, data, "two_candidates.csv"), contract(), WHERE, baseline))[
+        "extra_columns"]["column_changes"]
+    assert changes["likely_renames"] == {"score": "near"}  # "low" is in score's range, not in its histogram's
 
 
 @pytest.mark.parametrize(("policy", "status"), [("error", "failed"), ("warn", "warned"), ("allow", "passed")])
