@@ -8,6 +8,7 @@ from airflow.sdk.bases.hook import BaseHook
 
 from operators.provider import SLURM_CONNECTION_FIELDS
 from operators.slurm.model import SlurmError
+from operators.slurm.shared_status import SharedStatusTransport
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.transports import NoFileChannel, make_transport
 
@@ -61,6 +62,12 @@ class SlurmHook(BaseHook):
     @property
     def job_user(self) -> str | None:
         return self.connection.login
+
+    def shared_status_transport(self, max_age_s: float) -> SharedStatusTransport:
+        """The transport, with its status answer shared by every process on this host that waits on the same
+        cluster as the same user (triggerers, connections to one cluster, tasks waiting in workers)."""
+        return SharedStatusTransport(self.get_transport(), self.settings.get("cluster") or self.slurm_conn_id,
+                                     self.job_user, max_age_s)
 
     def get_conn(self) -> SlurmTransport:
         return self.get_transport()

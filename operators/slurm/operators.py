@@ -21,7 +21,6 @@ from operators.slurm.model import ControllerUnreachable, JobAccounting, SlurmErr
 from operators.slurm.reconciler import TaskIdentity
 from operators.slurm.retry import RetryWithDeadline
 from operators.slurm.script import JOB_OPTIONS, BatchJob, ContainerRun, Launcher, batch_job, env_file_text, render
-from operators.slurm.shared_status import SharedStatusTransport
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.triggers import SlurmJobTrigger, SlurmReconcileTrigger
 from operators.slurm.watcher import ClusterWatcher, PollSettings
@@ -281,9 +280,7 @@ class SlurmJobOperator(BaseOperator):
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete")
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)
-        # the tasks waiting in workers on this host share one status call per interval
-        shared = SharedStatusTransport(transport, record.get("cluster") or self.slurm_conn_id,
-                                       SlurmHook(self.slurm_conn_id).job_user, self.poll_interval_s)
+        shared = SlurmHook(self.slurm_conn_id).shared_status_transport(self.poll_interval_s)
         status = asyncio.run(ClusterWatcher(lambda: shared, settings).wait(job_id, self.requeue))
         return self.execute_complete(context, {"job_id": job_id, "state": status.state})
 

@@ -1,11 +1,13 @@
-"""One status call per cluster per interval for tasks that wait in their worker (not deferred).
+"""One status call per cluster per interval from a host, however many processes wait on the cluster there.
 
-A deferred task waits in the triggerer, where one watcher per cluster asks for all its jobs at once. A task
-that waits in its worker (an Edge worker on a login node, where the central triggerer cannot run the site's
-commands) has a watcher of its own, in a process of its own: ten such tasks would ask ten times. They share
-the answer instead: the first whose copy is older than its interval asks the controller, under a file lock,
-and writes the answer next to the lock; the others read it. The answer covers every job of the user, so one
-copy serves all of them. Files are the user's own (mode 0600, in a folder only the user can enter).
+A triggerer holds one watcher per connection, which asks for all its jobs at once; but a production
+deployment runs several triggerers (and a cluster may be reached by two connections, SSH and slurmrestd),
+and a task that waits in its worker (an Edge worker on a login node, where the central triggerer cannot run
+the site's commands) has a watcher of its own, in a process of its own. They share the answer instead: the
+first whose copy is older than its interval asks the controller, under a file lock, and writes the answer
+next to the lock; the others read it. The answer covers every job of the user, so one copy serves all of
+them. Files are the user's own (mode 0600, in a folder only the user can enter). Processes on other hosts
+(triggerers on two machines) each ask for themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from operators.slurm.model import JobStatus
 from operators.slurm.transport import SlurmTransport
 
 KEY = re.compile(r"[^A-Za-z0-9_.-]")
+LOCK_RETRY_S = 0.05  # how often a waiting event loop tries the lock again
 
 
 def snapshot_folder() -> Path:
@@ -63,7 +66,26 @@ class SharedStatusTransport:
             return statuses
 
     async def async_jobs(self) -> dict[int, JobStatus]:
-        return await asyncio.to_thread(self.jobs)
+        """The same for an event loop (a triggerer's): the lock is tried, not waited on, so the loop never
+        blocks; a copy another process writes while this one waits is taken as soon as it is there."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.lock_file, "a") as lock:
+            while True:
+                fresh = self._read_fresh()
+                if fresh is not None:
+                    return fresh
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(LOCK_RETRY_S)
+            fresh = self._read_fresh()
+            if fresh is not None:
+                return fresh
+            statuses = await self.transport.async_jobs()
+            self.calls += 1
+            self._write(statuses)
+            return statuses
 
     def _read_fresh(self) -> dict[int, JobStatus] | None:
         try:

@@ -18,11 +18,12 @@ from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
 
 
-def connection_transport(conn_id: str) -> SlurmTransport:
-    """Read in the trigger's own task (a worker thread), where the triggerer serves connections."""
+def connection_transport(conn_id: str, status_max_age_s: float) -> SlurmTransport:
+    """Read in the trigger's own task (a worker thread), where the triggerer serves connections. Its status
+    answer is shared with the other triggerers on this host (operators.slurm.shared_status)."""
     from operators.slurm.hooks import SlurmHook
 
-    return SlurmHook(conn_id).get_transport()
+    return SlurmHook(conn_id).shared_status_transport(status_max_age_s)
 
 
 def describe_wait(status: JobStatus) -> str:
@@ -74,7 +75,7 @@ class SlurmJobTrigger(DeclaredTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         settings = PollSettings(interval_s=self.poll_interval_s, unreachable_limit_s=self.unreachable_limit_s)
-        transport = await asyncio.to_thread(connection_transport, self.conn_id)
+        transport = await asyncio.to_thread(connection_transport, self.conn_id, self.poll_interval_s)
         watcher = ClusterWatcher.for_cluster(self.conn_id, lambda: transport, settings)
         since = datetime.fromisoformat(self.submitted_at) if self.submitted_at else None
         watch = Watch(self.job_id, self.requeue, self.log_path, since=since, interval_s=self.poll_interval_s,
@@ -124,7 +125,7 @@ class SlurmJobTrigger(DeclaredTrigger):
                           else "the task's state is unknown; the reconciler cancels it if the task has ended")
             return
         self.log.info("Task ended by a user: cancelling Slurm job %s", self.job_id)
-        transport = await asyncio.to_thread(connection_transport, self.conn_id)
+        transport = await asyncio.to_thread(connection_transport, self.conn_id, self.poll_interval_s)
         await transport.async_cancel(self.job_id)
         if self.env_file:  # a job cancelled before it started never read (and removed) its credentials
             await transport.async_remove(self.env_file)
@@ -168,7 +169,7 @@ class SlurmReconcileTrigger(DeclaredTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
-        transport = await asyncio.to_thread(connection_transport, self.conn_id)
+        transport = await asyncio.to_thread(connection_transport, self.conn_id, self.poll_interval_s)
         watcher = ClusterWatcher.for_cluster(self.conn_id, lambda: transport,
                                              PollSettings(interval_s=self.poll_interval_s))
         cancelled: list[dict[str, Any]] = []

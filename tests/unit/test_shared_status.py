@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import stat
@@ -59,3 +60,82 @@ def test_other_transport_calls_go_to_the_transport_and_another_cluster_has_its_o
     assert (a.calls, b.calls) == (1, 1)
     (tmp_path / "site_a-hpcuser.json").write_text("not json")  # a damaged copy: asked again, never trusted
     assert a.jobs()[7].state == "RUNNING" and a.calls == 2
+
+
+class SlowAsyncTransport(CountingTransport):
+    """The same answer through ``async_jobs``, as a triggerer's watcher asks, taking ``answer_s``."""
+
+    def __init__(self, counter: Path, answer_s: float) -> None:
+        super().__init__(counter)
+        self.answer_s = answer_s
+
+    def jobs(self) -> dict[int, JobStatus]:
+        raise AssertionError("an event loop's call must not take a thread for the blocking jobs()")
+
+    async def async_jobs(self) -> dict[int, JobStatus]:
+        with open(self.counter, "a") as out:
+            out.write("x")
+        await asyncio.sleep(self.answer_s)
+        return {7: JobStatus(7, "RUNNING", comment="airflow:d/r/t/-1")}
+
+
+def triggerer_polls(folder: Path, counter: Path, seconds: float, interval_s: float) -> int:
+    """A triggerer's loop: asks every interval through ``async_jobs``."""
+    async def loop() -> int:
+        shared = SharedStatusTransport(SlowAsyncTransport(counter, 0.05), "site_b", "hpcuser", interval_s,
+                                       folder=folder)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert (await shared.async_jobs())[7].state == "RUNNING"
+            await asyncio.sleep(interval_s / 4)
+        return shared.calls
+
+    return asyncio.run(loop())
+
+
+def test_triggerers_on_one_host_make_one_status_call_per_interval_between_them(tmp_path: Path):
+    counter = tmp_path / "calls"
+    counter.touch()
+    with multiprocessing.get_context("fork").Pool(4) as pool:  # two triggerers x two connections to one cluster
+        calls = pool.starmap(triggerer_polls, [(tmp_path / "status", counter, 3.0, 0.5)] * 4)
+    made = len(counter.read_text())
+    assert made == sum(calls)
+    assert 5 <= made <= 8, (made, calls)  # 3 s at 0.5 s: about 6 calls in all, not 4 x 6
+
+
+def hold_the_call(folder: Path, counter: Path, answer_s: float) -> None:
+    asyncio.run(SharedStatusTransport(SlowAsyncTransport(counter, answer_s), "site_b", "hpcuser", 60,
+                                      folder=folder).async_jobs())
+
+
+def test_an_event_loop_waiting_for_another_process_s_answer_is_never_blocked_and_takes_that_answer(tmp_path: Path):
+    counter, folder = tmp_path / "calls", tmp_path / "status"
+    counter.touch()
+    holder = multiprocessing.get_context("fork").Process(target=hold_the_call, args=(folder, counter, 1.5))
+    holder.start()
+    deadline = time.monotonic() + 10
+    while not counter.read_text():  # the other process holds the lock and waits for the controller
+        assert time.monotonic() < deadline and holder.is_alive(), "the holder never asked the controller"
+        time.sleep(0.01)
+
+    async def waiter() -> tuple[dict[int, JobStatus], float, int]:
+        gaps, last = [], time.monotonic()
+
+        async def ticker() -> None:
+            nonlocal last
+            while True:
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - last)
+                last = time.monotonic()
+
+        ticking = asyncio.create_task(ticker())
+        shared = SharedStatusTransport(SlowAsyncTransport(counter, 0.05), "site_b", "hpcuser", 60, folder=folder)
+        answer = await shared.async_jobs()
+        ticking.cancel()
+        return answer, max(gaps), shared.calls
+
+    answer, longest_gap_s, own_calls = asyncio.run(waiter())
+    holder.join(10)
+    assert answer[7].state == "RUNNING"
+    assert own_calls == 0 and len(counter.read_text()) == 1  # the holder's answer served both
+    assert longest_gap_s < 0.2, longest_gap_s  # Airflow's blocked-loop warning threshold

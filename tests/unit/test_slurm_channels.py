@@ -460,3 +460,19 @@ def test_ssh_staging_streams_the_tar_through_a_pipe_and_survives_a_remote_side_t
     with pytest.raises(SlurmError, match="refused"):
         SshFiles(EarlyExit()).stage(str(tmp_path / "other"), files, None)
     assert time.monotonic() - started < 10 and threading.active_count() < 5
+
+
+def test_triggers_share_the_status_answer_of_a_cluster_across_its_connections_and_processes(monkeypatch) -> None:
+    """Two connections to one cluster (SSH and slurmrestd), in any triggerer on the host, read one copy."""
+    from operators.slurm import triggers
+    from operators.slurm.shared_status import SharedStatusTransport
+
+    extras = {"b_ssh": {"transport": "ssh", "cluster": "site_b", "known_hosts": "/k"},
+              "b_rest": {"transport": "rest", "cluster": "site_b", "files": "ssh", "ssh_host": "b-login"},
+              "a_ssh": {"transport": "ssh", "cluster": "site_a", "known_hosts": "/k"}}
+    monkeypatch.setattr(SlurmHook, "get_connection", classmethod(lambda cls, conn_id: FakeConnection(extras[conn_id])))
+    made = {conn_id: triggers.connection_transport(conn_id, 2.0) for conn_id in extras}
+    assert all(isinstance(transport, SharedStatusTransport) for transport in made.values())
+    assert made["b_ssh"].file == made["b_rest"].file != made["a_ssh"].file
+    assert made["b_ssh"].max_age_s == 2.0
+    assert made["b_ssh"].transport.kind != made["b_rest"].transport.kind  # each still talks its own way
