@@ -41,6 +41,7 @@ PORTS = {
     "sshd": 2222,  # the login node: OpenSSH for the Slurm SSH transport
     "postgres": 5432,
     "redis": 6379,
+    "smtp": 8025,  # the mail sink (aiosmtpd)
     # log servers: the scheduler (LocalExecutor) or each Celery worker serves its task logs, each triggerer its own
     "worker_logs": 8793,
     "triggerer_logs": 8794,

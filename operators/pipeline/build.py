@@ -52,11 +52,11 @@ def _notifier(spec: Pipeline) -> dict[str, Any]:
     """E-mail on the events the spec lists, through Airflow's SMTP connection ``smtp_default``."""
     if not spec.notifications.email:
         return {}
-    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    from operators.pipeline.notifications import PipelineMailNotifier
 
     callbacks = {}
     for event in spec.notifications.events:
-        callbacks[f"on_{event}_callback"] = SmtpNotifier(
+        callbacks[f"on_{event}_callback"] = PipelineMailNotifier(
             to=spec.notifications.email, subject=f"[{spec.dag_id}] {{{{ ti.task_id }}}}: {event}",
             html_content=f"Pipeline {spec.name}, run {{{{ run_id }}}}, task {{{{ ti.task_id }}}}: {event}.")
     return callbacks

@@ -10,6 +10,7 @@ from typing import Any
 from operators.slurm.edge import EDGE_EXECUTOR
 from stack.job_access import JobAccess
 from stack.services.common import Check, Service, ensure_dir, http_check, http_get, port_check
+from stack.services.mail import MailSink
 from stack.services.postgres import PostgreSQL
 from stack.services.redis import Redis
 from stack.services.seaweedfs import S3_URL
@@ -154,6 +155,7 @@ class Airflow:
                 "conn_type": "http", "host": HOST, "port": PORTS["mlserver_http"], "schema": "http",
                 "extra": {"model_repository": str(self.paths.model_repository)},
             },
+            "smtp_default": MailSink(self.paths).connection(),  # the pipelines' e-mail notifications
             **self.job_access.connections(),
             **{name: conn for site in self.sites for name, conn in site.connections().items()},
         }

@@ -14,6 +14,7 @@ from stack.services.dataset_registry import DatasetRegistry
 from stack.services.edge import EdgeWorker
 from stack.services.job_access import JobAccessStep
 from stack.services.login_node import LoginNode, ensure_client_key
+from stack.services.mail import MailSink
 from stack.services.mariadb import MariaDB
 from stack.services.mlflow import MLFLOW_URL, MLflow
 from stack.services.mlserver import MLSERVER_URL, MLServer
@@ -56,6 +57,7 @@ class LocalFactory:
         self.dataset_registry = DatasetRegistry(paths, self.secrets)
         self.postgres = PostgreSQL(paths, self.secrets)
         self.redis = Redis(paths, self.secrets)
+        self.mail = MailSink(paths)
         self.mlflow = MLflow(paths, self.secrets, self.postgres)
         self.job_access_step = JobAccessStep(paths, self.job_access, self.s3, self.mlflow)
         self.mlserver = MLServer(paths)
@@ -73,6 +75,7 @@ class LocalFactory:
             self.s3.service(),
             self.postgres.service(),
             *([self.redis.service()] if self.profile == "production" else []),
+            self.mail.service(),
             self.dataset_registry.service(),
             self.mlflow.service(),
             self.job_access_step.service(),

@@ -65,7 +65,7 @@ def test_the_edge_worker_runs_in_the_login_node_as_the_job_user_and_reaches_only
     assert edge.registered_state() in ("idle", "running")
     host = str(site_a.site.host_address.ip)
     assert reaches(site_a, host, edge.relay_port)  # the API server, through the relay on the bridge
-    for service in ("postgres", "redis", "mlflow", "s3", "airflow"):  # and nothing else of the Airflow host
+    for service in ("postgres", "redis", "mlflow", "s3", "airflow", "smtp"):  # and nothing else of the Airflow host
         for address in (host, "127.0.0.1"):
             assert not reaches(site_a, address, PORTS[service]), (service, address)
 

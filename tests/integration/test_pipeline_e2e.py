@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -130,6 +131,23 @@ def test_contract_breaking_version_stops_before_slurm(champion_run, airflow):
     assert "columns.mean_radius.rules.0" in log and "columns.diagnosis.rules.0" in log
     assert "5 of 455 rows" in log  # the merged count of negative radii, with the rule's contract line
     assert jobs_of_run(champion_run), "the accounting check must see the jobs of a good run"
+    # the spec's e-mail on failure reaches the stack's mail sink, and its sending left no error in the log
+    [mail] = mail_about(f"[{DAG}] apply_contract: failure", run_id)
+    assert mail["To"] == "mlops@aifactory.local"
+    assert "Failed to send notification" not in log and "not sent through connection" not in log
+
+
+def mail_about(subject: str, run_id: str, timeout_s: float = 30) -> list:
+    """The messages the stack's mail sink (stack/services/mail.py) received with this subject about this run."""
+    from stack.services.mail import MailSink
+    from stack.settings import StackPaths
+
+    sink, deadline = MailSink(StackPaths.from_env()), time.monotonic() + timeout_s
+    while not (found := [message for message in sink.messages() if message["Subject"] == subject
+                         and run_id in message.get_payload()[0].get_payload(decode=True).decode()]):
+        assert time.monotonic() < deadline, f"no mail {subject!r} in {sink.maildir}"
+        time.sleep(1)
+    return found
 
 
 def test_worse_model_is_registered_but_not_promoted(champion_run, airflow, registry_client, stack_info):

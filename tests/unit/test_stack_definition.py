@@ -45,7 +45,7 @@ def test_all_services_bind_loopback_only(stack):
 def test_the_issue_s_services_are_all_there(stack):
     expected = {"munge", "mariadb", "slurmdbd", "slurmctld", "slurmd", "slurmrestd", "sshd", "seaweedfs",
                 "mlflow", "mlserver", "airflow-api", "airflow-scheduler", "airflow-dag-processor",
-                "airflow-triggerer"}
+                "airflow-triggerer", "mail"}
     assert expected <= set(stack.services)
 
 
