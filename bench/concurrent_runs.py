@@ -9,8 +9,10 @@ submission, noticing the end, accounting. Goal: the mean overhead under load <= 
 
 Also: the wall time of the 20; the scheduler's pass latency (each task's ``scheduled_when`` -> ``queued_when``:
 the scheduler queues scheduled tasks once per loop, so this is the loop as tasks feel it; Airflow's own loop
-timer is a statsd metric, not available without a statsd server); and the peak number of connections to
-Airflow's PostgreSQL database (``pg_stat_activity``, sampled every second). Prints one JSON line.
+timer is a statsd metric, not available without a statsd server); the peak number of connections to
+Airflow's PostgreSQL database (``pg_stat_activity``, sampled every second); and the job-info RPCs each
+site's slurmctld counted per poll interval (``sdiag``), next to the number of hosts that wait on it. Prints one
+JSON line.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ WAYS = {"slurm_job_example_site_a_edge": SITE_A, "slurm_job_example_site_a": SIT
         "slurm_job_example_site_b": SITE_B, "slurm_job_example_site_b_rest": SITE_B}
 SINGLE = "slurm_job_example_site_b"
 GOAL_RATIO = 1.5
+POLL_INTERVAL_S = 1.0  # the example DAGs' poll_interval_s
+JOB_INFO_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_USER_INFO", "REQUEST_JOB_INFO_SINGLE")
+# the hosts that wait on each site, each one status call per interval (operators/slurm/shared_status.py):
+# site A from the Airflow host (SSH) and its login node (Edge worker), site B from the Airflow host only
+WAITING_HOSTS = {"site_a": 2, "site_b": 1}
 
 
 def when(value: str) -> float:
@@ -68,6 +75,12 @@ class ConnectionSampler(threading.Thread):
         with self.engine.connect() as connection:
             while not self.stopped.wait(1.0):
                 self.peak = max(self.peak, int(connection.execute(self.query).scalar()))
+
+
+def job_info_rpcs(stack: Stack) -> dict[str, int]:
+    """slurmctld's job-info RPC counts (sdiag) on each site."""
+    return {site.site.name: sum(site.rpc_counts().get(kind, 0) for kind in JOB_INFO_RPCS)
+            for site in stack.factory.sites}
 
 
 def run_all(api: AirflowAPI, stack: Stack, dags: list[str]) -> tuple[list[dict], float]:
@@ -104,7 +117,10 @@ def main() -> None:
     sampler = ConnectionSampler(paths)
     sampler.start()
     ways = list(WAYS)
+    rpcs_before = job_info_rpcs(stack)
     many, wall = run_all(api, stack, [ways[number % len(ways)] for number in range(RUNS)])
+    rpcs = {name: round((count - rpcs_before[name]) / (wall / POLL_INTERVAL_S), 2)
+            for name, count in job_info_rpcs(stack).items()}
     sampler.stopped.set()
     sampler.join()
     overheads = sorted(result["overhead_s"] for result in many)
@@ -117,6 +133,8 @@ def main() -> None:
         "overhead_ratio": round(ratio, 2), "goal_ratio": GOAL_RATIO, "goal_met": ratio <= GOAL_RATIO,
         "scheduler_pass_p50_s": round(statistics.median(passes), 2), "scheduler_pass_max_s": round(passes[-1], 2),
         "db_connections_peak": sampler.peak,
+        "job_info_rpcs_per_interval": rpcs, "goal_rpcs_per_interval": WAITING_HOSTS,
+        "rpcs_goal_met": all(rate <= WAITING_HOSTS[name] * 1.1 for name, rate in rpcs.items()),
     }))
 
 
