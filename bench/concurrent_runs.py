@@ -39,7 +39,6 @@ WAYS = {"slurm_job_example_site_a_edge": SITE_A, "slurm_job_example_site_a": SIT
 SINGLE = "slurm_job_example_site_b"
 GOAL_RATIO = 1.5
 POLL_INTERVAL_S = 1.0  # the example DAGs' poll_interval_s
-JOB_INFO_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_USER_INFO", "REQUEST_JOB_INFO_SINGLE")
 # the hosts that wait on each site, each one status call per interval (operators/slurm/shared_status.py):
 # site A from the Airflow host (SSH) and its login node (Edge worker), site B from the Airflow host only
 WAITING_HOSTS = {"site_a": 2, "site_b": 1}
@@ -79,8 +78,7 @@ class ConnectionSampler(threading.Thread):
 
 def job_info_rpcs(stack: Stack) -> dict[str, int]:
     """slurmctld's job-info RPC counts (sdiag) on each site."""
-    return {site.site.name: sum(site.rpc_counts().get(kind, 0) for kind in JOB_INFO_RPCS)
-            for site in stack.factory.sites}
+    return {site.site.name: site.job_info_rpcs() for site in stack.factory.sites}
 
 
 def run_all(api: AirflowAPI, stack: Stack, dags: list[str]) -> tuple[list[dict], float]:

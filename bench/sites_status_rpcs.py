@@ -32,6 +32,7 @@ from bench.slurm_polling import exit_cleanly_on_sigterm
 from operators.slurm.script import BatchJob, render
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
 from stack.clusters.site import JOB_WORKDIR, SITES
+from stack.services.sites import JOB_INFO_RPCS
 from stack.settings import StackPaths
 
 JOBS_PER_SITE = int(os.environ.get("BENCH_JOBS_PER_SITE", "50"))
@@ -39,7 +40,6 @@ INTERVAL_S = 2.0
 WATCH_S = 60.0
 IDLE_S = 20.0
 SUBMIT_WORKERS = 8
-JOB_INFO_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_USER_INFO", "REQUEST_JOB_INFO_SINGLE")
 SIDE_RPCS = ("REQUEST_PARTITION_INFO", "REQUEST_FED_INFO")
 GOAL_PER_INTERVAL = 1.0
 TOLERANCE = 1.1  # a window of 60 s holds 30 intervals and may catch one more call at its edges

@@ -29,6 +29,10 @@ class ColumnChanges:
     def __bool__(self) -> bool:
         return bool(self.unexpected or self.missing)
 
+    def of_missing(self, column: str) -> ColumnChanges:
+        """What concerns one missing column: its absence and its likely new name."""
+        return ColumnChanges(missing=[column], renamed={column: self.renamed[column]} if column in self.renamed else {})
+
     def as_dict(self) -> dict[str, Any]:
         return {"unexpected_columns": self.unexpected, "missing_columns": self.missing,
                 "likely_renames": self.renamed}

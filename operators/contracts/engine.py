@@ -265,13 +265,13 @@ def _name_column_changes(rules: list[dict[str, Any]], changes: ColumnChanges) ->
     column's existence rule says what it was likely renamed to."""
     if not changes:
         return
-    renamed_to = changes.renamed
     for rule in rules:
-        if rule["check"] == "columns" and rule["success"] is False:
+        if rule["success"] is not False:
+            continue
+        if rule["check"] == "columns":
             rule["column_changes"] = changes.as_dict()
-        elif rule["check"] == "exists" and rule["column"] in changes.missing and rule["success"] is False:
-            rule["column_changes"] = {"missing_columns": [rule["column"]], "likely_renames": {
-                rule["column"]: renamed_to[rule["column"]]} if rule["column"] in renamed_to else {}}
+        elif rule["check"] == "exists" and rule["column"] in changes.missing:
+            rule["column_changes"] = changes.of_missing(rule["column"]).as_dict()
 
 
 def _rule_outcome(rule: CompiledRule, outcome: Any, rows: int, sample_rows: int) -> dict[str, Any]:

@@ -60,10 +60,7 @@ class SharedStatusTransport:
             fresh = self._read_fresh()
             if fresh is not None:
                 return fresh
-            statuses = self.transport.jobs()
-            self.calls += 1
-            self._write(statuses)
-            return statuses
+            return self._keep(self.transport.jobs())
 
     async def async_jobs(self) -> dict[int, JobStatus]:
         """The same for an event loop (a triggerer's): the lock is tried, not waited on, so the loop never
@@ -82,10 +79,13 @@ class SharedStatusTransport:
             fresh = self._read_fresh()
             if fresh is not None:
                 return fresh
-            statuses = await self.transport.async_jobs()
-            self.calls += 1
-            self._write(statuses)
-            return statuses
+            return self._keep(await self.transport.async_jobs())
+
+    def _keep(self, statuses: dict[int, JobStatus]) -> dict[int, JobStatus]:
+        """The controller's own answer: counted, and written for the others."""
+        self.calls += 1
+        self._write(statuses)
+        return statuses
 
     def _read_fresh(self) -> dict[int, JobStatus] | None:
         try:

@@ -1,7 +1,7 @@
 """The stack's mail sink: an SMTP server (aiosmtpd) that keeps what Airflow's notifiers send in a Maildir.
 
 A factory has its own mail relay; here nothing may leave the machine, so pipelines' notifications are
-delivered to ``<state>/data/mail`` (Maildir: open it with ``mutt -f``, or list it with ``./factory mail``)
+delivered to ``<state>/data/mail`` (Maildir: open it with ``mutt -f``, or list it with ``./factory stack mail``)
 instead of failing with an SMTP traceback on every failed run.
 """
 

@@ -54,6 +54,8 @@ from stack.settings import JOB_USER, REPO, REST_USER, SLURM_ACCOUNT, StackPaths,
 from stack.settings import PORTS as STACK_PORTS
 
 SSH_FOLDER = f"{NODE_LOCAL}/ssh"  # on the login node
+# the RPCs slurmctld answers when asked for jobs' status (squeue, REST /jobs, pyslurm Jobs.load)
+JOB_INFO_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_USER_INFO", "REQUEST_JOB_INFO_SINGLE")
 Listens = tuple[str, object]  # ("tcp", port) or ("unix", socket path) inside the node
 # One accounting database of a few jobs: MariaDB's default caches would double the site's memory.
 SMALL_MARIADB = ("--innodb-buffer-pool-size=16M", "--innodb-log-buffer-size=1M", "--key-buffer-size=1M",
@@ -329,6 +331,10 @@ class SiteCluster:
         if not counts:
             raise StackError(f"{self.site.name}: no RPC statistics in sdiag's answer")
         return counts
+
+    def job_info_rpcs(self) -> int:
+        """The job-information RPCs slurmctld answered since its start: what status polling costs it."""
+        return sum(self.rpc_counts().get(kind, 0) for kind in JOB_INFO_RPCS)
 
     def rest_headers(self) -> dict[str, str]:
         return {"X-SLURM-USER-NAME": JOB_USER, "X-SLURM-USER-TOKEN": self.secrets.token(JOB_USER, 300)}

@@ -27,7 +27,6 @@ from tests.integration.test_slurm_operator import identity, jobs_with_comment
 RUNS_PER_WAY = 5
 JOB_S = 60
 POLL_INTERVAL_S = 1.0  # the example DAGs' poll_interval_s
-JOB_INFO_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_USER_INFO", "REQUEST_JOB_INFO_SINGLE")
 WAYS = {  # DAG -> site
     "slurm_job_example_site_a_edge": SITE_A,
     "slurm_job_example_site_a": SITE_A,
@@ -78,7 +77,7 @@ def database_errors(stack: Stack, since: dict[str, int]) -> list[str]:
 
 
 def job_info_rpcs(sites: dict[str, SiteCluster]) -> dict[str, int]:
-    return {name: sum(site.rpc_counts().get(kind, 0) for kind in JOB_INFO_RPCS) for name, site in sites.items()}
+    return {name: site.job_info_rpcs() for name, site in sites.items()}
 
 
 def test_twenty_runs_across_both_sites_at_once_all_succeed_with_one_job_each(
