@@ -7,6 +7,12 @@
 # Keep FROM in step with requirements/orchestrator.lock (a unit test checks it). No container engine
 # is reachable where this project is developed, so CI does not build it: tests/unit/test_deploy_config.py
 # checks this file, airflow.cfg and the example connections instead.
+
+# GX Data Docs' CDN files, pinned by plugins/report_assets/package-lock.json: the reports render offline
+FROM node:20-bookworm-slim AS report-assets
+COPY plugins/report_assets/package.json plugins/report_assets/package-lock.json plugins/report_assets/.npmrc /assets/
+RUN cd /assets && npm ci --ignore-scripts --no-audit --no-fund
+
 FROM apache/airflow:3.3.2-python3.11
 
 # the project's folder, writable by airflow for the editable install below
@@ -30,6 +36,7 @@ RUN uv pip install --no-cache --no-deps --compile-bytecode -e /opt/aifactory
 COPY --chown=airflow:0 airflow.cfg /opt/airflow/airflow.cfg
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
+COPY --from=report-assets --chown=airflow:0 /assets/node_modules /opt/aifactory/report-assets/node_modules
 ENV AIRFLOW_CONFIG=/opt/airflow/airflow.cfg
 
 # 8080: API server (UI, REST, task execution API, Edge worker API); 8793: a Celery worker's log

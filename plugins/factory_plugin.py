@@ -2,7 +2,8 @@
 
 - ``/factory/stewards``: the data stewards' page: validation runs across pipelines and datasets, with
   Approve / Reject for runs that broke only warn rules and wait for a decision;
-- ``/factory/reports/<key>``: validation reports (GX Data Docs) from the reports bucket in S3;
+- ``/factory/reports/<key>``: validation reports (GX Data Docs) from the reports bucket in S3, rewritten to
+  load their styles and scripts from ``/factory/assets/`` (our copies of GX's CDN files) so they render offline;
 - ``/factory/slurm/<conn_id>/jobs/<job_id>``: a Slurm job's state and accounting.
 """
 
@@ -10,14 +11,17 @@ from __future__ import annotations
 
 import html
 import mimetypes
+from pathlib import Path
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
+from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from operators.clients import s3_client
 from operators.connections import REPORTS_BUCKET
+from operators.contracts.report_assets import asset_file, offline_page
 from operators.contracts.validate import history, observed, outcome
 
 app = FastAPI(title="AI Factory", dependencies=[Depends(requires_authenticated())])
@@ -36,7 +40,22 @@ def report(key: str) -> Response:
         raise HTTPException(status_code=404 if status == 404 else 502,
                             detail=f"s3://{REPORTS_BUCKET}/{key}: {error.response['Error'].get('Code')}") from None
     media_type = obj.get("ContentType") or mimetypes.guess_type(key)[0] or "application/octet-stream"
-    return Response(content=obj["Body"].read(), media_type=media_type)
+    content = obj["Body"].read()
+    if media_type in ("text/html", "text/css"):
+        content = offline_page(content.decode("utf-8", errors="replace"), key).encode()
+    return Response(content=content, media_type=media_type)
+
+
+@app.get("/assets/{path:path}")
+def report_asset(path: str) -> Response:
+    """GX's CDN files, installed from npm (``plugins/report_assets``) where ``[factory] report_assets`` says."""
+    root = Path(conf.get("factory", "report_assets", fallback="/opt/aifactory/report-assets/node_modules"))
+    found = asset_file(root, path)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no report asset {path!r}")
+    media_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
+    return Response(content=found.read_bytes(), media_type=media_type,
+                    headers={"Cache-Control": "public, max-age=86400"})
 
 
 @app.get("/slurm/{conn_id}/jobs/{job_id}")

@@ -91,6 +91,22 @@ sync_env() {  # name, lock file, extra uv args; syncs the venv to the lock (exac
   rm -f "$dir/.project-hash"
 }
 
+install_report_assets() {  # GX Data Docs' CDN files from npm, pinned by the committed lock, served at /factory/assets
+  local src="$REPO/plugins/report_assets" dir="$STATE/web/report-assets" want
+  want=$(tree_hash "$src/package.json" "$src/package-lock.json" "$src/.npmrc")
+  if [ -f "$dir/.lock-hash" ] && [ "$(cat "$dir/.lock-hash")" = "$want" ]; then return; fi
+  if ! command -v npm >/dev/null; then
+    echo "stack/install.sh: the validation reports' assets install with npm (Node.js 18 or newer), not found" >&2
+    exit 1
+  fi
+  say "report assets (npm ci from plugins/report_assets/package-lock.json)"
+  rm -rf "$dir" && mkdir -p "$dir"
+  cp "$src/package.json" "$src/package-lock.json" "$src/.npmrc" "$dir/"
+  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  chmod -R a+rX "$dir"
+  echo "$want" > "$dir/.lock-hash"
+}
+
 install_project() {  # name, editable|copy: the project's own package, without its dependencies
   local dir="$STATE/venvs/$1" want
   # the checkout's path is part of it: an editable install from another clone must be redone
@@ -113,6 +129,7 @@ mkdir -p "$STATE/venvs"
 chmod 755 "$STATE" "$STATE/venvs"
 install_uv
 install_seaweedfs
+install_report_assets
 sync_env orchestrator "$REPO/requirements/orchestrator.lock"
 sync_env job-runtime "$REPO/requirements/job-runtime.lock"
 sync_env serving "$REPO/requirements/serving.lock"

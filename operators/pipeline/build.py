@@ -11,7 +11,7 @@ from airflow.sdk import DAG, Param
 
 from operators.connections import REPORTS_BUCKET, S3_CONN
 from operators.datasets.assets import dataset_asset
-from operators.pipeline import task_docs, tasks
+from operators.pipeline import run_end, task_docs, tasks
 from operators.pipeline.operators import (
     ApplyContractOperator,
     MlflowRunOperator,
@@ -145,6 +145,9 @@ def build_dag(spec: Pipeline) -> DAG:
             "run": start.output, "verdict": decide.output, "validation": apply_contract.output})
         push = _python(PythonOperator, "push_to_inference", serving.push_to_inference, spec,
                        {"registered": register.output})
-        serving.RetirePreviousVersionOperator(task_id="retire_previous_version", spec=spec, rollout=push.output,
-                                              doc_md=task_docs.retire_previous_version(spec))
+        retire = serving.RetirePreviousVersionOperator(task_id="retire_previous_version", spec=spec,
+                                                       rollout=push.output,
+                                                       doc_md=task_docs.retire_previous_version(spec))
+        end = _python(PythonOperator, "end_run", run_end.end_run, spec, {"run": start.output})
+        retire >> end.as_teardown(setups=start)  # runs however the tasks between them ended
     return dag

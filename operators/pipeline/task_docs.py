@@ -111,3 +111,9 @@ def push_to_inference(spec: Pipeline) -> str:
 def retire_previous_version(spec: Pipeline) -> str:
     return (f"after a grace period of {spec.serving.grace_period_s} s, unload the version the rollout replaced (kept "
             "if rolled back to)")
+
+
+def end_run(spec: Pipeline) -> str:
+    return ("teardown, runs however the run ended: if the MLflow run is still RUNNING once the run's Slurm jobs "
+            "left the queue, end it FAILED (a task failed, a job died) or KILLED (a job was cancelled, the "
+            "Airflow run was marked failed) with the reason as tag factory.end_reason")

@@ -73,6 +73,7 @@ class Airflow:
             "AIRFLOW__API__SECRET_KEY": self.secrets["airflow_api_secret_key"],
             **self.one_machine_env(),
             "FACTORY_STATE": str(self.paths.state),
+            "AIRFLOW__FACTORY__REPORT_ASSETS": str(self.paths.state / "web" / "report-assets" / "node_modules"),
         }
 
     @staticmethod

@@ -9,6 +9,7 @@ page POSTs the credentials to ``/auth/token`` and stores the JWT in the ``_token
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -54,13 +55,21 @@ class _Chromium(webdriver.Chrome):
             shutil.rmtree(self._profile_dir, ignore_errors=True)
 
 
-def start_chromium(timeout_s: float = 30.0) -> WebDriver:
-    """A fresh headless Chromium with its own temporary profile (removed by ``quit()``)."""
+# Offline as at an HPC site: every request that is not to the loopback range goes to a proxy that is not
+# there (port 9, discard), so it fails; loopback addresses bypass proxies in Chromium.
+OFFLINE_FLAGS = ("--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost")
+
+
+def start_chromium(timeout_s: float = 30.0, offline: bool = False) -> WebDriver:
+    """A fresh headless Chromium with its own temporary profile (removed by ``quit()``). ``offline``: only
+    the loopback range is reachable, and every request the pages make is recorded (``requests_made``)."""
     profile_dir = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}"):
+    for flag in (*CHROMIUM_FLAGS, *(OFFLINE_FLAGS if offline else ()), f"--user-data-dir={profile_dir}"):
         options.add_argument(flag)
+    if offline:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     try:
         # An explicit driver path makes Selenium skip Selenium Manager (which would try the network).
         driver = _Chromium(profile_dir, service=Service(executable_path=str(CHROMEDRIVER)), options=options)
@@ -115,9 +124,23 @@ def login(driver: WebDriver, airflow_url: str, username: str, password: str, tim
         raise RuntimeError(f"Airflow refused the login of {username!r}: {' '.join(str(outcome).split())}")
 
 
-def open_browser(airflow_url: str, username: str, password: str, timeout_s: float = 30.0) -> WebDriver:
+def requests_made(driver: WebDriver) -> list[tuple[str, str | None]]:
+    """Every request since the last call, as (URL, error or None), from Chromium's network log."""
+    sent, failed = {}, {}
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        if message["method"] == "Network.requestWillBeSent":
+            sent[params["requestId"]] = params["request"]["url"]
+        elif message["method"] == "Network.loadingFailed" and not params.get("canceled"):
+            failed[params["requestId"]] = params.get("errorText") or "failed"
+    return [(url, failed.get(request)) for request, url in sent.items()]
+
+
+def open_browser(airflow_url: str, username: str, password: str, timeout_s: float = 30.0,
+                 offline: bool = False) -> WebDriver:
     """A headless Chromium logged in to Airflow as ``username``; the caller must ``quit()`` it."""
-    driver = start_chromium(timeout_s)
+    driver = start_chromium(timeout_s, offline)
     try:
         login(driver, airflow_url, username, password, timeout_s)
     except BaseException:

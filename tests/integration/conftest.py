@@ -116,6 +116,21 @@ def browser(stack_info) -> Iterator[WebDriver]:
 
 
 @pytest.fixture
+def offline_browser(stack_info) -> Iterator[WebDriver]:
+    """As ``browser``, without the Internet (as at an HPC site): only loopback addresses answer, and
+    ``tests.integration.browser.requests_made`` tells every request the pages made."""
+    from tests.integration.browser import missing_binaries, open_browser
+
+    if missing := missing_binaries():
+        pytest.skip(f"no headless browser: {', '.join(missing)} not installed (apt-get install chromium "
+                    "chromium-driver, as stack/install.sh does)")
+    config = stack_info["airflow"]
+    driver = open_browser(config["url"], config["username"], config["password"], offline=True)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
 def job_python(stack_info) -> str:
     return os.path.join(stack_info["venvs"]["job-runtime"], "bin", "python")
 

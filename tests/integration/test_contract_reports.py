@@ -143,3 +143,56 @@ def test_history_baseline_and_drift_against_the_last_accepted_version(s3, datase
     assert baseline(s3, "reports", name, [])[1] is None, "a later version is no baseline for an earlier one"
     record_decision(s3, "reports", prefix, {"decision": "approve", "by": "steward", "at": "2026-01-01T00:01:00Z"})
     assert baseline(s3, "reports", name, ["v1", "v2"])[1] == {"revision": "v2", "run_id": "run-2"}
+
+
+def test_a_report_renders_offline_with_its_tables_styles_and_navigation(s3, dataset, offline_browser, stack_info):
+    """HPC sites are often without Internet: the report's pages load every style, script and font from the
+    stack's own origin; with all other requests blocked, the index lists the run, the validation page
+    shows its results table styled by Bootstrap, and the navigation works. Screenshots are checked."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.integration.browser import requests_made
+
+    name, contract = dataset
+    summary = run(s3, put(s3, name, "v1", frame_bytes([float(v % 90) for v in range(40)])), contract, "offline")
+    base = stack_info["airflow"]["url"].rstrip("/")
+    browser, wait = offline_browser, WebDriverWait(offline_browser, 30)
+    requests_made(browser)  # the login's requests are not the report's
+    browser.get(f"{base}/factory/reports/{summary['report']['index']}")
+    link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table tbody tr td a, table tbody tr[data-href]"))
+    index_shot = screenshot(browser, "report-index")
+    link[0].click()
+    results = wait.until(lambda d: [row for row in d.find_elements(By.CSS_SELECTOR, "table tbody tr")
+                                    if "values must be" in row.text or "must be" in row.text])
+    page_shot = screenshot(browser, "report-validation")
+    style = browser.execute_script(
+        "const nav = document.querySelector('nav');"
+        "return [getComputedStyle(document.body).fontFamily, typeof jQuery, typeof jQuery.fn.bootstrapTable,"
+        "        typeof jQuery.fn.tooltip, nav && nav.querySelectorAll('a').length,"
+        "        getComputedStyle(document.querySelector('.table')).borderCollapse];")
+    assert "apple-system" in style[0] or "Roboto" in style[0], f"Bootstrap's styles missing: {style}"
+    assert style[1:4] == ["function", "function", "function"], style  # jQuery, bootstrap-table, Bootstrap's JS
+    assert style[4] and style[5] == "collapse", style
+    assert results, "no validation result rows"
+    made = requests_made(browser)
+    outside = [url for url, _ in made if not url.startswith((base, "data:", "blob:", "about:"))]
+    failed = [(url, error) for url, error in made if error and url.startswith(base)]
+    assert not outside, f"the report asked outside the stack: {outside}"
+    assert not failed, f"requests to the stack failed: {failed}"
+    assert any("/factory/assets/bootstrap/dist/css/bootstrap.min.css" in url for url, _ in made), made
+    for shot in (index_shot, page_shot):
+        colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 50, f"{shot} is nearly blank ({len(colours)} colours)"
+
+
+def screenshot(browser, name: str) -> Path:
+    """A PNG under the stack's logs (the test's evidence; CI keeps the logs folder)."""
+    import os
+
+    folder = Path(os.environ.get("FACTORY_STATE", "/var/lib/aifactory")) / "logs" / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    assert browser.save_screenshot(str(path)), path
+    return path

@@ -232,11 +232,54 @@ def test_a_rerun_at_the_same_dataset_revision_and_code_gives_the_same_metrics(ch
     assert {k: second.data.metrics[k] for k in scores} == {k: first.data.metrics[k] for k in scores}
 
 
-def test_failing_training_job_reports_state_exit_code_and_log_tail(champion_run, airflow):
+def test_failing_training_job_reports_state_exit_code_and_log_tail(champion_run, airflow, registry_client):
     run_id, run, states = run_pipeline(airflow, {"train_params": {"C": -1}})
     assert run["state"] == "failed"
     assert states["train"] == "failed" and states["evaluate"] == "upstream_failed"
     log = task_log(airflow, run_id, "train")
     assert "ended FAILED with exit code 1" in log
     assert "InvalidParameterError" in log, "the tail of the job's own log must be in the task failure"
+    assert len(jobs_of_run(run_id)) == 1
+    mlflow_run = ended_mlflow_run(airflow, registry_client, run_id)
+    assert mlflow_run.info.status == "FAILED", "a dead job's MLflow run must not stay RUNNING"
+    assert mlflow_run.data.tags["factory.end_reason"].startswith("task train failed"), mlflow_run.data.tags
+
+
+def ended_mlflow_run(airflow: AirflowAPI, registry_client, run_id: str, timeout_s: float = 200):
+    """The MLflow run of an Airflow run once its teardown ``end_run`` has finished."""
+    deadline = time.monotonic() + timeout_s
+    while airflow.task_states(DAG, run_id).get("end_run") not in ("success", "failed", "skipped"):
+        assert time.monotonic() < deadline, airflow.task_states(DAG, run_id)
+        time.sleep(2)
+    assert airflow.task_states(DAG, run_id)["end_run"] == "success", task_log(airflow, run_id, "end_run")
+    return registry_client.get_run(xcom(airflow, run_id, "start_run")["run_id"])
+
+
+def slurm(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+
+def test_an_airflow_run_marked_failed_while_its_job_waits_cancels_the_job_and_kills_the_mlflow_run(
+        champion_run, airflow, registry_client):
+    """A user stops a run in Airflow: the job is cancelled, and the MLflow run ends KILLED naming that job,
+    not RUNNING for ever. Every node is held by another job first, so the training job is surely waiting."""
+    nodes = slurm("sinfo", "-h", "-o", "%D")
+    blocker = slurm("sbatch", "--parsable", "--exclusive", f"--nodes={nodes}", "--job-name=hold-all-nodes",
+                    "--time=00:15:00", "--wrap", "sleep 900").split(";")[0]
+    try:
+        run_id = airflow.trigger(DAG, {"revision": "breast-cancer-v1", "train_params": {}})
+        deadline = time.monotonic() + 300
+        while not (train_jobs := jobs_of_run(run_id)):
+            assert time.monotonic() < deadline, airflow.task_states(DAG, run_id)
+            time.sleep(2)
+        assert slurm("squeue", "-h", "-j", train_jobs[0], "-o", "%T") == "PENDING"
+        airflow.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
+        mlflow_run = ended_mlflow_run(airflow, registry_client, run_id)
+    finally:
+        subprocess.run(["scancel", blocker], check=False)
+    assert airflow.wait_for_run(DAG, run_id, timeout_s=60)["state"] == "failed"
+    states = slurm("sacct", "-X", "-n", "-P", "-j", train_jobs[0], "-o", "State").split()
+    assert states and states[0].startswith("CANCELLED"), states
+    assert mlflow_run.info.status == "KILLED", mlflow_run.data.tags
+    assert mlflow_run.data.tags["factory.end_reason"] == f"Slurm job {train_jobs[0]} (train) CANCELLED"
     assert len(jobs_of_run(run_id)) == 1

@@ -210,3 +210,10 @@ def test_the_local_stack_overrides_every_production_only_value(tmp_path, profile
             if (section, key) == ("secrets", "backend_kwargs") or not any(mark in value for mark in PRODUCTION_ONLY):
                 continue
             assert f"AIRFLOW__{section.upper()}__{key.upper()}" in env, f"[{section}] {key} = {value}"
+
+
+def test_the_image_carries_the_report_assets_where_airflow_cfg_serves_them():
+    text, served = DOCKERFILE.read_text(), airflow_cfg()["factory"]["report_assets"]
+    assert re.search(rf"^COPY --from=report-assets\b.*\s{re.escape(served)}$", text, re.M)
+    assert re.search(r"^COPY plugins/report_assets/package\.json plugins/report_assets/package-lock\.json", text, re.M)
+    assert re.search(r"npm ci --ignore-scripts", text)

@@ -155,7 +155,7 @@ def test_render_and_plan_exit_codes(corpus_dir: Path) -> None:
     assert [task["task"] for task in tasks] == [
         "pin_dataset", "validate_data", "validate_data_on_cluster", "apply_contract",
         "steward_review", "start_run", "train", "replay_train", "evaluate", "replay_evaluate", "gate", "register",
-        "push_to_inference", "retire_previous_version"]  # tracking: offline adds the replays
+        "push_to_inference", "retire_previous_version", "end_run"]  # tracking: offline adds the replays
     does = {task["task"]: task["does"] for task in tasks}
     assert "launcher torchrun" in does["train"] and "2 node(s) x 1 task(s)" in does["train"]
     assert "above 256M" in does["validate_data"]  # the contract's validation.cluster_above
