@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from operators.clients import s3_client
 from operators.connections import REPORTS_BUCKET
-from operators.contracts.report_assets import asset_file, offline_page
+from operators.contracts.report_assets import asset_file, gx_static_folder, offline_page
 from operators.contracts.validate import history, observed, outcome
 
 app = FastAPI(title="AI Factory", dependencies=[Depends(requires_authenticated())])
@@ -50,7 +50,7 @@ def report(key: str) -> Response:
 def report_asset(path: str) -> Response:
     """GX's CDN files, installed from npm (``plugins/report_assets``) where ``[factory] report_assets`` says."""
     root = Path(conf.get("factory", "report_assets", fallback="/opt/aifactory/report-assets/node_modules"))
-    found = asset_file(root, path)
+    found = asset_file(root, gx_static_folder(), path)
     if found is None:
         raise HTTPException(status_code=404, detail=f"no report asset {path!r}")
     media_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"

@@ -43,9 +43,12 @@ CDN_FILES = {
     "https://cdn.jsdelivr.net/npm/vega-lite@5": "vega-lite/build/vega-lite.min.js",
     "https://cdn.jsdelivr.net/npm/vega-embed@6": "vega-embed/build/vega-embed.min.js",
 }
-# The dark logo GX's style sheet loads from S3 → the logo GX ships in the site's own static/images.
-CDN_LOGO = "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/full_logo_dark.png"
-SITE_LOGO = "../images/logo-long.png"  # relative to static/styles/data_docs_default_styles.css
+# GX's logos from its S3 bucket: the navigation bar's carries the time and the data context's id (a usage
+# beacon), the style sheet's is a dark variant. Both become the logo GX ships in its package.
+GX_WEB_ASSETS = re.compile(r"https://great-expectations-web-assets\.s3\.us-east-2\.amazonaws\.com/"
+                           r"([A-Za-z0-9_.-]+)(?:\?[^\"')\s]*)?")
+GX_IMAGES = "great_expectations/images/"  # served from great_expectations/render/view/static/images
+GX_LOGO = "logo-long.png"
 
 
 def npm_package(path: str) -> str:
@@ -61,6 +64,16 @@ _CDN_ATTRIBUTES = re.compile(r'\s+(?:integrity="[^"]*"|crossorigin="[^"]*")')
 _CDN_URL = re.compile("|".join(re.escape(url) for url in sorted(CDN_FILES, key=len, reverse=True)))
 
 
+def gx_static_folder() -> Path:
+    """GX's own static files (logos), found without importing GX (seconds in the API server)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("great_expectations")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("great_expectations is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "render" / "view" / "static"
+
+
 def assets_prefix(report_key: str) -> str:
     """The relative way from a report page at ``/factory/reports/<report_key>`` to ``/factory/assets/``,
     so pages work under any base URL of the API server."""
@@ -71,18 +84,25 @@ def offline_page(text: str, report_key: str) -> str:
     """A Data Docs page or style sheet with every CDN URL pointing at our own copy of the same file."""
     prefix = assets_prefix(report_key)
     text = _CDN_URL.sub(lambda match: prefix + CDN_FILES[match.group(0)], text)
-    text = text.replace(CDN_LOGO, SITE_LOGO)
+    text = GX_WEB_ASSETS.sub(prefix + GX_IMAGES + GX_LOGO, text)
     return _CDN_ATTRIBUTES.sub("", text)
 
 
-def asset_file(root: Path, path: str) -> Path | None:
-    """The installed file for ``/factory/assets/<path>``: only inside a package that serves the reports,
-    only of a web kind, never through a link or ``..``; None otherwise."""
+def asset_file(npm_root: Path, gx_static: Path, path: str) -> Path | None:
+    """The installed file for ``/factory/assets/<path>``: only inside a package that serves the reports
+    (or GX's own images), only of a web kind, never through a link or ``..``; None otherwise."""
     parts = PurePosixPath(path).parts
     if not parts or ".." in parts or path.startswith("/") or PurePosixPath(path).suffix not in SERVED_SUFFIXES:
         return None
+    if path.startswith(GX_IMAGES):
+        return _inside(gx_static / "images", path.removeprefix(GX_IMAGES))
     if npm_package(path) not in PACKAGES:
         return None
+    return _inside(npm_root, path)
+
+
+def _inside(root: Path, path: str) -> Path | None:
+    parts = PurePosixPath(path).parts
     candidate = root.joinpath(*parts)
     try:
         resolved = candidate.resolve(strict=True)

@@ -149,5 +149,6 @@ def build_dag(spec: Pipeline) -> DAG:
                                                        rollout=push.output,
                                                        doc_md=task_docs.retire_previous_version(spec))
         end = _python(PythonOperator, "end_run", run_end.end_run, spec, {"run": start.output})
-        retire >> end.as_teardown(setups=start)  # runs however the tasks between them ended
+        # runs however the tasks between them ended; fails, and so the Airflow run, when a user stopped it
+        retire >> end.as_teardown(setups=start, on_failure_fail_dagrun=True)
     return dag

@@ -6,6 +6,11 @@ there leaves the run ``RUNNING`` for ever, and a project lead cannot tell a live
 Airflow runs a teardown whatever happened upstream, also after a user marked the whole run failed, so
 this task sees every ending; it first waits for the run's jobs to leave Slurm's queue (a cancelled job
 is still writing), then ends the run with the reason as the tag ``factory.end_reason``.
+
+A run marked failed in Airflow while a teardown is pending is left for the scheduler to settle, which
+judges it by its leaves, all skipped then: it would end ``success``. So this task fails when the run was
+stopped that way (a task failed and nothing downstream was marked ``upstream_failed``), and, built with
+``on_failure_fail_dagrun``, keeps the Airflow run failed as the user asked.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ FAILED_TASK_STATES = frozenset({"failed", "upstream_failed"})
 
 @dataclass(frozen=True)
 class RunEnd:
-    """How the MLflow run ends (``FINISHED``, ``FAILED`` or ``KILLED``) and why, in one line."""
+    """How the MLflow run ends (``FINISHED``, ``FAILED`` or ``KILLED``) and why, in one line; ``stopped``:
+    the Airflow run was marked failed by someone (its failure has to be kept by this task)."""
 
     status: str
     reason: str
+    stopped: bool = False
 
 
 def run_prefix(dag_id: str, run_id: str) -> str:
@@ -51,11 +58,14 @@ def decide_end(task_states: Mapping[str, str | None], jobs: Mapping[str, JobStat
     """``KILLED`` when a job of the run was cancelled (by a user, by Airflow marking its task failed, or by
     an administrator); ``FAILED`` when a task failed or its job died; ``FINISHED`` when every task ended
     well (success or skipped)."""
+    failed = sorted(task for task, state in task_states.items() if state == "failed")
+    stopped = bool(failed) and "upstream_failed" not in task_states.values()
     cancelled = [f"Slurm job {job.job_id} ({task}) {job.state}" for task, job in sorted(jobs.items())
                  if job.state in CANCELLED_STATES]
     if cancelled:
-        return RunEnd("KILLED", "; ".join(cancelled))
-    failed = sorted(task for task, state in task_states.items() if state == "failed")
+        return RunEnd("KILLED", "; ".join(cancelled), stopped)
+    if stopped:
+        return RunEnd("KILLED", f"the Airflow run was marked failed while {', '.join(failed)} ran", stopped)
     if failed:
         return RunEnd("FAILED", "; ".join(_failed_task(task, jobs.get(task)) for task in failed))
     blocked = sorted(task for task, state in task_states.items() if state in FAILED_TASK_STATES)
@@ -123,6 +133,11 @@ def end_run(spec: Any, run: dict[str, Any] | None, **context: Any) -> dict[str, 
         client.set_tag(run_id, END_REASON_TAG, end.reason)
         client.set_terminated(run_id, status=end.status)
     print(f"MLflow run {run_id} ended {end.status}: {end.reason}")
+    if end.stopped:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"The Airflow run was marked failed; this teardown keeps it failed (MLflow run "
+                                   f"{run_id} ended {end.status}: {end.reason})")
     return {"status": end.status, "reason": end.reason}
 
 

