@@ -7,7 +7,7 @@ from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, TriggerRule
 
 from operators.connections import REPORTS_BUCKET, S3_CONN
 from operators.datasets.assets import dataset_asset
@@ -148,7 +148,8 @@ def build_dag(spec: Pipeline) -> DAG:
         retire = serving.RetirePreviousVersionOperator(task_id="retire_previous_version", spec=spec,
                                                        rollout=push.output,
                                                        doc_md=task_docs.retire_previous_version(spec))
-        end = _python(PythonOperator, "end_run", run_end.end_run, spec, {"run": start.output})
-        # runs however the tasks between them ended; fails, and so the Airflow run, when a user stopped it
+        # the run's only leaf: ends the MLflow run whatever happened, and its state is the run's verdict
+        end = _python(PythonOperator, "end_run", run_end.end_run, spec, on_failure_callback=None)
         retire >> end.as_teardown(setups=start, on_failure_fail_dagrun=True)
+        end.trigger_rule = TriggerRule.ALL_DONE  # also when start_run never ran (a contract stopped the run)
     return dag

@@ -7,10 +7,10 @@ Airflow runs a teardown whatever happened upstream, also after a user marked the
 this task sees every ending; it first waits for the run's jobs to leave Slurm's queue (a cancelled job
 is still writing), then ends the run with the reason as the tag ``factory.end_reason``.
 
-A run marked failed in Airflow while a teardown is pending is left for the scheduler to settle, which
-judges it by its leaves, all skipped then: it would end ``success``. So this task fails when the run was
-stopped that way (a task failed and nothing downstream was marked ``upstream_failed``), and, built with
-``on_failure_fail_dagrun``, keeps the Airflow run failed as the user asked.
+It also gives the Airflow run its verdict. A run marked failed while a teardown is pending is left for
+the scheduler to settle by its leaves, all skipped by then: it would end ``success``. So this task is
+the run's only leaf (built with ``on_failure_fail_dagrun`` and ``all_done``, it runs even when
+``start_run`` never did) and fails, naming why, whenever a task failed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from operators.records import TrackingRun
 from operators.slurm.model import JobStatus, SlurmError
 from operators.slurm.reconciler import IDENTITY_PREFIX, TaskIdentity
 
@@ -31,12 +32,10 @@ FAILED_TASK_STATES = frozenset({"failed", "upstream_failed"})
 
 @dataclass(frozen=True)
 class RunEnd:
-    """How the MLflow run ends (``FINISHED``, ``FAILED`` or ``KILLED``) and why, in one line; ``stopped``:
-    the Airflow run was marked failed by someone (its failure has to be kept by this task)."""
+    """How the MLflow run ends (``FINISHED``, ``FAILED`` or ``KILLED``) and why, in one line."""
 
     status: str
     reason: str
-    stopped: bool = False
 
 
 def run_prefix(dag_id: str, run_id: str) -> str:
@@ -63,9 +62,9 @@ def decide_end(task_states: Mapping[str, str | None], jobs: Mapping[str, JobStat
     cancelled = [f"Slurm job {job.job_id} ({task}) {job.state}" for task, job in sorted(jobs.items())
                  if job.state in CANCELLED_STATES]
     if cancelled:
-        return RunEnd("KILLED", "; ".join(cancelled), stopped)
-    if stopped:
-        return RunEnd("KILLED", f"the Airflow run was marked failed while {', '.join(failed)} ran", stopped)
+        return RunEnd("KILLED", "; ".join(cancelled))
+    if stopped:  # Airflow skipped what had not run and left the running task failed
+        return RunEnd("KILLED", f"the Airflow run was marked failed while {', '.join(failed)} ran")
     if failed:
         return RunEnd("FAILED", "; ".join(_failed_task(task, jobs.get(task)) for task in failed))
     blocked = sorted(task for task, state in task_states.items() if state in FAILED_TASK_STATES)
@@ -103,42 +102,43 @@ def wait_for_jobs_to_leave_queue(read_jobs: Callable[[], Iterable[JobStatus]], d
         sleep(poll_s)
 
 
-def end_run(spec: Any, run: dict[str, Any] | None, **context: Any) -> dict[str, str]:
-    """End the pipeline run's MLflow run if the jobs did not: ``FAILED`` or ``KILLED`` with the reason."""
-    from operators.clients import mlflow_tracking
-    from operators.connections import MLFLOW_CONN
-    from operators.records import TrackingRun
-
+def end_run(spec: Any, **context: Any) -> dict[str, str]:
+    """End the MLflow run if its jobs did not, then give the pipeline run's verdict: fail, naming why, when
+    any task failed (this task is the run's only leaf, so its state is the Airflow run's state)."""
+    ti = context["ti"]
+    # pulled, not an XComArg: when start_run never ran there is no record, and the verdict is still due
+    run = ti.xcom_pull(task_ids="start_run")
+    states = _task_states(ti.dag_id, ti.run_id, [task for task in context["dag"].task_ids if task != ti.task_id])
     if not run:
         print("start_run created no MLflow run: nothing to end")
-        return {"status": "none", "reason": "no MLflow run"}
-    run_id = TrackingRun.of(run).run_id
-    ti = context["ti"]
+        end = decide_end(states, {})
+    else:
+        end = _end_mlflow_run(spec, TrackingRun.of(run).run_id, ti, states)
+    if end.status != "FINISHED":
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"Pipeline run {ti.run_id} failed: {end.reason}")
+    return {"status": end.status, "reason": end.reason}
+
+
+def _end_mlflow_run(spec: Any, run_id: str, ti: Any, states: Mapping[str, str | None]) -> RunEnd:
+    from operators.clients import mlflow_tracking
+    from operators.connections import MLFLOW_CONN
+
     with mlflow_tracking(MLFLOW_CONN):
         from mlflow import MlflowClient
 
         client = MlflowClient()
-        status = client.get_run(run_id).info.status
-        if status != "RUNNING":
-            print(f"MLflow run {run_id} already ended {status}")
-            return {"status": status, "reason": "ended by its jobs"}
-        jobs = _the_run_jobs(spec, ti.dag_id, ti.run_id)
+        jobs = _the_run_jobs(spec, ti.dag_id, ti.run_id) if client.get_run(run_id).info.status == "RUNNING" else {}
+        end = decide_end(states, jobs)
         status = client.get_run(run_id).info.status  # a job that left the queue may have ended it
         if status != "RUNNING":
-            print(f"MLflow run {run_id} ended {status} by its jobs")
-            return {"status": status, "reason": "ended by its jobs"}
-        states = _task_states(ti.dag_id, ti.run_id, [task for task in context["dag"].task_ids
-                                                      if task != ti.task_id])
-        end = decide_end(states, jobs)
+            print(f"MLflow run {run_id} was ended {status} by its jobs")
+            return end
         client.set_tag(run_id, END_REASON_TAG, end.reason)
         client.set_terminated(run_id, status=end.status)
     print(f"MLflow run {run_id} ended {end.status}: {end.reason}")
-    if end.stopped:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raise AirflowFailException(f"The Airflow run was marked failed; this teardown keeps it failed (MLflow run "
-                                   f"{run_id} ended {end.status}: {end.reason})")
-    return {"status": end.status, "reason": end.reason}
+    return end
 
 
 def _the_run_jobs(spec: Any, dag_id: str, run_id: str) -> dict[str, JobStatus]:

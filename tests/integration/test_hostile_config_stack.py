@@ -64,6 +64,7 @@ def test_a_bad_run_parameter_is_refused_at_trigger_or_fails_the_first_task_namin
     run = airflow.wait_for_run(dag_id, run_id, timeout_s=300)
     states = airflow.task_states(dag_id, run_id)
     assert run["state"] == "failed" and states["pin_dataset"] == "failed", states
+    assert states.pop("end_run") == "failed", states  # the run's verdict, naming pin_dataset
     assert all(state in ("upstream_failed", "skipped", None) for task, state in states.items()
                if task != "pin_dataset"), states
     log = json.dumps(airflow.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/pin_dataset/logs/1"

@@ -126,6 +126,8 @@ def test_contract_breaking_version_stops_before_slurm(champion_run, airflow):
     assert states["validate_data"] == "success" and states["apply_contract"] == "failed"
     assert states["steward_review"] == states["train"] == "upstream_failed"
     assert jobs_of_run(run_id) == [], "a job was submitted for a dataset that broke its contract"
+    assert states["end_run"] == "failed"  # the run's verdict, without an MLflow run to end
+    assert f"Pipeline run {run_id} failed: task apply_contract failed" in task_log(airflow, run_id, "end_run")
     log = task_log(airflow, run_id, "apply_contract")
     assert "breaks contract breast_cancer" in log and "breast-cancer-v2-corrupt" in log
     assert "columns.mean_radius.rules.0" in log and "columns.diagnosis.rules.0" in log
@@ -240,7 +242,7 @@ def test_failing_training_job_reports_state_exit_code_and_log_tail(champion_run,
     assert "ended FAILED with exit code 1" in log
     assert "InvalidParameterError" in log, "the tail of the job's own log must be in the task failure"
     assert len(jobs_of_run(run_id)) == 1
-    mlflow_run = ended_mlflow_run(airflow, registry_client, run_id)
+    mlflow_run = ended_mlflow_run(airflow, registry_client, run_id, end_run="failed")  # the run's verdict
     assert mlflow_run.info.status == "FAILED", "a dead job's MLflow run must not stay RUNNING"
     assert mlflow_run.data.tags["factory.end_reason"].startswith("task train failed"), mlflow_run.data.tags
 
@@ -280,7 +282,7 @@ def test_an_airflow_run_marked_failed_while_its_job_waits_cancels_the_job_and_ki
             time.sleep(2)
         assert slurm("squeue", "-h", "-j", train_jobs[0], "-o", "%T") == "PENDING"
         airflow.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
-        # end_run fails on purpose: Airflow would call a stopped run with a teardown a success
+        # end_run is the run's verdict: without it Airflow would call a stopped run with a teardown a success
         mlflow_run = ended_mlflow_run(airflow, registry_client, run_id, end_run="failed")
     finally:
         subprocess.run(["scancel", blocker], check=False)
@@ -290,4 +292,5 @@ def test_an_airflow_run_marked_failed_while_its_job_waits_cancels_the_job_and_ki
     assert mlflow_run.info.status == "KILLED", mlflow_run.data.tags
     assert mlflow_run.data.tags["factory.end_reason"] == f"Slurm job {train_jobs[0]} (train) CANCELLED"
     assert len(jobs_of_run(run_id)) == 1
-    assert "The Airflow run was marked failed; this teardown keeps it failed" in task_log(airflow, run_id, "end_run")
+    assert f"Pipeline run {run_id} failed: Slurm job {train_jobs[0]} (train) CANCELLED" in task_log(
+        airflow, run_id, "end_run")

@@ -14,15 +14,14 @@ def job(job_id: int, task: str, state: str, exit_code: int | None = None, run: s
 
 def test_a_cancelled_job_kills_the_run_naming_the_job_and_its_task():
     end = decide_end({"train": "failed", "evaluate": "skipped"}, {"train": job(7, "train", "CANCELLED")})
-    assert (end.status, end.reason, end.stopped) == ("KILLED", "Slurm job 7 (train) CANCELLED", True)
+    assert (end.status, end.reason) == ("KILLED", "Slurm job 7 (train) CANCELLED")
 
 
-def test_a_run_marked_failed_is_stopped_so_the_teardown_keeps_it_failed():
-    """Airflow skips what had not run and leaves the failed task: nothing is ``upstream_failed``."""
+def test_a_run_marked_failed_is_killed_naming_the_task_that_ran():
+    """Airflow skips what had not run and leaves the running task failed: nothing is ``upstream_failed``."""
     end = decide_end({"start_run": "success", "train": "failed", "evaluate": "skipped", "gate": "skipped"}, {})
-    assert (end.status, end.reason, end.stopped) == (
-        "KILLED", "the Airflow run was marked failed while train ran", True)
-    assert not decide_end({"train": "failed", "evaluate": "upstream_failed"}, {}).stopped
+    assert (end.status, end.reason) == ("KILLED", "the Airflow run was marked failed while train ran")
+    assert decide_end({"train": "failed", "evaluate": "upstream_failed"}, {}).status == "FAILED"
 
 
 def test_a_failed_task_fails_the_run_with_its_job_state_and_exit_code():
