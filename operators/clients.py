@@ -49,7 +49,8 @@ def tracking_env(conn_id: str = MLFLOW_CONN) -> dict[str, str]:
     from airflow.sdk.bases.hook import BaseHook
 
     connection = BaseHook.get_connection(conn_id)
-    env = {"MLFLOW_TRACKING_URI": f"{connection.schema or 'http'}://{connection.host}:{connection.port}"}
+    env = {"MLFLOW_TRACKING_URI": f"{connection.schema or 'http'}://{connection.host}:{connection.port}",
+           "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # no emoji lines in task logs: the links are there
     if connection.login:
         env["MLFLOW_TRACKING_USERNAME"] = connection.login
         env["MLFLOW_TRACKING_PASSWORD"] = connection.password or ""

@@ -193,6 +193,21 @@ def observed(rule: dict[str, Any]) -> str:
     return str(seen)
 
 
+def failure_explanation(summary: dict[str, Any], severity: str) -> list[str]:
+    """The broken rules of one severity as lines a person reads in a task log: rule and contract line,
+    then what was observed and, for row rules, example values (the report has the rest)."""
+    lines = []
+    for rule in (rule for rule in summary["failed"] if rule["severity"] == severity):
+        lines.append(f"  {rule['rule']} (contract line {rule['line']}): {rule['description']}")
+        if rule.get("column_changes") or rule.get("error") or rule.get("observed_value") is not None:
+            lines.append(f"      observed: {observed(rule)}")
+        elif "unexpected_count" in rule:
+            lines.append(f"      observed: {rule['unexpected_count']} of {rule.get('element_count')} rows break it")
+            if rule.get("unexpected_examples"):
+                lines.append(f"      examples: {', '.join(map(str, rule['unexpected_examples'][:5]))}")
+    return lines
+
+
 def failure_message(summary: dict[str, Any], severity: str) -> str:
     """The broken rules of one severity, each with its contract line and what was observed."""
     return "; ".join(f"{rule['rule']} (line {rule['line']}: {rule['description']}): observed {observed(rule)}"

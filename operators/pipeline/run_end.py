@@ -115,9 +115,9 @@ def end_run(spec: Any, **context: Any) -> dict[str, str]:
     else:
         end = _end_mlflow_run(spec, TrackingRun.of(run).run_id, ti, states)
     if end.status != "FINISHED":
-        from airflow.sdk.exceptions import AirflowFailException
+        from operators.pipeline.tasks import stop_run
 
-        raise AirflowFailException(f"Pipeline run {ti.run_id} failed: {end.reason}")
+        stop_run([f"Pipeline run {ti.run_id} failed: {end.reason}"])
     return {"status": end.status, "reason": end.reason}
 
 

@@ -88,8 +88,10 @@ class Step:
         raise NotImplementedError
 
     def env(self, spec: Pipeline, refs: RunRefs) -> dict[str, str]:
-        """The central run to log into, or the job's offline store."""
-        return offline_env(spec.name) if spec.offline_tracking else {"MLFLOW_RUN_ID": refs.run_id}
+        """The central run to log into, or the job's offline store. MLflow prints the run's address with
+        emoji at the end of a run: noise in the job's log (the task links the run), boxes in some fonts."""
+        where = offline_env(spec.name) if spec.offline_tracking else {"MLFLOW_RUN_ID": refs.run_id}
+        return {**where, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
     def connections(self, spec: Pipeline, mlflow_conn: str, s3_conn: str) -> tuple[str, ...]:
         """Airflow connections whose credentials reach the job (as environment variables): MLflow's only

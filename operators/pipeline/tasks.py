@@ -4,12 +4,13 @@ inside the functions, so building the DAG stays cheap."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import tempfile
 import time
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from operators.clients import dvc_remote_config, s3_client
 from operators.connections import MLFLOW_CONN, REPORTS_BUCKET, STAGING_BUCKET, job_connections
@@ -33,6 +34,8 @@ from operators.records import (
 from operators.run_parameters import PipelineRun, RunParameterError, pipeline_run
 from operators.spec import Pipeline
 from operators.units import md5_of
+
+log = logging.getLogger(__name__)
 
 
 def run_parameters(spec: Pipeline, context: dict[str, Any]) -> PipelineRun:
@@ -90,26 +93,39 @@ def report_url(summary: dict[str, Any]) -> str:
     return f"{airflow_base_url()}/factory/reports/{summary['report']['index']}"
 
 
+def stop_run(explanation: list[str]) -> NoReturn:
+    """Fail the task with a readable explanation and no traceback: an expected outcome (a contract broken,
+    a pipeline run that failed), not a crash. Airflow's task runner logs a traceback for every exception
+    except ``SystemExit``, which it logs as one line and handles as a failure (retries as configured;
+    the pipelines' tasks have none)."""
+    for line in explanation:
+        log.error("%s", line)
+    raise SystemExit(1)
+
+
 def apply_contract(spec: Pipeline, pinned: dict[str, Any], **context: Any) -> dict[str, Any]:
     """The contract's policy on the published summary, wherever it was validated: errors stop the run
     before anything trains; warnings go to a data steward (``steward_review``)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from operators.contracts.validate import dataset_version, failure_message, get_json, run_prefix
+    from operators.contracts.validate import (
+        dataset_version,
+        failure_explanation,
+        get_json,
+        run_prefix,
+    )
 
     dataset = PinnedDataset.of(pinned)
     prefix = run_prefix(dataset.name, dataset.revision, context["run_id"])
     summary = get_json(s3_client(), REPORTS_BUCKET, f"{prefix}/summary.json")
     ValidationReportLink.store(context, report_url(summary))
-    report = f"Report: s3://{REPORTS_BUCKET}/{summary['report']['index']}"
+    report = f"Report: {report_url(summary)} (s3://{REPORTS_BUCKET}/{summary['report']['index']})"
     if summary["status"] == "unreadable":
-        raise AirflowFailException(f"{summary['error']}. Nothing was submitted to Slurm. {report}")
+        stop_run([f"{summary['error']}.", "Nothing was submitted to Slurm.", report])
     if summary["status"] == "failed":
-        raise AirflowFailException(
-            f"{dataset_version(pinned)} breaks contract {spec.contract} ({spec.contract_file}): "
-            f"{failure_message(summary, 'error')}. Nothing was submitted to Slurm. {report}")
+        stop_run([f"{dataset_version(pinned)} breaks contract {spec.contract} ({spec.contract_file}):",
+                  *failure_explanation(summary, "error"), "Nothing was submitted to Slurm.", report])
     if summary["status"] == "warned":
-        print(f"warn rules broken, a data steward decides: {failure_message(summary, 'warn')}. {report}")
+        print("\n".join([f"{dataset_version(pinned)} breaks warn rules of contract {spec.contract}; a data steward "
+                         "decides (steward_review):", *failure_explanation(summary, "warn"), report]))
     # what later tasks need; the full summary (rules, profiles) stays in S3
     return ValidationOutcome.of({item.name: summary.get(item.name) for item in fields(ValidationOutcome)}).as_xcom()
 

@@ -83,6 +83,15 @@ class JobAccounting:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def cost_line(self) -> str:
+        """What the job used, for a task log; only what the site records (energy needs its plugin)."""
+        parts = [f"elapsed {self.elapsed_s} s" if self.elapsed_s is not None else None,
+                 f"CPU time {self.cpu_time_s:g} s" if self.cpu_time_s is not None else None,
+                 f"MaxRSS {self.max_rss_bytes / 2**20:.0f} MiB" if self.max_rss_bytes is not None else None,
+                 f"GPU-hours {self.gpu_hours:g}" if self.gpus else None,
+                 f"energy {self.energy_j} J" if self.energy_j is not None else None]
+        return ", ".join(part for part in parts if part) or "no usage recorded"
+
     @property
     def status(self) -> JobStatus:
         return JobStatus(self.job_id, self.state, self.exit_code, self.reason, restarts=self.restarts)

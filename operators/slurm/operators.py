@@ -327,9 +327,7 @@ class SlurmJobOperator(BaseOperator):
             raise AirflowException(
                 f"Slurm job {job_id} ended {accounting.state} with exit code {accounting.exit_code} "
                 f"(reason: {accounting.reason or 'none'}). Last lines of {log}:\n{log_tail(transport, log)}")
-        self.log.info("Slurm job %s COMPLETED: elapsed %s s, CPU time %s s, MaxRSS %s bytes, GPU-hours %s, "
-                      "energy %s J", job_id, accounting.elapsed_s, accounting.cpu_time_s, accounting.max_rss_bytes,
-                      accounting.gpu_hours, accounting.energy_j)
+        self.log.info("Slurm job %s COMPLETED: %s", job_id, accounting.cost_line())
         return result
 
     def on_kill(self) -> None:

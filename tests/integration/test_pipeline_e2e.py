@@ -132,6 +132,7 @@ def test_contract_breaking_version_stops_before_slurm(champion_run, airflow):
     assert "breaks contract breast_cancer" in log and "breast-cancer-v2-corrupt" in log
     assert "columns.mean_radius.rules.0" in log and "columns.diagnosis.rules.0" in log
     assert "5 of 455 rows" in log  # the merged count of negative radii, with the rule's contract line
+    assert "Traceback" not in log and "Task failed with exception" not in log, "an expected outcome, not a crash"
     assert jobs_of_run(champion_run), "the accounting check must see the jobs of a good run"
     # the spec's e-mail on failure reaches the stack's mail sink, and its sending left no error in the log
     [mail] = mail_about(f"[{DAG}] apply_contract: failure", run_id)

@@ -556,3 +556,22 @@ def words(page: str) -> str:
     """An HTML page's visible text, one space between words."""
     page = re.sub(r"<(style|script)\b.*?</\1>", " ", page, flags=re.S)
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
+
+
+def test_a_failure_reads_as_lines_rule_and_contract_line_then_observed_and_examples() -> None:
+    """What the task log shows for a broken contract: one rule per block, no single 2,000-character line."""
+    from operators.contracts.validate import failure_explanation
+
+    summary = {"failed": [
+        {"rule": "columns.mean_radius.rules.0", "line": 23, "severity": "error", "description": "A length.",
+         "unexpected_count": 5, "element_count": 455, "unexpected_examples": [-1.5, -2.0, -3.0, -4.0, -5.0, -6.0]},
+        {"rule": "rows", "line": 8, "severity": "error", "description": "Enough rows.", "observed_value": 3},
+        {"rule": "columns.x.rules.1", "line": 30, "severity": "warn", "description": "Drift.", "observed_value": 1},
+    ]}
+    assert failure_explanation(summary, "error") == [
+        "  columns.mean_radius.rules.0 (contract line 23): A length.",
+        "      observed: 5 of 455 rows break it",
+        "      examples: -1.5, -2.0, -3.0, -4.0, -5.0",
+        "  rows (contract line 8): Enough rows.",
+        "      observed: 3"]
+    assert failure_explanation(summary, "warn")[0] == "  columns.x.rules.1 (contract line 30): Drift."

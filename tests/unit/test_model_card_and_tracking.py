@@ -77,5 +77,6 @@ def test_tracking_mode_follows_the_site_unless_the_spec_chooses(site: str, mode:
         assert "models/challenger" in evaluate[-1] and "models/champion" in evaluate[-1]
         assert step_json_files(spec, "evaluate", PLACEHOLDERS)["inputs.json"] == PLACEHOLDERS.evaluate_inputs
     else:
-        assert env == {"MLFLOW_RUN_ID": PLACEHOLDERS.run_id} and "factory_mlflow" in connections
+        assert env == {"MLFLOW_RUN_ID": PLACEHOLDERS.run_id, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+        assert "factory_mlflow" in connections
         assert f"runs:/{PLACEHOLDERS.run_id}/model" in evaluate[-1]

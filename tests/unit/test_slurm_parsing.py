@@ -373,3 +373,13 @@ def test_an_exhausted_allocation_never_reports_negative_minutes():
     spent = Allocation("proj42", "cpu", 100, 90, 50)
     assert spent.remaining_minutes == 0
     assert over_budget(budget_job(cpus=1, nodes=1, time="00:01:00"), [spent]) is not None
+
+
+def test_a_jobs_cost_line_names_only_what_the_site_recorded():
+    from operators.slurm.model import JobAccounting
+
+    cpu_only = JobAccounting(5, "COMPLETED", 0, elapsed_s=6, cpu_time_s=5.429, max_rss_bytes=185884672)
+    assert cpu_only.cost_line() == "elapsed 6 s, CPU time 5.429 s, MaxRSS 177 MiB"  # no "energy None J"
+    gpu = JobAccounting(6, "COMPLETED", 0, elapsed_s=3600, gpus=4, gpu_hours=4.0, energy_j=1200)
+    assert gpu.cost_line() == "elapsed 3600 s, GPU-hours 4, energy 1200 J"
+    assert JobAccounting(7, "COMPLETED", 0).cost_line() == "no usage recorded"
