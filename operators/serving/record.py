@@ -26,7 +26,10 @@ def rolled_out(client: Any, name: str, report: dict[str, Any], target: str, run:
     _tag(client, name, report["version"], {
         "serving.status": "serving", "serving.target": target, "serving.since": now(), "serving.by": run,
         "serving.previous_version": report["previous_version"] or "", "serving.rollout_s": report["total_s"],
-        "serving.smoke": json.dumps(report["smoke"]), "serving.latency": json.dumps(report["latency"])})
+        "serving.smoke": json.dumps(report["smoke"]), "serving.latency": json.dumps(report["latency"]),
+        # how a client sees which version answered it (checked by the rollout's "default" step)
+        "serving.answers_as": (f"{report['model']}: model_version {report['version']} and header X-Model-Version "
+                               "in every answer" if target == "v2" else f"{report['model']}")})
 
 
 def rollout_failed(client: Any, name: str, version: str, step: str, reason: str, run: str) -> None:

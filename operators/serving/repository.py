@@ -9,7 +9,9 @@ numbers, or as text when one is not a number, and "default" sorts after every nu
 entry stays the default whatever is loaded next to it, and a switch is a reload of that one entry (new
 copy loaded before the old one is dropped). An unversioned entry would not do: MLServer loads the first
 one as a new copy of the version serving by default and unloads that version.
-Every file is written under a temporary name and renamed, so the server never reads half a version."""
+Every file is written under a temporary name and renamed, so the server never reads half a version.
+The default entry runs ``served_version_runtime.py`` (copied beside its settings), so its answers name
+the registered version that computed them instead of "default"."""
 
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ from pathlib import Path
 RUNTIME = "mlserver_mlflow.MLflowRuntime"
 SETTINGS = "model-settings.json"
 DEFAULT_ENTRY = "default"
+DEFAULT_RUNTIME_FILE = "factory_served_version.py"  # a name no model folder or package uses
+DEFAULT_RUNTIME = "factory_served_version.ServedVersionRuntime"
+RUNTIME_SOURCE = Path(__file__).with_name("served_version_runtime.py")
 
 
 class ModelRepository:
@@ -67,8 +72,11 @@ class ModelRepository:
     def set_default(self, model: str, version: str) -> None:
         if not (self.version_folder(model, version) / SETTINGS).exists():
             raise FileNotFoundError(f"{model} version {version} is not in the model repository {self.root}")
-        _write_json(self.root / model / DEFAULT_ENTRY / SETTINGS, {
-            "name": model, "implementation": RUNTIME,
+        default = self.root / model / DEFAULT_ENTRY
+        default.mkdir(parents=True, exist_ok=True)
+        _write_text(default / DEFAULT_RUNTIME_FILE, RUNTIME_SOURCE.read_text())
+        _write_json(default / SETTINGS, {
+            "name": model, "implementation": DEFAULT_RUNTIME,
             "parameters": {"uri": f"../{version}/model", "version": DEFAULT_ENTRY,
                            "extra": {"serves_version": version}}})
 
@@ -81,7 +89,11 @@ def _version_order(version: str) -> tuple[int, int | str]:
 
 
 def _write_json(path: Path, content: dict) -> None:
+    _write_text(path, json.dumps(content, indent=2))
+
+
+def _write_text(path: Path, content: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=2))
+    temporary.write_text(content)
     os.replace(temporary, path)

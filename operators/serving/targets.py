@@ -93,12 +93,22 @@ class V2Target:
             self.client.load(model)
             if not self.client.model_ready(model, DEFAULT_ENTRY):
                 raise InferenceError(f"the default entry of {model} is not ready after the switch")
-        except InferenceError:
+            self._check_default_answers_as(model, version)
+        except (InferenceError, CheckFailed):
             if previous is not None:
                 self.repository.set_default(model, previous)
                 self.client.load(model)
             raise
-        return f"unversioned requests for {model} now go to version {version}"
+        return (f"unversioned requests for {model} now go to version {version} (their answers say "
+                f"model_version {version}, header X-Model-Version)")
+
+    def _check_default_answers_as(self, model: str, version: str) -> None:
+        """An unversioned request is answered, and names ``version`` as the one that answered it."""
+        example = self._example(model, version)
+        answer = self.client.infer(model, v2_smoke_inputs(example), parameters=v2_parameters(example))
+        if answer.get("model_version") != version:
+            raise InferenceError(f"after the switch, an unversioned request to {model} was answered as version "
+                                 f"{answer.get('model_version')!r}, not {version}")
 
     def unload(self, model: str, version: str) -> str:
         if version == self.repository.default_version(model):

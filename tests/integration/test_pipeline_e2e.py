@@ -58,6 +58,8 @@ def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run
         "load", "ready", "smoke", "latency", "default"}
     assert version.tags["serving.status"] == "serving" and version.tags["serving.target"] == "v2"
     assert json.loads(version.tags["serving.latency"])["requests"] == 100
+    assert version.tags["serving.answers_as"] == (f"{MODEL}: model_version {registered['version']} and header "
+                                                  "X-Model-Version in every answer")
     from pathlib import Path
 
     from operators.serving.repository import ModelRepository
@@ -102,6 +104,13 @@ def test_promoted_model_answers_v2_requests(champion_run, airflow, stack_info):
     client = V2Client(stack_info["mlserver"]["url"])
     answer = client.infer(MODEL, v2_smoke_inputs(example), version=version, parameters={"content_type": "pd"})
     assert answer["model_version"] == version
+    # unversioned, as clients call the served model: the answer names the registered version, not "default"
+    import httpx
+
+    unversioned = httpx.post(f"{stack_info['mlserver']['url']}/v2/models/{MODEL}/infer", timeout=30,
+                             json={"inputs": v2_smoke_inputs(example), "parameters": {"content_type": "pd"}})
+    assert unversioned.status_code == 200, unversioned.text
+    assert unversioned.json()["model_version"] == version and unversioned.headers["X-Model-Version"] == version
     assert set(answer["outputs"][0]["data"]) <= {0, 1}
     assert any(entry["name"] == MODEL and entry.get("version") == version and entry["state"] == "READY"
                for entry in client.repository_index())

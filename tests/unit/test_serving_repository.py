@@ -33,6 +33,12 @@ def test_each_version_gets_its_folder_and_settings_and_the_default_entry_points_
     assert default["parameters"]["version"] == "default", "sorts after every number: MLServer's default"
     assert default["parameters"]["uri"] == "../2/model" and repository.default_version("m") == "2"
     assert "default" not in repository.installed_versions("m")
+    # the default entry answers as the version it serves: its runtime lies beside its settings
+    module, runtime = default["implementation"].rsplit(".", 1)
+    source = (tmp_path / "repo/m/default" / f"{module}.py").read_text()
+    assert f"class {runtime}(MLflowRuntime)" in source and "X-Model-Version" in source
+    compile(source, module, "exec")
+    assert not list((tmp_path / "repo/m/default").glob(".*.tmp")), "written under a temporary name"
 
 
 def test_reinstalling_a_version_replaces_it_and_leaves_no_staging_folder(tmp_path):
