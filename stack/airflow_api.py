@@ -106,6 +106,9 @@ class AirflowAPI:
             time.sleep(1)
         return run
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         instances = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in instances}

@@ -42,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"factory demo: no DAG {dag_id} ({error}); see ./factory lint", file=sys.stderr)
         return 2
     run_id = airflow.trigger(dag_id)
-    say(f"triggered {dag_id} run {run_id}; waiting ...")
-    run = airflow.wait_for_run(dag_id, run_id)
-    states = airflow.task_states(dag_id, run_id)
-    for task_id, state in states.items():
-        say(f"  {task_id:<20} {state}")
+    say(f"triggered {dag_id} run {run_id}; each task's state as it changes:")
+    run = follow_run(airflow, dag_id, run_id, began, say)
+    instances = airflow.task_instances(dag_id, run_id)
+    states = {ti["task_id"]: ti["state"] for ti in instances}
     seconds = round(time.monotonic() - began, 1)
+    for line in duration_table(instances):
+        say(line)
     say(f"{dag_id} {run['state']} in {seconds:.1f} s\n")
     served = show_served_model(airflow, dag_id, run_id, info, say) if run["state"] == "success" else None
     links = {"airflow": f"{info['airflow']['url']}/dags/{dag_id}", "mlflow": f"{info['mlflow']['url']}/#/models",
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
              "logs": str(paths.logs)}
     if args.json:
         print(json.dumps({"dag_id": dag_id, "run_id": run_id, "state": run["state"], "seconds": seconds,
-                          "tasks": states, "served": served, "links": links}, indent=2))
+                          "tasks": states, "task_seconds": {ti["task_id"]: ti.get("duration") for ti in instances},
+                          "served": served, "links": links}, indent=2))
     else:
         print(f"""Where to look:
   Airflow UI        {links['airflow']}  (user admin, password in {paths.info_file})
@@ -67,6 +69,45 @@ def main(argv: list[str] | None = None) -> int:
   Logs              {links['logs']}
 Stop everything:    ./factory stack down""")
     return 0 if run["state"] == "success" else 1
+
+
+FINISHED = ("success", "failed")
+
+
+def follow_run(airflow: AirflowAPI, dag_id: str, run_id: str, began: float, say, poll_s: float = 2.0,
+               timeout_s: float = 900) -> dict:
+    """Wait for the run, saying each task's new state as it happens (plain lines: a terminal and a CI
+    log read the same)."""
+    seen: dict[str, str | None] = {}
+    while True:
+        run = airflow.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        for line in state_changes(seen, airflow.task_states(dag_id, run_id), time.monotonic() - began):
+            say(line)
+        if run["state"] in FINISHED:
+            return run
+        if time.monotonic() - began > timeout_s:
+            raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def state_changes(seen: dict[str, str | None], states: dict[str, str | None], elapsed_s: float) -> list[str]:
+    """Lines for the tasks whose state changed since ``seen`` (which is updated)."""
+    lines = []
+    for task_id, state in states.items():
+        if state is not None and seen.get(task_id) != state:
+            lines.append(f"  [{elapsed_s:6.1f} s] {task_id:<26} {state}")
+            seen[task_id] = state
+    return lines
+
+
+def duration_table(instances: list[dict]) -> list[str]:
+    """Each task's state and how long it ran (Airflow's duration; a deferred task's includes its wait)."""
+    lines = [f"  {'task':<26} {'state':<16} seconds"]
+    for ti in sorted(instances, key=lambda ti: (ti.get("start_date") or "~", ti["task_id"])):
+        duration = ti.get("duration")
+        lines.append(f"  {ti['task_id']:<26} {ti['state'] or 'none':<16} "
+                     f"{'-' if duration is None else f'{duration:7.1f}'}")
+    return lines
 
 
 def show_served_model(airflow: AirflowAPI, dag_id: str, run_id: str, info: dict, say) -> dict:
