@@ -92,6 +92,17 @@ def test_pipeline_succeeds_and_registers_a_version_with_its_lineage(champion_run
     assert {"C", "max_iter", "seed"} <= set(run.data.params)
 
 
+def test_task_logs_carry_no_noise(champion_run, airflow):
+    """What users read in a good run's logs: no masking warnings, no unrecorded energy, no deprecation of a
+    library we never call, no emoji."""
+    for task in ("train", "evaluate", "start_run", "register"):
+        log = task_log(airflow, champion_run, task)
+        for noise in ("Skipping masking", "energy None", "httpx2", "\\ud83c\\udfc3", "\U0001f3c3", "View run"):
+            assert noise not in log, (task, noise)
+    assert "Slurm job" in task_log(airflow, champion_run, "train") and "COMPLETED: elapsed" in task_log(
+        airflow, champion_run, "train")
+
+
 def test_promoted_model_answers_v2_requests(champion_run, airflow, stack_info):
     from pathlib import Path
 
