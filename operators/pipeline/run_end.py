@@ -23,6 +23,7 @@ from typing import Any
 from operators.records import TrackingRun
 from operators.slurm.model import JobStatus, SlurmError
 from operators.slurm.reconciler import IDENTITY_PREFIX, TaskIdentity
+from operators.slurm.script import JOB_ENV_FILE
 
 END_REASON_TAG = "factory.end_reason"
 QUEUE_WAIT_S = 120.0
@@ -148,7 +149,11 @@ def _the_run_jobs(spec: Any, dag_id: str, run_id: str) -> dict[str, JobStatus]:
 
     try:
         transport = SlurmHook(spec.connection).get_transport()
-        return wait_for_jobs_to_leave_queue(lambda: transport.jobs().values(), dag_id, run_id)
+        jobs = wait_for_jobs_to_leave_queue(lambda: transport.jobs().values(), dag_id, run_id)
+        for job in jobs.values():  # a job cancelled before it started never read (and removed) its credentials
+            if job.finished and job.workdir:
+                transport.remove(f"{job.workdir}/{JOB_ENV_FILE}")
+        return jobs
     except Exception as error:  # the verdict is due whatever the site answers
         kind = "" if isinstance(error, SlurmError) else f"{type(error).__name__}: "
         print(f"Slurm jobs of this run not known ({kind}{error}); the run ends on Airflow's task states")

@@ -20,7 +20,16 @@ from operators.slurm.hooks import SlurmHook
 from operators.slurm.model import ControllerUnreachable, JobAccounting, SlurmError, SlurmUnavailable
 from operators.slurm.reconciler import TaskIdentity
 from operators.slurm.retry import RetryWithDeadline
-from operators.slurm.script import JOB_OPTIONS, BatchJob, ContainerRun, Launcher, batch_job, env_file_text, render
+from operators.slurm.script import (
+    JOB_ENV_FILE,
+    JOB_OPTIONS,
+    BatchJob,
+    ContainerRun,
+    Launcher,
+    batch_job,
+    env_file_text,
+    render,
+)
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.triggers import SlurmJobTrigger, SlurmReconcileTrigger
 from operators.slurm.watcher import ClusterWatcher, PollSettings
@@ -121,7 +130,7 @@ class SlurmJobOperator(BaseOperator):
     def _files(self, job_script: str, env: dict[str, str]) -> dict[str, bytes]:
         files = {target: read_inside(Path(self.files_root or "."), source) for target, source in self.files.items()}
         files.update({target: json.dumps(content, indent=2).encode() for target, content in self.json_files.items()})
-        files["job.env"] = env_file_text(env).encode()
+        files[JOB_ENV_FILE] = env_file_text(env).encode()
         files["job.sh"] = job_script.encode()
         return files
 
@@ -272,7 +281,7 @@ class SlurmJobOperator(BaseOperator):
         context["ti"].xcom_push(key="slurm_job", value=record)
         SlurmJobLink.store(context, self._job_url(job_id))
         trigger = SlurmJobTrigger(self.slurm_conn_id, job_id, self.poll_interval_s, self.unreachable_limit_s,
-                                  env_file=f"{record['workdir']}/job.env", log_path=self._log_path(record),
+                                  env_file=f"{record['workdir']}/{JOB_ENV_FILE}", log_path=self._log_path(record),
                                   requeue=self.requeue, max_restarts=self.max_restarts,
                                   submitted_at=record.get("submitted_at"),
                                   task_identity=self.task_identity(context["ti"]),
@@ -312,7 +321,7 @@ class SlurmJobOperator(BaseOperator):
         log = self._log_path({"workdir": workdir, "job_id": job_id})
         if event.get("state") in ("UNREACHABLE", "WATCH_FAILED", "RESTART_LIMIT"):
             try:  # a requeueable job keeps its credentials for restarts: no task is left to use them
-                transport.remove(f"{workdir}/job.env")
+                transport.remove(f"{workdir}/{JOB_ENV_FILE}")
             except SlurmError as error:  # one try only: the controller or login node may be what is gone
                 self.log.warning("Could not remove %s/job.env: %s", workdir, error)
             raise AirflowException(f"Slurm job {job_id}: {event['state']}: {event.get('error')}")
@@ -320,7 +329,7 @@ class SlurmJobOperator(BaseOperator):
         if accounting is None:
             raise AirflowException(f"Slurm job {job_id} left the queue as {event.get('state')}, but accounting "
                                    "has no final record after 20 s: not assuming success")
-        retry.call(lambda: transport.remove(f"{workdir}/job.env"))  # credentials do not outlive the job
+        retry.call(lambda: transport.remove(f"{workdir}/{JOB_ENV_FILE}"))  # credentials do not outlive the job
         result = {**accounting.as_dict(), "cluster": hook.settings.get("cluster"), "workdir": workdir,
                   "transport": transport.kind, "allocation": self._remaining(transport, hook.settings)}
         if accounting.state != "COMPLETED" or accounting.exit_code:

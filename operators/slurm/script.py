@@ -14,6 +14,8 @@ from operators.units import memory_mb, slurm_time_minutes
 
 Launcher = Literal["plain", "srun", "torchrun"]
 RUNTIMES = ("apptainer", "singularity", "pyxis-enroot", "cscs-container-engine")
+# The job's credentials, 0600 in its folder; removed once the job has ended (never kept with the job's files).
+JOB_ENV_FILE = "job.env"
 
 
 class UnsafeScriptError(SlurmError, ValueError):
@@ -130,7 +132,7 @@ def batch_job(*, name: str, workdir: str, comment: str, settings: dict, commands
     return BatchJob(
         name=name, account=account or settings.get("account"), partition=partition, cpus=cpus, memory=memory,
         time=time_limit, gpus=gpus, workdir=workdir, commands=with_runtime(commands, python_env),
-        env_file=f"{workdir}/job.env", comment=comment, signal=signal, requeue=requeue, nodes=nodes,
+        env_file=f"{workdir}/{JOB_ENV_FILE}", comment=comment, signal=signal, requeue=requeue, nodes=nodes,
         tasks_per_node=tasks_per_node, procs_per_node=procs_per_node, qos=qos,
         gpu_directives=tuple(gpu_directives) if gpu_directives is not None else None, launcher=launcher,
         container=container)

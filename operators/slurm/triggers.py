@@ -14,6 +14,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from operators.deferral import resume_hold_s
 from operators.slurm.model import ControllerUnreachable, JobStatus, SlurmError
 from operators.slurm.reconciler import TaskIdentity, orphaned_jobs
+from operators.slurm.script import JOB_ENV_FILE
 from operators.slurm.transport import SlurmTransport
 from operators.slurm.watcher import ClusterWatcher, PollSettings, Watch
 
@@ -196,6 +197,11 @@ class SlurmReconcileTrigger(DeclaredTrigger):
             await transport.async_cancel(job.job_id)
         except SlurmError as error:  # it ended meanwhile
             self.log.info("Slurm job %s: %s", job.job_id, error)
+        if job.workdir:  # a job cancelled before it started never read (and removed) its credentials
+            try:
+                await transport.async_remove(f"{job.workdir}/{JOB_ENV_FILE}")
+            except (SlurmError, OSError) as error:
+                self.log.warning("Slurm job %s: its credentials file could not be removed: %s", job.job_id, error)
         return {"job_id": job.job_id, "task": job.comment, "task_state": task_state}
 
 

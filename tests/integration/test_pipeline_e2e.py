@@ -302,6 +302,7 @@ def test_an_airflow_run_marked_failed_while_its_job_waits_cancels_the_job_and_ki
             assert time.monotonic() < deadline, airflow.task_states(DAG, run_id)
             time.sleep(2)
         assert slurm("squeue", "-h", "-j", train_jobs[0], "-o", "%T") == "PENDING"
+        workdir = slurm("squeue", "-h", "-j", train_jobs[0], "-o", "%Z")
         airflow.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
         # end_run is the run's verdict: without it Airflow would call a stopped run with a teardown a success
         mlflow_run = ended_mlflow_run(airflow, registry_client, run_id, end_run="failed")
@@ -315,3 +316,6 @@ def test_an_airflow_run_marked_failed_while_its_job_waits_cancels_the_job_and_ki
     assert len(jobs_of_run(run_id)) == 1
     assert f"Pipeline run {run_id} failed: Slurm job {train_jobs[0]} (train) CANCELLED" in task_log(
         airflow, run_id, "end_run")
+    from pathlib import Path
+
+    assert not (Path(workdir) / "job.env").exists(), "a job cancelled before it started keeps no credentials"
