@@ -5,38 +5,12 @@ review, the plugin pages and the Slurm operator; Airflow is imported when a clie
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from operators.connections import MLFLOW_CONN, S3_CONN
-
-# Extra keys whose values are secrets (Airflow's own list names these words too): masked in logs.
-SECRET_EXTRA_KEY = re.compile(r"pass|secret|token|private|credential|auth|bearer|api_?key|access_?key|dsn",
-                              re.IGNORECASE)
-
-
-def connection_extra(connection: Any) -> dict[str, Any]:
-    """A connection's extra as a dict, with only its secret values masked in logs.
-
-    Airflow's ``extra_dejson`` registers every value as a secret: short settings ("rest", "ssh", "auto")
-    make each task log "Skipping masking for a secret as it's too short", and longer ones ("shared",
-    "local") would be starred out of every log line that says them."""
-    from airflow.sdk.log import mask_secret
-
-    try:
-        extra = json.loads(connection.extra or "{}")
-    except json.JSONDecodeError:
-        raise ValueError(f"connection {connection.conn_id}: extra is not JSON") from None
-    if not isinstance(extra, dict):
-        raise ValueError(f"connection {connection.conn_id}: extra must be a JSON object")
-    for key, value in extra.items():
-        if SECRET_EXTRA_KEY.search(key) and value:
-            mask_secret(value)
-    return extra
 
 
 def s3_client(conn_id: str = S3_CONN) -> Any:
@@ -61,7 +35,7 @@ def credentials_env(conn_id: str) -> dict[str, str]:
 
     connection = BaseHook.get_connection(conn_id)
     if connection.conn_type == "aws":
-        extra = connection_extra(connection)
+        extra = connection.extra_dejson
         env = {"AWS_ACCESS_KEY_ID": connection.login or "", "AWS_SECRET_ACCESS_KEY": connection.password or "",
                "AWS_DEFAULT_REGION": extra.get("region_name", "us-east-1")}
         if extra.get("endpoint_url"):

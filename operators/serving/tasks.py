@@ -13,7 +13,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from operators.clients import connection_extra
 from operators.connections import MLFLOW_CONN
 from operators.records import RegisteredVersion, Rollout
 from operators.spec import Pipeline, Serving
@@ -26,10 +25,9 @@ def serving_target(serving: Serving) -> Any:
     from operators.serving.targets import target_from_connection
 
     connection = BaseHook.get_connection(serving.connection)
-    extra = connection_extra(connection)
     try:
         return target_from_connection(serving.target, connection.host, connection.port, connection.schema,
-                                      connection.login, connection.password, extra)
+                                      connection.login, connection.password, connection.extra_dejson)
     except ValueError as error:
         raise ValueError(f"connection {serving.connection}: {error}") from None
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from airflow.sdk.bases.hook import BaseHook
 
-from operators.clients import connection_extra
 from operators.provider import SLURM_CONNECTION_FIELDS
 from operators.slurm.model import SlurmError
 from operators.slurm.shared_status import SharedStatusTransport
@@ -50,11 +49,8 @@ class SlurmHook(BaseHook):
     def settings(self) -> dict[str, Any]:
         """The connection's extra, checked: unknown keys fail with the list of valid ones."""
         prefix = f"extra__{self.conn_type}__"  # older forms store fields prefixed; blank fields mean unset
-        try:
-            stored = connection_extra(self.connection)
-        except ValueError as error:
-            raise SlurmError(str(error)) from None
-        extra = {key.removeprefix(prefix): value for key, value in stored.items() if value not in (None, "")}
+        extra = {key.removeprefix(prefix): value for key, value in self.connection.extra_dejson.items()
+                 if value not in (None, "")}
         unknown = sorted(set(extra) - set(EXTRA_FIELDS))
         if unknown:
             valid = "\n".join(f"  {key}: {meaning}" for key, meaning in EXTRA_FIELDS.items())

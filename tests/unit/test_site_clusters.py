@@ -3,7 +3,6 @@ configuration each release gets, the network and node commands, their services a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, replace
@@ -311,17 +310,16 @@ def test_accounting_makes_the_cluster_both_accounts_and_the_job_user(paths: Stac
 class FakeConnection:
     """What ``SlurmHook`` reads of an Airflow connection."""
 
-    fields: dict[str, Any]
+    extra: dict[str, Any]
     host: str | None = None
     port: int | None = None
     login: str | None = None
     password: str | None = None
     schema: str | None = None
-    conn_id: str = "site"
 
     @property
-    def extra(self) -> str:  # stored as Airflow stores it: JSON text
-        return json.dumps(self.fields)
+    def extra_dejson(self) -> dict[str, Any]:
+        return self.extra
 
 
 def hook(conn_id: str, definition: dict[str, Any]) -> SlurmHook:

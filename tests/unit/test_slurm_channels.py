@@ -8,7 +8,6 @@ import asyncio
 import importlib
 import io
 import itertools
-import json
 import os
 import stat
 import tarfile
@@ -49,17 +48,12 @@ REST = {"base_url": "http://slurmrestd.example.org:6820", "user": "hpcuser", "to
 class FakeConnection:
     """What ``SlurmHook`` reads of an Airflow connection."""
 
-    fields: dict[str, Any]
+    extra_dejson: dict[str, Any]
     host: str | None = "slurmrestd.example.org"
     port: int | None = 6820
     login: str | None = "hpcuser"
     password: str | None = "jwt"
     schema: str | None = "http"
-    conn_id: str = "site_slurm"
-
-    @property
-    def extra(self) -> str:  # stored as Airflow stores it: JSON text
-        return json.dumps(self.fields)
 
 
 def hook_for(extra: dict[str, Any], conn_id: str = "site_slurm", **fields: Any) -> SlurmHook:
@@ -482,20 +476,3 @@ def test_triggers_share_the_status_answer_of_a_cluster_across_its_connections_an
     assert made["b_ssh"].file == made["b_rest"].file != made["a_ssh"].file
     assert made["b_ssh"].max_age_s == 2.0
     assert made["b_ssh"].transport.kind != made["b_rest"].transport.kind  # each still talks its own way
-
-
-def test_a_connections_settings_are_not_registered_as_secrets_but_its_secret_values_are(monkeypatch) -> None:
-    """Airflow's ``extra_dejson`` masks every extra value: "rest" made each task warn that it was too short to
-    mask, and "shared" or "local" would be starred out of every log line. Only secret-named keys are masked."""
-    import airflow.sdk.log
-
-    from operators.clients import connection_extra
-
-    masked: list = []
-    monkeypatch.setattr(airflow.sdk.log, "mask_secret", lambda value, name=None: masked.append(value))
-    connection = FakeConnection({"transport": "rest", "files": "shared", "api_token": "t0ps3cret", "password_file": ""})
-    assert connection_extra(connection) == {"transport": "rest", "files": "shared", "api_token": "t0ps3cret",
-                                            "password_file": ""}
-    assert masked == ["t0ps3cret"]
-    with pytest.raises(ValueError, match="connection site_slurm: extra is not JSON"):
-        connection_extra(type("Broken", (), {"extra": "{", "conn_id": "site_slurm"})())
