@@ -430,7 +430,13 @@ def _check(spec: PipelineSpec, folder: Path, lines: dict[str, int], site: Site |
     for step in ("training", "evaluation"):
         job = getattr(spec, step)
         script = folder / job.script
-        if not script.is_file():
+        try:
+            found, unusable = script.is_file(), None
+        except OSError as error:  # a name this file system cannot hold (too long): hostile or broken config
+            found, unusable = False, error.strerror
+        if unusable:
+            problem(f"{step}.script", f"{job.script[:80]!r}... is not a usable file name ({unusable})")
+        elif not found:
             problem(f"{step}.script", f"{job.script!r} does not exist in {folder}")
         else:
             for relative in script_files(folder, job.script).values():

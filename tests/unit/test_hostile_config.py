@@ -308,3 +308,13 @@ def test_a_contract_pattern_that_backtracks_in_python_runs_in_linear_time(tmp_pa
     assert time.monotonic() - started < 30
     (rule,) = [rule for rule in summary["rules"] if rule["check"] == "pattern"]
     assert rule["success"] is False
+
+
+def test_a_script_name_too_long_for_the_file_system_is_a_problem_not_an_oserror(tmp_path):
+    """Found by the property suite: a 1,000-character script name made ``is_file`` raise ENAMETOOLONG."""
+    folder = tmp_path / "base"
+    shutil.copytree(BASE_SPEC, folder)
+    text = (folder / "pipeline.yaml").read_text()
+    (folder / "pipeline.yaml").write_text(text.replace("script: train.py", f"script: {'x' * 1000}.py", 1))
+    with pytest.raises(SpecError, match=r"training\.script: 'x{80}'\.\.\. is not a usable file name"):
+        load_spec(folder / "pipeline.yaml")
