@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack.airflow_api import AirflowAPI
+from stack.airflow_api import FINISHED, AirflowAPI
 from stack.settings import StackPaths
 
 MAIN_PIPELINE = "breast_cancer"
@@ -69,9 +69,6 @@ def main(argv: list[str] | None = None) -> int:
   Logs              {links['logs']}
 Stop everything:    ./factory stack down""")
     return 0 if run["state"] == "success" else 1
-
-
-FINISHED = ("success", "failed")
 
 
 def follow_run(airflow: AirflowAPI, dag_id: str, run_id: str, began: float, say, poll_s: float = 2.0,

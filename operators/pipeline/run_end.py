@@ -22,7 +22,7 @@ from typing import Any
 
 from operators.records import TrackingRun
 from operators.slurm.model import JobStatus, SlurmError
-from operators.slurm.reconciler import IDENTITY_PREFIX, TaskIdentity
+from operators.slurm.reconciler import TaskIdentity
 from operators.slurm.script import JOB_ENV_FILE
 
 END_REASON_TAG = "factory.end_reason"
@@ -37,11 +37,6 @@ class RunEnd:
 
     status: str
     reason: str
-
-
-def run_prefix(dag_id: str, run_id: str) -> str:
-    """The start of the comment every Slurm job of this Airflow run carries (its task identity)."""
-    return f"{IDENTITY_PREFIX}{dag_id}/{run_id}/"
 
 
 def jobs_of_run(jobs: Iterable[JobStatus], dag_id: str, run_id: str) -> dict[str, JobStatus]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operators.pipeline.run_end import RunEnd, decide_end, jobs_of_run, run_prefix, wait_for_jobs_to_leave_queue
+from operators.pipeline.run_end import RunEnd, decide_end, jobs_of_run, wait_for_jobs_to_leave_queue
 from operators.slurm.model import JobStatus
 
 DAG, RUN = "pipeline_x", "manual__2026-12-06T00:00:00+00:00"
@@ -46,7 +46,6 @@ def test_only_this_runs_jobs_count_and_a_retry_replaces_the_first_try():
     jobs = [job(3, "train", "FAILED", 1), job(5, "train", "RUNNING"), job(4, "evaluate", "PENDING", run="other"),
             JobStatus(6, "RUNNING", comment="somebody else's job")]
     assert {task: status.job_id for task, status in jobs_of_run(jobs, DAG, RUN).items()} == {"train": 5}
-    assert run_prefix(DAG, RUN) == f"airflow:{DAG}/{RUN}/"
 
 
 def test_waiting_ends_when_the_jobs_left_the_queue_or_at_the_deadline():
